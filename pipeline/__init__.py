@@ -1,0 +1,54 @@
+"""layerprobe: a staged, cached transfer-learning workbench for small image sets.
+
+The stages, importable one by one (torch is imported only by the extract stage)::
+
+    from pipeline import bundled, extract, ExtractConfig, open_cache
+    result = extract(bundled("br35h"), ExtractConfig(limit=60))
+    with open_cache(result.path) as cache:
+        codes = cache.codes("pre_logits")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import BadImageError, CacheError, CacheInProgressError, InputError, ModelError, PipelineError
+from .inputs import ImageSet, bundled, from_csv, from_folder
+from .cache import ActivationCache, open_cache
+
+_LAZY = {
+    "extract": "activations",
+    "ExtractConfig": "activations",
+    "ExtractResult": "activations",
+    "register_pooling": "activations",
+    "build_model": "model",
+    "available_layers": "model",
+    "resolve_layers": "model",
+}
+
+
+def __getattr__(name: str):
+    """Import the torch-based stages only when they are used."""
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ActivationCache",
+    "BadImageError",
+    "CacheError",
+    "CacheInProgressError",
+    "ImageSet",
+    "InputError",
+    "ModelError",
+    "PipelineError",
+    "bundled",
+    "from_csv",
+    "from_folder",
+    "open_cache",
+    *_LAZY,
+]

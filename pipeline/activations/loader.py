@@ -1,0 +1,60 @@
+"""Feeding images to the model: decode in DataLoader workers, in row order."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from ..inputs import UndecodableImage, decode_rgb
+
+
+class ImageFiles(Dataset):
+    """Row ``i`` -> (i, preprocessed image tensor), decoding with the colour policy."""
+
+    def __init__(self, paths: list[Path], transform, first_row: int = 0):
+        self.paths = list(paths)
+        self.transform = transform
+        self.first_row = first_row
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        try:
+            image = decode_rgb(path)
+        except UndecodableImage as exc:
+            # It decoded during the check before extraction: the file changed since.
+            raise InputError(f"{path} can no longer be decoded ({exc}); it changed during extraction") from None
+        return self.first_row + i, self.transform(image)
+
+
+def default_workers() -> int:
+    """Decoding workers: one core is left to the forward pass."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def make_loader(dataset: ImageFiles, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)

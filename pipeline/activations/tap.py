@@ -1,0 +1,92 @@
+"""One forward pass, many layers: hooks pool each requested output as it goes by.
+
+Spatial maps of a batch live only until their hook has pooled them, so memory
+holds no more than one batch's maps. When neither ``pre_logits`` nor ``logits``
+is wanted, the pass stops right after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, classifier_name
+from .pooling import NO_POOLING, get_pooling
+
+
+def output_keys(layers: list[LayerSpec], pools: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (layer, pooling) pairs a set of layers yields, in depth order."""
+    keys = []
+    for layer in layers:
+        keys += [(layer.name, NO_POOLING)] if layer.stride is None else [(layer.name, p) for p in pools]
+    return keys
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to skip the rest of the network."""
+
+
+class LayerTap:
+    """Registers pooling hooks on a model; :meth:`run` returns pooled float32 codes."""
+
+    def __init__(self, loaded: LoadedModel, layers: list[LayerSpec], pools: tuple[str, ...]):
+        self.model = loaded.module
+        self.layers = sorted(layers, key=lambda s: s.depth)
+        self.keys = output_keys(self.layers, pools)
+        self._pools = {p: get_pooling(p) for p in pools}
+        self._outputs: dict[tuple[str, str], torch.Tensor] = {}
+        self._last = None if any(s.name == LOGITS for s in self.layers) else self.layers[-1].name
+        self.forward_passes = 0
+        modules = dict(self.model.named_modules())
+        self._handles = []
+        for spec in self.layers:
+            if spec.name == LOGITS:
+                continue
+            if spec.name == PRE_LOGITS:
+                hook = modules[classifier_name(loaded)].register_forward_pre_hook(
+                    lambda m, inputs, s=spec: self._capture(s, inputs[0])
+                )
+            else:
+                hook = modules[spec.name].register_forward_hook(
+                    lambda m, inputs, output, s=spec: self._capture(s, output)
+                )
+            self._handles.append(hook)
+
+    def _capture(self, spec: LayerSpec, value) -> None:
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        if spec.name in {k[0] for k in self._outputs}:
+            return  # a module that runs twice: keep its first output
+        if spec.stride is None:
+            self._outputs[(spec.name, NO_POOLING)] = value.float().flatten(1)
+        else:
+            for name, fn in self._pools.items():
+                self._outputs[(spec.name, name)] = fn(value)
+        if spec.name == self._last:
+            raise _StopForward
+
+    @torch.inference_mode()
+    def run(self, images: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
+        """Codes of every (layer, pooling) for one batch, float32, on the batch's device."""
+        self._outputs = {}
+        self.forward_passes += 1
+        try:
+            logits = self.model(images)
+        except _StopForward:
+            logits = None
+        if logits is not None and self._last is None:
+            self._outputs[(LOGITS, NO_POOLING)] = logits.float()
+        missing = [k for k in self.keys if k not in self._outputs]
+        if missing:
+            raise RuntimeError(f"layers {missing} produced no output in the forward pass")
+        outputs, self._outputs = self._outputs, {}
+        return {k: outputs[k] for k in self.keys}
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

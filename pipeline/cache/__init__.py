@@ -1,0 +1,21 @@
+"""Cache: the HDF5 activation store, its key, its writer lock (no torch here)."""
+
+from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
+from .lock import WriterLock, is_locked
+from .reader import ActivationCache, open_cache
+from .writer import CacheWriter, OutputSpec, RowTable, partial_path
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ActivationCache",
+    "CacheWriter",
+    "OutputSpec",
+    "RowTable",
+    "WriterLock",
+    "cache_key",
+    "codes_path",
+    "is_locked",
+    "open_cache",
+    "partial_path",
+]

@@ -1,0 +1,240 @@
+"""The ``layerprobe`` command: a thin layer over the library.
+
+Options are parsed here, turned into config objects and handed to library
+functions; library errors become one-line messages and a non-zero exit. stdout
+carries results only (paths, tables, JSON); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import sys
+
+import click
+
+from . import __version__
+from .errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+class _Group(click.Group):
+    """Turns library errors into ``Error: <message>`` and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _split_list(values) -> tuple[str, ...]:
+    """Accept ``--opt a,b`` and ``--opt a --opt b`` alike."""
+    items = []
+    for value in values or ():
+        items += [v.strip() for v in str(value).split(",") if v.strip()]
+    return tuple(items)
+
+
+def model_options(func):
+    """--weights and --random-init, shared by every command that builds a model."""
+
+    @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local timm-format weights (.pth or .safetensors).")
+    @click.option("--random-init", is_flag=True, help="Use an untrained model (explicit, never silent).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="layerprobe")
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail to stderr.")
+@click.pass_context
+def main(ctx, verbose):
+    """Which layer of a pretrained CNN transfers to your images? Measure it.
+
+    Stages: `extract` codes of many layers into one HDF5 cache (GPU if present),
+    then inspect the cache with `info`.
+
+    \b
+    Example, on the bundled Br35H MRI set and EfficientNet-Lite0:
+      layerprobe extract --dataset br35h --limit 200
+      layerprobe info cache/br35h-tf_efficientnet_lite0-*.h5
+    """
+    ctx.obj = {"verbose": verbose}
+    _setup_logging(verbose, quiet=False)
+
+
+@main.command()
+@click.argument("model_name", metavar="MODEL")
+@model_options
+@click.option("--img-size", type=click.IntRange(min=8), help="Input side in pixels (default: the model's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def layers(model_name, weights, random_init, img_size, as_json):
+    """List the layers of MODEL that can be extracted.
+
+    Index and module name of every stage, its channels and stride, and the two
+    special outputs pre_logits (pooled final features) and logits (ImageNet head).
+    Any of these, or any other module name, can be passed to `extract --layers`.
+
+    \b
+    Example:
+      layerprobe layers tf_efficientnet_lite0
+    """
+    from .model import available_layers, build_model
+
+    loaded = build_model(model_name, weights, random_init, img_size)
+    specs = available_layers(loaded)
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in specs], indent=2))
+        return
+    rows = [("index", "layer", "kind", "channels", "stride")]
+    for s in specs:
+        rows.append(("" if s.index is None else str(s.index), s.name, s.kind, str(s.channels), "" if s.stride is None else str(s.stride)))
+    click.echo(_table(rows))
+
+
+@main.command()
+@click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
+@click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
+@click.option("--dataset", type=click.Choice(["br35h"]), help="A bundled data set.")
+@click.option("--model", "model_name", default="tf_efficientnet_lite0", show_default=True, help="Any timm model name, or torchvision/<name>.")
+@model_options
+@click.option("--layers", "layer_tokens", multiple=True, default=["all"], show_default=True,
+              help="'all' (every stage + pre_logits), stage indices such as 1,3,-1, module names, pre_logits, logits.")
+@click.option("--pool", "pools", multiple=True, default=["avg"], show_default=True, help="Pooling(s): avg, max, avgmax, gem (comma-separated or repeated).")
+@click.option("--img-size", type=click.IntRange(min=8), help="Input side in pixels (default: the model's data config).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: cores - 1).")
+@click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
+@click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Stop naming every undecodable file, or skip them (listed in the manifest).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Cache file (default: content-addressed under --cache-dir).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default="cache", show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for another extraction into the same cache instead of failing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
+def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
+            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, quiet):
+    """Extract pooled codes of many layers into one HDF5 cache.
+
+    One forward pass per batch yields every requested layer; rows are sorted by
+    image id and written batch by batch. Prints the cache path on stdout. If a
+    finished cache of the same settings and images exists, it is reused.
+
+    \b
+    Examples:
+      layerprobe extract --dataset br35h
+      layerprobe extract --images ./lesions --layers 1,3,pre_logits --pool avg,gem
+      layerprobe extract --csv slices.csv --model tf_efficientnet_lite2 --limit 500
+    """
+    from .activations import ExtractConfig
+    from .activations import extract as run_extract
+
+    if quiet:
+        _setup_logging(False, quiet=True)
+    image_set = _image_set(images, csv_file, dataset)
+    config = ExtractConfig(
+        model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
+        pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
+        limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait,
+    )
+    try:
+        result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
+    except KeyboardInterrupt:
+        command = shlex.join(["layerprobe", *sys.argv[1:]])
+        click.echo(f"Interrupted; committed rows are kept. Resume with:\n  {command}", err=True)
+        sys.exit(130)
+    if result.reused:
+        log.info("up to date: %s (%d rows)", result.path, result.rows)
+    else:
+        rate = result.rows / result.seconds if result.seconds else 0.0
+        skipped = f", skipped {len(result.skipped)} bad image(s)" if result.skipped else ""
+        log.info("wrote %d rows to %s in %.1f s (%.1f img/s)%s", result.rows, result.path, result.seconds, rate, skipped)
+    click.echo(str(result.path))
+
+
+def _image_set(images, csv_file, dataset):
+    from .errors import InputError
+    from .inputs import bundled, from_csv, from_folder
+
+    given = [name for name, value in (("--images", images), ("--csv", csv_file), ("--dataset", dataset)) if value]
+    if len(given) != 1:
+        found = f"got {' and '.join(given)}" if given else "got none"
+        raise InputError(f"pass exactly one input source: --images DIR, --csv FILE or --dataset br35h ({found})")
+    if images:
+        return from_folder(images)
+    if csv_file:
+        return from_csv(csv_file)
+    return bundled(dataset)
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and shapes as JSON.")
+def info(cache_path, as_json):
+    """Show what a cache holds: manifest, rows, per-layer shapes.
+
+    \b
+    Example:
+      layerprobe info cache/br35h-tf_efficientnet_lite0-0123456789ab.h5
+    """
+    from .cache import open_cache
+
+    with open_cache(cache_path) as cache:
+        outputs = [{"output": f"{l}/{p}", **cache.output_info(l, p)} for l, p in cache.outputs]
+        labels = cache.labels
+        counts = {name: int((labels == i).sum()) for i, name in enumerate(cache.class_names)}
+        manifest, rows = cache.manifest, cache.n_rows
+    if as_json:
+        click.echo(json.dumps({"path": str(cache_path), "rows": rows, "class_counts": counts,
+                               "outputs": outputs, "manifest": manifest}, indent=2, default=list))
+        return
+    click.echo(_describe(cache_path, rows, counts, manifest))
+    table = [("output", "kind", "channels", "stride", "shape")]
+    for o in outputs:
+        table.append((o["output"], str(o.get("kind", "")), str(o.get("channels", "")), str(o.get("stride", "") or ""),
+                      " x ".join(map(str, o["shape"]))))
+    click.echo("")
+    click.echo(_table(table))
+
+
+def _describe(path, rows, counts, m) -> str:
+    pre, weights, inp, run = m["preprocessing"], m["model"]["weights"], m["input"], m["runtime"]
+    classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
+    lines = [
+        ("cache", str(path)),
+        ("model", f"{m['model']['name']}  weights {weights['source']} sha256 {weights['sha256'][:12]}"),
+        ("images", f"{rows} from {inp['name']} ({inp['source']}); classes: {classes}"),
+        ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
+                       f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
+        ("made", f"{m['created']} on {run['device']} ({run['precision']}) in {run.get('duration_s', '?')} s"),
+        ("key", m["key"]),
+    ]
+    if inp.get("skipped"):
+        lines.append(("skipped", f"{len(inp['skipped'])} bad image(s): " + ", ".join(s["id"] for s in inp["skipped"][:5])))
+    return "\n".join(f"{k:<11}{v}" for k, v in lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The one exception family of layerprobe.
+
+Every error a user can cause derives from :class:`PipelineError`. Messages say
+what was found, what is allowed and how to fix it; the CLI prints them as one
+line and exits non-zero.
+"""
+
+
+class PipelineError(Exception):
+    """Base class of every error layerprobe raises on purpose."""
+
+
+class InputError(PipelineError):
+    """The images, folders or tables given as input are unusable."""
+
+
+class BadImageError(InputError):
+    """One or more image files cannot be decoded."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        shown = "; ".join(f"{path}: {why}" for path, why in self.problems[:10])
+        more = f" (and {len(self.problems) - 10} more)" if len(self.problems) > 10 else ""
+        super().__init__(
+            f"{len(self.problems)} image(s) cannot be decoded: {shown}{more}. "
+            "Fix or remove them, or pass --on-bad-image skip to leave them out "
+            "(they are listed in the cache manifest)."
+        )
+
+
+class ModelError(PipelineError):
+    """The model name, its weights or a requested layer is unusable."""
+
+
+class CacheError(PipelineError):
+    """An activation cache is missing, incomplete, corrupt or of another kind."""
+
+
+class CacheInProgressError(CacheError):
+    """The cache is still being written by an extraction."""

@@ -1,0 +1,19 @@
+"""Model: building pretrained networks, their weights, preprocessing and layers."""
+
+from .build import LoadedModel, Preprocessing, build_model
+from .layers import LOGITS, PRE_LOGITS, LayerSpec, available_layers, classifier_name, resolve_layers
+from .weights import KNOWN_SOURCES, WeightsInfo
+
+__all__ = [
+    "KNOWN_SOURCES",
+    "LOGITS",
+    "PRE_LOGITS",
+    "LayerSpec",
+    "LoadedModel",
+    "Preprocessing",
+    "WeightsInfo",
+    "available_layers",
+    "build_model",
+    "classifier_name",
+    "resolve_layers",
+]
