@@ -69,12 +69,8 @@ class ActivationCache:
     # Codes --------------------------------------------------------------------
     @property
     def outputs(self) -> list[tuple[str, str]]:
-        """Every stored (layer, pooling), in depth order."""
-        found = []
-        for layer, group in self._file["codes"].items():
-            for pooling, ds in group.items():
-                found.append((int(ds.attrs.get("depth", 0)), layer, pooling))
-        return [(layer, pooling) for _, layer, pooling in sorted(found)]
+        """Every stored (layer, pooling), in depth order, poolings in the order asked for."""
+        return [tuple(name.rsplit("/", 1)) for name in self.manifest["outputs"]]
 
     def output_info(self, layer: str, pooling: str | None = None) -> dict:
         ds = self._dataset(layer, pooling)
