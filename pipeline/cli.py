@@ -120,7 +120,7 @@ def layers(model_name, weights, random_init, img_size, as_json):
 @click.option("--img-size", type=click.IntRange(min=8), help="Input side in pixels (default: the model's data config).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: cores - 1).")
+@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: 0 on a CPU with up to 4 cores, more on larger CPUs and GPUs).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
 @click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True,

@@ -91,6 +91,7 @@ def extract(
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
     layers = resolve_layers(loaded, config.layers)
     device = resolve_device(config.device)
+    workers = default_workers(device) if config.workers is None else config.workers
     images, checks, skipped = _check_images(images, config, progress)
     rows = _row_table(images, checks)
     precision = "float16-autocast" if device.type == "cuda" else "float32"
@@ -102,9 +103,10 @@ def extract(
             return _reuse(path, key, started)
         outputs = _output_specs(layers, config.pools)
         manifest = _manifest(images, config, loaded, layers, rows, skipped, key, device, precision)
+        manifest["runtime"]["workers"] = workers
         writer = CacheWriter(path, key, manifest, rows, outputs)
         try:
-            passes = _run(writer, images, loaded, layers, config, device, progress)
+            passes = _run(writer, images, loaded, layers, config, device, workers, progress)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
             manifest["created"] = _now()
             writer.finish(manifest)
@@ -198,12 +200,11 @@ def _reuse(path: Path, key: str, started: float) -> ExtractResult:
     return ExtractResult(path, rows, True, time.perf_counter() - started, 0)
 
 
-def _run(writer, images, loaded, layers, config, device, progress) -> int:
+def _run(writer, images, loaded, layers, config, device, workers, progress) -> int:
     from tqdm import tqdm
 
     start = writer.rows_committed
     paths = [r.path for r in images.records][start:]
-    workers = default_workers() if config.workers is None else config.workers
     cuda = device.type == "cuda"
     loader = make_loader(ImageFiles(paths, loaded.preprocessing.transform(), start), config.batch_size, workers, cuda)
     model = loaded.module.to(device, memory_format=torch.channels_last)

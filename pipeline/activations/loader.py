@@ -33,9 +33,17 @@ class ImageFiles(Dataset):
         return self.first_row + i, self.transform(image)
 
 
-def default_workers() -> int:
-    """Decoding workers: one core is left to the forward pass."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def default_workers(device: torch.device) -> int:
+    """Decoding processes that help rather than compete with the forward pass.
+
+    On a GPU the CPU only decodes, so use most cores. On a small CPU a decoding
+    process steals a core from torch's threads: with 2 cores, decoding in the
+    main process was measured faster (bench/extract.py, BENCHMARKS.md).
+    """
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(0, min(8, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
 
 
 def make_loader(dataset: ImageFiles, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
