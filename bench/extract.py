@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pipeline.activations import ExtractConfig, LayerTap, extract
+from pipeline.activations import ExtractConfig, LayerTap, extract, output_keys
 from pipeline.activations.extract import _output_specs
 from pipeline.cache import CacheWriter, RowTable
 from pipeline.inputs import bundled, decode_rgb, stratified_subset
@@ -53,7 +54,7 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, median of {args.rounds} rounds")
 
     tmp = Path(tempfile.mkdtemp())
-    outputs = _output_specs(layers, ("avg",))
+    outputs = _output_specs(layers, output_keys(layers, ("avg",)))
     rows = RowTable([r.id for r in images.records], images.label_indices(), list(images.class_names),
                     [0] * n, ["0" * 64] * n)
 
@@ -64,12 +65,13 @@ def main() -> None:
 
     def multi_layer_written(round_no=[0]):
         round_no[0] += 1
-        writer = CacheWriter(tmp / f"bench{round_no[0]}.h5", "bench", {}, rows, outputs)
+        writer = CacheWriter(tmp / f"bench{round_no[0]}.h5", "bench", "bench", {}, rows, outputs)
         start = 0
         with LayerTap(loaded, layers, ("avg",)) as tap:
             for b in batches:
                 codes = tap.run(b)
-                start = writer.write(start, {k: v.numpy() for k, v in codes.items()})
+                rows_here = np.arange(start, start + len(b))
+                start = writer.write(start, rows_here, {k: v.numpy() for k, v in codes.items()})
         writer.close()
 
     def one_pass_per_layer():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import logging
 import platform
 import re
+import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache
+from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
+from ..cache.plan import Plan, make_plan
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, build_model, resolve_layers
@@ -82,37 +85,51 @@ def extract(
 ) -> ExtractResult:
     """Run one forward pass per batch over ``images`` and cache every requested layer.
 
-    Returns at once, with zero forward passes, when ``out`` (or the default,
-    content-addressed path) already holds a finished cache of the same key.
+    Incremental: an existing cache of the same settings at the target path is
+    reused row by row. Only new or changed images, and only outputs it lacks,
+    are computed; with nothing to do there is no forward pass at all.
     """
     started = time.perf_counter()
     if config.limit is not None:
         images = stratified_subset(images, config.limit, config.seed)
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
-    layers = resolve_layers(loaded, config.layers)
+    requested = resolve_layers(loaded, config.layers)
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     images, checks, skipped = _check_images(images, config, progress)
-    rows = _row_table(images, checks)
+    current = _row_table(images, checks)
     precision = "float16-autocast" if device.type == "cuda" else "float32"
-    key = cache_key(_key_parts(loaded, layers, config.pools, rows, precision))
-    path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, key)
+    settings = _settings(loaded, precision, images)
+    settings_key = cache_key(settings)
+    path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
 
-    with WriterLock(path, wait=config.wait):
-        if path.exists():
-            return _reuse(path, key, started)
-        outputs = _output_specs(layers, config.pools)
-        manifest = _manifest(images, config, loaded, layers, rows, skipped, key, device, precision)
+    with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
+        layers, pools, outputs = _union(loaded, requested, config.pools, previous)
+        plan = make_plan(current, outputs, *((previous.stored_rows(), previous.outputs) if previous else ()))
+        key = _content_key(settings_key, plan)
+        if previous is not None and previous.key == key:
+            log.info("%s is up to date: nothing to extract", path)
+            return ExtractResult(path, previous.n_rows, True, time.perf_counter() - started, 0, skipped)
+        if plan.removed:
+            log.warning("%d image(s) in %s are no longer in the input and are left out, e.g. %s",
+                        len(plan.removed), path.name, ", ".join(plan.removed[:3]))
+        specs = _output_specs(layers, outputs)
+        _check_free_space(path, len(plan.rows.ids), specs)
+        manifest = _manifest(images, config, loaded, layers, pools, outputs, current, skipped, key, device, precision)
         manifest["runtime"]["workers"] = workers
-        writer = CacheWriter(path, key, manifest, rows, outputs)
+        manifest["update"] = _update_summary(plan)
+        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs)
         try:
-            passes = _run(writer, images, loaded, layers, config, device, workers, progress)
+            if not writer.copied:
+                writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
+                                 plan.copy_new, plan.copy_old)
+            passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
             manifest["created"] = _now()
-            writer.finish(manifest)
+            writer.finish(manifest, plan.planned)
         finally:
             writer.close()
-    return ExtractResult(path, len(rows.ids), False, time.perf_counter() - started, passes, skipped)
+    return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
 
 
 def _check_images(images: ImageSet, config: ExtractConfig, progress: bool):
@@ -151,32 +168,95 @@ def _row_table(images: ImageSet, checks) -> RowTable:
 
 
 def input_fingerprint(rows: RowTable) -> str:
-    """A digest of the ids, file contents, labels, groups and splits of the rows."""
+    """A digest of the ids, file contents, labels, groups, splits and activity of the rows."""
     digest = hashlib.sha256()
-    columns = (rows.ids, rows.sha256, rows.labels, rows.groups or [], rows.split or [], rows.class_names)
+    columns = (rows.ids, rows.sha256, rows.labels, rows.groups or [], rows.split or [], rows.class_names,
+               rows.active_mask().tolist())
     for column in columns:
         digest.update(repr(list(column)).encode())
     return digest.hexdigest()
 
 
-def _key_parts(loaded: LoadedModel, layers: list[LayerSpec], pools, rows: RowTable, precision: str) -> dict:
+def _settings(loaded: LoadedModel, precision: str, images: ImageSet) -> dict:
+    """What makes one row's numbers: the same settings give the same codes for the same bytes."""
     return {
         "model": loaded.name,
         "weights_sha256": loaded.weights.sha256,
-        "layers": [s.name for s in layers],
-        "poolings": list(pools),
         "preprocessing": loaded.preprocessing.as_dict(),
         "precision": precision,
-        "input": input_fingerprint(rows),
+        "input_root": str(Path(images.root).resolve()),
     }
 
 
-def _output_specs(layers: list[LayerSpec], pools) -> list[OutputSpec]:
+def _content_key(settings_key: str, plan: Plan) -> str:
+    return cache_key({"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs})
+
+
+@contextmanager
+def _previous(path: Path, settings: dict, settings_key: str):
+    """The finished cache at ``path`` if it has the same settings; refuse anything else there."""
+    if not path.exists():
+        yield None
+        return
+    try:
+        cache = open_cache(path)
+    except CacheError as exc:
+        raise CacheError(f"{path} exists but is not a finished layerprobe cache ({exc}); "
+                         "choose another --out or delete it") from None
+    try:
+        if cache.settings_key != settings_key:
+            raise CacheError(
+                f"{path} already holds a cache made with other settings ({_differences(cache.manifest, settings)}); "
+                "choose another --out, or delete it to extract again"
+            )
+        yield cache
+    finally:
+        cache.close()
+
+
+def _differences(manifest: dict, settings: dict) -> str:
+    before = {
+        "model": manifest["model"]["name"],
+        "weights_sha256": manifest["model"]["weights"]["sha256"],
+        "preprocessing": manifest["preprocessing"],
+        "precision": manifest["runtime"]["precision"],
+        "input_root": manifest["input"].get("root_resolved"),
+    }
+    changed = [name for name, value in settings.items() if json.dumps(before.get(name), sort_keys=True, default=list)
+               != json.dumps(value, sort_keys=True, default=list)]
+    return "different " + ", ".join(changed) if changed else "different format"
+
+
+def _union(loaded: LoadedModel, requested: list[LayerSpec], pools, previous):
+    """Layers, poolings and outputs of the new cache: what was stored plus what is asked for."""
+    asked = output_keys(requested, tuple(pools))
+    if previous is None:
+        return requested, list(pools), asked
+    layers = resolve_layers(loaded, [s["name"] for s in previous.manifest["layers"]] + [s.name for s in requested])
+    all_pools = list(dict.fromkeys(list(previous.manifest["poolings"]) + list(pools)))
+    wanted = set(previous.outputs) | set(asked)
+    outputs = [k for k in output_keys(layers, tuple(all_pools)) if k in wanted]
+    used = {layer for layer, _ in outputs}
+    return [s for s in layers if s.name in used], all_pools, outputs
+
+
+def _output_specs(layers: list[LayerSpec], outputs) -> list[OutputSpec]:
     by_name = {s.name: s for s in layers}
-    return [
-        OutputSpec(layer, pooling, by_name[layer].channels, by_name[layer].as_dict())
-        for layer, pooling in output_keys(layers, tuple(pools))
-    ]
+    return [OutputSpec(layer, pooling, by_name[layer].channels, by_name[layer].as_dict()) for layer, pooling in outputs]
+
+
+def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:
+    """Refuse to start a run that cannot fit on the disk."""
+    needed = int(rows * sum(s.channels for s in specs) * 4 * 1.05) + rows * 200 + (1 << 20)
+    partial = partial_path(path)
+    if partial.exists():
+        needed -= partial.stat().st_size
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise CacheError(
+            f"the cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are free on "
+            f"{path.parent}; free space or choose another --out"
+        )
 
 
 def _default_name(dataset: str, model: str, key: str) -> str:
@@ -184,59 +264,72 @@ def _default_name(dataset: str, model: str, key: str) -> str:
     return f"{slug(dataset)}-{slug(model)}-{key[:12]}.h5"
 
 
-def _reuse(path: Path, key: str, started: float) -> ExtractResult:
-    try:
-        with open_cache(path) as cache:
-            same, rows = cache.key == key, cache.n_rows
-    except CacheError as exc:
-        raise CacheError(f"{path} exists but is not a finished cache of these settings ({exc}); "
-                         "choose another --out or delete it") from None
-    if not same:
-        raise CacheError(
-            f"{path} already holds a cache made from other images or settings; "
-            "choose another --out, or delete it to extract again"
-        )
-    log.info("%s is up to date: nothing to extract", path)
-    return ExtractResult(path, rows, True, time.perf_counter() - started, 0)
+def _update_summary(plan: Plan) -> dict:
+    return {
+        "computed_rows": int(len(plan.compute_all)),
+        "rows_with_new_outputs": int(len(plan.compute_missing)),
+        "new_outputs": [f"{l}/{p}" for l, p in plan.missing_outputs] if len(plan.compute_missing) else [],
+        "reused_rows": int(len(plan.copy_new)),
+        "added": len(plan.added),
+        "changed": plan.changed[:100],
+        "removed": plan.removed[:100],
+        "n_removed": len(plan.removed),
+        "hidden_rows": int((~plan.rows.active_mask()).sum()),
+    }
 
 
-def _run(writer, images, loaded, layers, config, device, workers, progress) -> int:
+def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress) -> int:
+    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
     from tqdm import tqdm
 
-    start = writer.rows_committed
-    paths = [r.path for r in images.records][start:]
+    paths = {r.id: r.path for r in images.records}
     cuda = device.type == "cuda"
-    loader = make_loader(ImageFiles(paths, loaded.preprocessing.transform(), start), config.batch_size, workers, cuda)
     model = loaded.module.to(device, memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
-    bar = tqdm(total=len(images), initial=start, unit="img", desc="extracting", disable=not progress, file=sys.stderr)
-    with LayerTap(loaded, layers, tuple(config.pools)) as tap, bar:
-        for rows, batch in loader:
-            batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-            with autocast:
-                codes = tap.run(batch)
-            first = int(rows[0])
-            if first != writer.rows_committed:
-                raise CacheError(f"batch starts at row {first}, expected {writer.rows_committed}")
-            writer.write(first, {k: v.cpu().numpy().astype(np.float32, copy=False) for k, v in codes.items()})
-            bar.update(len(rows))
-    return tap.forward_passes
+    missing_layers = {layer for layer, _ in plan.missing_outputs}
+    segments = [
+        (plan.compute_all, layers, plan.outputs),
+        (plan.compute_missing, [s for s in layers if s.name in missing_layers], plan.missing_outputs),
+    ]
+    position, offset, passes = writer.rows_committed, 0, 0
+    bar = tqdm(total=plan.planned, initial=position, unit="img", desc="extracting", disable=not progress,
+               file=sys.stderr)
+    with bar:
+        for rows, seg_layers, seg_outputs in segments:
+            todo = rows[max(0, position - offset):]
+            offset += len(rows)
+            if not len(todo):
+                continue
+            dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
+            loader = make_loader(dataset, config.batch_size, workers, cuda)
+            with LayerTap(loaded, seg_layers, pools) as tap:
+                for local, batch in loader:
+                    batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                    with autocast:
+                        codes = tap.run(batch)
+                    block = {k: codes[k].cpu().numpy().astype(np.float32, copy=False) for k in seg_outputs}
+                    position = writer.write(position, todo[local.numpy()], block)
+                    bar.update(len(local))
+                passes += tap.forward_passes
+    model.to("cpu")
+    return passes
 
 
-def _manifest(images, config, loaded, layers, rows, skipped, key, device, precision) -> dict:
+def _manifest(images, config, loaded, layers, pools, outputs, rows, skipped, key, device, precision) -> dict:
     return {
         "layerprobe": __version__,
         "key": key,
         "created": _now(),
         "model": {"name": loaded.name, "family": loaded.family, "weights": loaded.weights.as_dict()},
         "layers": [s.as_dict() for s in layers],
-        "poolings": list(config.pools),
-        "outputs": [f"{l}/{p}" for l, p in output_keys(layers, tuple(config.pools))],
+        "poolings": list(pools),
+        "outputs": [f"{l}/{p}" for l, p in outputs],
         "preprocessing": loaded.preprocessing.as_dict(),
         "input": {
             "name": images.name,
             "source": images.source,
             "root": str(images.root),
+            "root_resolved": str(Path(images.root).resolve()),
             "n_images": len(rows.ids),
             "class_names": list(rows.class_names),
             "has_groups": rows.groups is not None,

@@ -2,17 +2,25 @@
 
 One HDF5 file per cache::
 
-    /                 attrs: format, format_version, key, manifest (JSON),
-                             rows_committed (the commit marker), complete
+    /                 attrs: format, format_version, settings_key, key, digest,
+                             manifest (JSON), rows_committed, copied, complete
     /ids              (N,) utf-8 image ids, sorted
+    /active           (N,) bool: the row belongs to the latest input
     /labels           (N,) int32 index into attrs["class_names"], -1 = none
     /groups, /split   (N,) utf-8, present when the input had them
     /files/size       (N,) int64 bytes of each image file
     /files/sha256     (N,) hex digest of each image file
     /codes/<layer>/<pooling>  (N, C) float32, chunked by rows, fletcher32
 
-Only rows below ``rows_committed`` are ever read: data is flushed before the
-marker moves, so a killed writer never exposes a half-written row.
+``settings_key`` hashes what makes a row's numbers (model, weights, preprocessing,
+precision, input root, format version); two caches with the same settings key
+can share rows. ``key`` hashes the whole content (rows, outputs, labels), so an
+equal key means an equal cache. ``digest`` is a sha256 over the manifest and the
+row metadata; the codes carry HDF5's fletcher32 chunk checksums. Together they
+turn on-disk damage into an error instead of wrong numbers.
+
+While a cache is written, ``rows_committed`` counts the rows of the extraction
+plan whose codes are flushed; only finished (``complete``) files are read.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ import hashlib
 import json
 
 FORMAT = "layerprobe-activations"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 CHUNK_BYTES = 1 << 18  # ~256 KiB per chunk keeps reads of a whole layer fast
+ROW_COLUMNS = ("ids", "active", "labels", "groups", "split", "files/size", "files/sha256")
 
 
 def codes_path(layer: str, pooling: str) -> str:
@@ -36,6 +45,18 @@ def chunk_rows(channels: int, rows: int) -> int:
 
 
 def cache_key(parts: dict) -> str:
-    """A sha256 over everything that changes the numbers in a cache."""
+    """A sha256 over a JSON-able description (format version included)."""
     payload = json.dumps({"format_version": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def metadata_digest(handle) -> str:
+    """sha256 over the manifest, class names and every row column of an open file."""
+    digest = hashlib.sha256()
+    digest.update(str(handle.attrs["manifest"]).encode())
+    digest.update(str(handle["labels"].attrs["class_names"]).encode())
+    for name in ROW_COLUMNS:
+        if name in handle:
+            digest.update(name.encode())
+            digest.update(repr(handle[name][()].tolist()).encode())
+    return digest.hexdigest()

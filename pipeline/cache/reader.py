@@ -1,4 +1,4 @@
-"""Reading an activation cache: only committed rows, only finished files."""
+"""Reading an activation cache: only finished, undamaged files, only active rows."""
 
 from __future__ import annotations
 
@@ -9,47 +9,69 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheInProgressError
-from .format import FORMAT, FORMAT_VERSION, codes_path
+from .format import FORMAT, FORMAT_VERSION, codes_path, metadata_digest
 from .lock import is_locked
-from .writer import partial_path
+from .writer import RowTable, partial_path
+
+_DAMAGED = "is damaged ({}); extract it again (`layerprobe verify` checks a whole cache)"
 
 
 class ActivationCache:
-    """A finished cache opened read-only. Codes are read on demand, per layer."""
+    """A finished cache opened read-only.
+
+    Row accessors (``ids``, ``labels``, ``groups``, ``split``, ``codes``) return
+    the rows of the latest input only, sorted by id; rows kept from earlier runs
+    for reuse stay hidden. Codes are read on demand, per layer.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         _check_exists(self.path)
         try:
             self._file = h5py.File(self.path, "r")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}); it is not a layerprobe cache") from None
+        try:
+            self._open_checks()
+        except CacheError:
+            self.close()
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            self.close()
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+
+    def _open_checks(self) -> None:
         attrs = self._file.attrs
         if attrs.get("format") != FORMAT:
-            self.close()
             raise CacheError(f"{self.path} is an HDF5 file but not a layerprobe activation cache")
         if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-            version = attrs.get("format_version")
-            self.close()
             raise CacheError(
-                f"{self.path} has cache format version {version}; this layerprobe reads version "
-                f"{FORMAT_VERSION}: extract again"
+                f"{self.path} has cache format version {attrs.get('format_version')}; this layerprobe reads "
+                f"version {FORMAT_VERSION}: extract again"
             )
         if not bool(attrs.get("complete", False)):
-            self.close()
             raise CacheError(f"{self.path} was never finished; run the extract command again to complete it")
+        if metadata_digest(self._file) != attrs.get("digest"):
+            raise CacheError(f"{self.path} " + _DAMAGED.format("its metadata digest does not match"))
         self.manifest: dict = json.loads(attrs["manifest"])
         self.key: str = str(attrs["key"])
-        self.n_rows: int = int(attrs["rows_committed"])
+        self.settings_key: str = str(attrs["settings_key"])
+        active = self._file["active"][()]
+        self._rows = None if active.all() else np.flatnonzero(active)
+        self.n_rows: int = int(active.sum())
+        self.n_stored: int = len(active)
+
+    def _select(self, values: np.ndarray) -> np.ndarray:
+        return values if self._rows is None else values[self._rows]
 
     # Row metadata -------------------------------------------------------------
     @property
     def ids(self) -> np.ndarray:
-        return self._file["ids"].asstr()[: self.n_rows]
+        return self._select(self._file["ids"].asstr()[()])
 
     @property
     def labels(self) -> np.ndarray:
-        return self._file["labels"][: self.n_rows]
+        return self._select(self._file["labels"][()])
 
     @property
     def class_names(self) -> list[str]:
@@ -64,7 +86,22 @@ class ActivationCache:
         return self._column("split")
 
     def _column(self, name: str) -> np.ndarray | None:
-        return self._file[name].asstr()[: self.n_rows] if name in self._file else None
+        return self._select(self._file[name].asstr()[()]) if name in self._file else None
+
+    def stored_rows(self) -> RowTable:
+        """Every stored row, active or not: what a later extraction may reuse."""
+        f = self._file
+        column = lambda n: f[n].asstr()[()].tolist() if n in f else None  # noqa: E731
+        return RowTable(
+            ids=f["ids"].asstr()[()].tolist(),
+            labels=f["labels"][()].tolist(),
+            class_names=self.class_names,
+            sizes=f["files/size"][()].tolist(),
+            sha256=[s.decode() for s in f["files/sha256"][()]],
+            groups=column("groups"),
+            split=column("split"),
+            active=f["active"][()].tolist(),
+        )
 
     # Codes --------------------------------------------------------------------
     @property
@@ -78,22 +115,33 @@ class ActivationCache:
 
     def codes(self, layer: str, pooling: str | None = None) -> np.ndarray:
         """The (rows, channels) float32 codes of one layer; ``layer`` may be ``name/pooling``."""
-        return self._dataset(layer, pooling)[: self.n_rows]
+        return self._select(self.stored_codes(layer, pooling))
+
+    def stored_codes(self, layer: str, pooling: str | None = None) -> np.ndarray:
+        """Codes of every stored row, active or not."""
+        ds = self._dataset(layer, pooling)
+        try:
+            return ds[()]
+        except (OSError, RuntimeError) as exc:
+            raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
     def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
         if pooling is None and "/" in layer:
             layer, pooling = layer.rsplit("/", 1)
-        group = self._file["codes"].get(layer)
-        if group is None:
-            valid = ", ".join(f"{l}/{p}" for l, p in self.outputs)
-            raise CacheError(f"layer {layer!r} is not in {self.path.name}; it holds {valid}")
+        stored = [f"{l}/{p}" for l, p in self.outputs]
+        poolings = [p for l, p in self.outputs if l == layer]
+        if not poolings:
+            raise CacheError(f"layer {layer!r} is not in {self.path.name}; it holds {', '.join(stored)}")
         if pooling is None:
-            if len(group) != 1:
-                raise CacheError(f"layer {layer!r} is stored with poolings {list(group)}; name one as {layer}/<pooling>")
-            pooling = next(iter(group))
-        if pooling not in group:
-            raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {list(group)}")
-        return self._file[codes_path(layer, pooling)]
+            if len(poolings) != 1:
+                raise CacheError(f"layer {layer!r} is stored with poolings {poolings}; name one as {layer}/<pooling>")
+            pooling = poolings[0]
+        if pooling not in poolings:
+            raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {poolings}")
+        try:
+            return self._file[codes_path(layer, pooling)]
+        except KeyError:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
 
     def close(self) -> None:
         if self._file.id.valid:

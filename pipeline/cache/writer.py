@@ -1,13 +1,15 @@
-"""Writing an activation cache: streamed, committed row by row, renamed into place.
+"""Writing an activation cache: streamed, committed batch by batch, renamed into place.
 
-The cache is built under ``<path>.partial``. Each batch's rows are written and
-flushed, then the commit marker moves past them and is flushed too. When every
-row is committed the file is marked complete, fsynced and atomically renamed to
-its final name, so a file under the final name is always whole.
+The cache is built under ``<path>.partial``. Rows reused from an earlier cache
+are copied first; then each computed batch is written and flushed, and only
+then does the commit marker move past it (flushed too). When the plan is done
+the file gets its metadata digest, is marked complete, fsynced and atomically
+renamed to its final name, so a file under the final name is always whole.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError
-from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path
+from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
 
 log = logging.getLogger(__name__)
 _STR = h5py.string_dtype("utf-8")
@@ -35,6 +37,10 @@ class RowTable:
     sha256: list[str]
     groups: list[str] | None = None
     split: list[str] | None = None
+    active: list[bool] | None = None  # None: every row is active
+
+    def active_mask(self) -> np.ndarray:
+        return np.ones(len(self.ids), bool) if self.active is None else np.asarray(self.active, bool)
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,23 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
+def write_failure(path: Path, exc: Exception) -> CacheError:
+    """A clear error for a failed write; h5py reports a full disk as RuntimeError."""
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG) or "errno = 28" in text or "No space" in text:
+        cause = "the disk is full (or the file size limit was reached)"
+    else:
+        cause = f"the write failed ({text})"
+    return CacheError(
+        f"writing {path} stopped: {cause}. Rows committed so far are kept; "
+        "free space and run the same command again to resume"
+    )
+
+
 class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
-    def __init__(self, final: Path, key: str, manifest: dict, rows: RowTable, outputs: list[OutputSpec]):
+    def __init__(self, final: Path, key: str, settings_key: str, manifest: dict, rows: RowTable, outputs: list[OutputSpec]):
         self.final = Path(final)
         self.partial = partial_path(self.final)
         self.key = key
@@ -63,41 +82,50 @@ class CacheWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.file = self._resume() if self.partial.exists() else None
         if self.file is None:
-            self.file = self._create(manifest, rows)
+            try:
+                self.file = self._create(settings_key, manifest, rows)
+            except (OSError, RuntimeError) as exc:
+                raise write_failure(self.partial, exc) from None
 
     @property
     def rows_committed(self) -> int:
         return int(self.file.attrs["rows_committed"])
 
+    @property
+    def copied(self) -> bool:
+        return bool(self.file.attrs["copied"])
+
     def _resume(self) -> h5py.File | None:
         try:
             handle = h5py.File(self.partial, "r+")
-        except OSError as exc:
-            log.warning("discarding unreadable partial cache %s (%s)", self.partial, exc)
+            same = handle.attrs.get("key") == self.key and "rows_committed" in handle.attrs
+        except (OSError, RuntimeError, KeyError) as exc:
+            log.warning("removing unreadable leftover %s (%s)", self.partial, exc)
             self.partial.unlink()
             return None
-        expected = {codes_path(o.layer, o.pooling) for o in self.outputs}
-        ok = handle.attrs.get("key") == self.key and all(p in handle for p in expected)
-        if not ok:
+        if not same:
             handle.close()
-            log.warning("discarding partial cache %s made with other settings", self.partial)
+            log.warning("removing leftover %s made with other settings or inputs", self.partial)
             self.partial.unlink()
             return None
-        log.info("resuming %s at row %d of %d", self.partial, int(handle.attrs["rows_committed"]), self.n_rows)
+        log.info("resuming %s: %d rows already committed", self.partial, int(handle.attrs["rows_committed"]))
         return handle
 
-    def _create(self, manifest: dict, rows: RowTable) -> h5py.File:
+    def _create(self, settings_key: str, manifest: dict, rows: RowTable) -> h5py.File:
         handle = h5py.File(self.partial, "w", track_order=True)
         n = self.n_rows
         handle.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
+            settings_key=settings_key,
             key=self.key,
             manifest=json.dumps(manifest),
             rows_committed=0,
+            copied=False,
             complete=False,
         )
         handle.create_dataset("ids", data=np.array(rows.ids, dtype=object), dtype=_STR)
+        handle.create_dataset("active", data=rows.active_mask())
         labels = handle.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32))
         labels.attrs["class_names"] = json.dumps(list(rows.class_names))
         for name in ("groups", "split"):
@@ -118,30 +146,57 @@ class CacheWriter:
         handle.flush()
         return handle
 
-    def write(self, start: int, codes: dict[tuple[str, str], np.ndarray]) -> int:
-        """Write one batch's rows from ``start``, flush, then commit them. Returns the new end."""
-        end = None
-        for out in self.outputs:
-            block = codes[(out.layer, out.pooling)]
-            end = start + len(block)
-            if end > self.n_rows:
-                raise CacheError(f"rows {start}..{end} run past the cache's {self.n_rows} rows")
-            self.file[codes_path(out.layer, out.pooling)][start:end] = block
-        self.file.flush()
-        self.file.attrs["rows_committed"] = end
-        self.file.flush()
-        return end
+    def copy_rows(self, read_codes, outputs: list[tuple[str, str]], new_rows: np.ndarray, old_rows: np.ndarray,
+                  block: int = 4096) -> None:
+        """Copy reused rows (``old_rows`` of an earlier cache -> ``new_rows`` here), then mark copied."""
+        try:
+            for layer, pooling in outputs:
+                old = read_codes(layer, pooling)
+                target = self.file[codes_path(layer, pooling)]
+                for start in range(0, len(new_rows), block):
+                    target[new_rows[start : start + block]] = old[old_rows[start : start + block]]
+            self.file.flush()
+            self.file.attrs["copied"] = True
+            self.file.flush()
+        except (OSError, RuntimeError) as exc:
+            raise write_failure(self.partial, exc) from None
 
-    def finish(self, manifest: dict) -> Path:
-        """Mark complete, fsync and rename into place; returns the final path."""
-        if self.rows_committed != self.n_rows:
-            raise CacheError(f"only {self.rows_committed} of {self.n_rows} rows were written")
-        self.file.attrs["manifest"] = json.dumps(manifest)
-        self.file.attrs["complete"] = True
-        self.file.flush()
-        self.file.close()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
+    def write(self, position: int, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray]) -> int:
+        """Write one batch at the (increasing) row indices ``rows``, flush, then commit it.
+
+        ``position`` is how many planned rows were committed before this batch;
+        returns the new count.
+        """
+        if position != self.rows_committed:
+            raise CacheError(f"batch starts at planned row {position}, but {self.rows_committed} are committed")
+        try:
+            for (layer, pooling), block in codes.items():
+                target = self.file[codes_path(layer, pooling)]
+                if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
+                    target[int(rows[0]) : int(rows[-1]) + 1] = block  # contiguous: a plain slice
+                else:
+                    target[rows] = block
+            self.file.flush()
+            self.file.attrs["rows_committed"] = position + len(rows)
+            self.file.flush()
+        except (OSError, RuntimeError) as exc:
+            raise write_failure(self.partial, exc) from None
+        return position + len(rows)
+
+    def finish(self, manifest: dict, planned: int) -> Path:
+        """Seal (digest, complete), fsync and rename into place; returns the final path."""
+        if self.rows_committed != planned or not self.copied:
+            raise CacheError(f"only {self.rows_committed} of {planned} planned rows were written")
+        try:
+            self.file.attrs["manifest"] = json.dumps(manifest)
+            self.file.attrs["digest"] = metadata_digest(self.file)
+            self.file.attrs["complete"] = True
+            self.file.flush()
+            self.file.close()
+            with open(self.partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError) as exc:
+            raise write_failure(self.partial, exc) from None
         os.replace(self.partial, self.final)
         dir_fd = os.open(self.final.parent, os.O_RDONLY)
         try:
@@ -153,4 +208,7 @@ class CacheWriter:
     def close(self) -> None:
         """Close without finishing: committed rows stay for the next run to resume."""
         if self.file is not None and self.file.id.valid:
-            self.file.close()
+            try:
+                self.file.close()
+            except (OSError, RuntimeError):
+                pass
