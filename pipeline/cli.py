@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shlex
 import sys
 
 import click
 
 from . import __version__
-from .errors import PipelineError
+from .errors import CacheWriteError, PipelineError
 
 log = logging.getLogger("pipeline")
 
@@ -156,6 +157,12 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
     )
     try:
         result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
+    except CacheWriteError as exc:
+        # HDF5 cannot always close a file after a failed write and may crash at
+        # interpreter exit; committed rows are already on disk, so leave now.
+        click.echo(f"Error: {exc}", err=True)
+        sys.stderr.flush()
+        os._exit(1)
     except KeyboardInterrupt:
         command = shlex.join(["layerprobe", *sys.argv[1:]])
         click.echo(f"Interrupted; committed rows are kept. Resume with:\n  {command}", err=True)
@@ -212,6 +219,33 @@ def info(cache_path, as_json):
                       " x ".join(map(str, o["shape"]))))
     click.echo("")
     click.echo(_table(table))
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--no-inputs", is_flag=True, help="Skip re-hashing the input images.")
+def verify(cache_path, no_inputs):
+    """Check a whole cache: structure, row counts, commit marker, checksums, values, inputs.
+
+    Reads every stored code (so HDF5's chunk checksums are checked), looks for
+    NaN or infinite values, and re-hashes the input images to find files that
+    changed or disappeared since extraction. Exits 1 when anything is wrong.
+
+    \b
+    Example:
+      layerprobe verify cache/br35h-tf_efficientnet_lite0-0123456789ab.h5
+    """
+    from .cache import verify_cache
+
+    report = verify_cache(cache_path, check_inputs=not no_inputs)
+    for line in report.checked:
+        click.echo(f"checked  {line}")
+    if report.ok:
+        click.echo(f"OK       {cache_path}")
+        return
+    for problem in report.problems:
+        click.echo(f"PROBLEM  {problem}")
+    sys.exit(1)
 
 
 def _describe(path, rows, counts, m) -> str:

@@ -38,3 +38,11 @@ class CacheError(PipelineError):
 
 class CacheInProgressError(CacheError):
     """The cache is still being written by an extraction."""
+
+
+class CacheWriteError(CacheError):
+    """Writing the cache failed (full disk, file size limit, I/O error); committed rows are kept.
+
+    After such a failure the HDF5 library may be left unable to close the file
+    cleanly, so a command-line process should exit without further HDF5 calls.
+    """

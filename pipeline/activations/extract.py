@@ -115,7 +115,9 @@ def extract(
                         len(plan.removed), path.name, ", ".join(plan.removed[:3]))
         specs = _output_specs(layers, outputs)
         _check_free_space(path, len(plan.rows.ids), specs)
-        manifest = _manifest(images, config, loaded, layers, pools, outputs, current, skipped, key, device, precision)
+        notes = [c.note for c in checks]
+        manifest = _manifest(images, config, loaded, layers, pools, outputs, current, notes, skipped, key, device,
+                             precision)
         manifest["runtime"]["workers"] = workers
         manifest["update"] = _update_summary(plan)
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs)
@@ -315,7 +317,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     return passes
 
 
-def _manifest(images, config, loaded, layers, pools, outputs, rows, skipped, key, device, precision) -> dict:
+def _manifest(images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device, precision) -> dict:
     return {
         "layerprobe": __version__,
         "key": key,
@@ -338,6 +340,7 @@ def _manifest(images, config, loaded, layers, pools, outputs, rows, skipped, key
             "limit": config.limit,
             "seed": config.seed,
             "skipped": skipped,
+            "notes": [{"id": r, "note": n} for r, n in zip(rows.ids, notes) if n],
         },
         "config": asdict(config),
         "runtime": {

@@ -3,6 +3,7 @@
 from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
 from .lock import WriterLock, is_locked
 from .reader import ActivationCache, open_cache
+from .verify import VerifyReport, verify_cache
 from .writer import CacheWriter, OutputSpec, RowTable, partial_path
 
 __all__ = [
@@ -12,10 +13,12 @@ __all__ = [
     "CacheWriter",
     "OutputSpec",
     "RowTable",
+    "VerifyReport",
     "WriterLock",
     "cache_key",
     "codes_path",
     "is_locked",
     "open_cache",
     "partial_path",
+    "verify_cache",
 ]

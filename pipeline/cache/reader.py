@@ -122,7 +122,7 @@ class ActivationCache:
         ds = self._dataset(layer, pooling)
         try:
             return ds[()]
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
     def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
@@ -140,7 +140,7 @@ class ActivationCache:
             raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {poolings}")
         try:
             return self._file[codes_path(layer, pooling)]
-        except KeyError:
+        except (KeyError, OSError, RuntimeError, ValueError):
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
 
     def close(self) -> None:

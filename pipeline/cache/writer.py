@@ -13,13 +13,14 @@ import errno
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..errors import CacheError
+from ..errors import CacheError, CacheWriteError
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,17 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
-def write_failure(path: Path, exc: Exception) -> CacheError:
-    """A clear error for a failed write; h5py reports a full disk as RuntimeError."""
+_FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file size limit was reached",
+         errno.EDQUOT: "the disk quota is exhausted"}
+
+
+def write_failure(path: Path, exc: Exception) -> CacheWriteError:
+    """A clear error for a failed write; h5py reports a full disk as RuntimeError with the errno in its text."""
     text = str(exc)
-    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG) or "errno = 28" in text or "No space" in text:
-        cause = "the disk is full (or the file size limit was reached)"
-    else:
-        cause = f"the write failed ({text})"
-    return CacheError(
+    found = re.search(r"errno = (\d+)", text)
+    code = getattr(exc, "errno", None) or (int(found.group(1)) if found else None)
+    cause = _FULL.get(code, f"the write failed ({text})")
+    return CacheWriteError(
         f"writing {path} stopped: {cause}. Rows committed so far are kept; "
         "free space and run the same command again to resume"
     )
@@ -84,7 +88,8 @@ class CacheWriter:
         if self.file is None:
             try:
                 self.file = self._create(settings_key, manifest, rows)
-            except (OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError, ValueError) as exc:  # h5py raises all three for failed writes
+                self.partial.unlink(missing_ok=True)  # nothing was committed yet
                 raise write_failure(self.partial, exc) from None
 
     @property
@@ -109,6 +114,7 @@ class CacheWriter:
             self.partial.unlink()
             return None
         log.info("resuming %s: %d rows already committed", self.partial, int(handle.attrs["rows_committed"]))
+        handle.attrs["complete"] = False  # a run killed while sealing is sealed again at the end
         return handle
 
     def _create(self, settings_key: str, manifest: dict, rows: RowTable) -> h5py.File:
@@ -135,12 +141,18 @@ class CacheWriter:
         handle.create_dataset("files/size", data=np.asarray(rows.sizes, dtype=np.int64))
         handle.create_dataset("files/sha256", data=np.array(rows.sha256, dtype="S64"))
         for out in self.outputs:
+            # Allocate every chunk now: a full disk then fails here, before any row is
+            # committed, never half-way through (HDF5 cannot reopen a file whose last
+            # extension failed, which would lose the committed rows).
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
             ds = handle.create_dataset(
                 codes_path(out.layer, out.pooling),
                 shape=(n, out.channels),
                 dtype=np.float32,
                 chunks=(chunk_rows(out.channels, n), out.channels),
                 fletcher32=True,
+                dcpl=dcpl,
             )
             ds.attrs.update({k: ("" if v is None else v) for k, v in out.attrs.items()})
         handle.flush()
@@ -170,40 +182,54 @@ class CacheWriter:
         if position != self.rows_committed:
             raise CacheError(f"batch starts at planned row {position}, but {self.rows_committed} are committed")
         try:
-            for (layer, pooling), block in codes.items():
-                target = self.file[codes_path(layer, pooling)]
-                if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
-                    target[int(rows[0]) : int(rows[-1]) + 1] = block  # contiguous: a plain slice
-                else:
-                    target[rows] = block
-            self.file.flush()
-            self.file.attrs["rows_committed"] = position + len(rows)
-            self.file.flush()
+            self._write_data(rows, codes)
+            self._commit(position + len(rows))
         except (OSError, RuntimeError) as exc:
             raise write_failure(self.partial, exc) from None
         return position + len(rows)
+
+    def _write_data(self, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray]) -> None:
+        for (layer, pooling), block in codes.items():
+            target = self.file[codes_path(layer, pooling)]
+            if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
+                target[int(rows[0]) : int(rows[-1]) + 1] = block  # contiguous: a plain slice
+            else:
+                target[rows] = block
+        self.file.flush()
+
+    def _commit(self, committed: int) -> None:
+        """Move the commit marker; called only after the rows' data is flushed."""
+        self.file.attrs["rows_committed"] = committed
+        self.file.flush()
 
     def finish(self, manifest: dict, planned: int) -> Path:
         """Seal (digest, complete), fsync and rename into place; returns the final path."""
         if self.rows_committed != planned or not self.copied:
             raise CacheError(f"only {self.rows_committed} of {planned} planned rows were written")
         try:
-            self.file.attrs["manifest"] = json.dumps(manifest)
-            self.file.attrs["digest"] = metadata_digest(self.file)
-            self.file.attrs["complete"] = True
-            self.file.flush()
-            self.file.close()
-            with open(self.partial, "rb+") as handle:
-                os.fsync(handle.fileno())
+            self._seal(manifest, planned)
         except (OSError, RuntimeError) as exc:
             raise write_failure(self.partial, exc) from None
+        self._publish()
+        return self.final
+
+    def _seal(self, manifest: dict, planned: int) -> None:
+        self.file.attrs["manifest"] = json.dumps(manifest)
+        self.file.attrs["rows_planned"] = planned
+        self.file.attrs["digest"] = metadata_digest(self.file)
+        self.file.attrs["complete"] = True
+        self.file.flush()
+        self.file.close()
+        with open(self.partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+    def _publish(self) -> None:
         os.replace(self.partial, self.final)
         dir_fd = os.open(self.final.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return self.final
 
     def close(self) -> None:
         """Close without finishing: committed rows stay for the next run to resume."""

@@ -93,6 +93,7 @@ class FileCheck:
     size: int
     sha256: str
     error: str | None = None
+    note: str | None = None  # how the colour policy changed it, when worth stating
 
 
 def check_file(path: Path) -> FileCheck:
@@ -108,7 +109,13 @@ def check_file(path: Path) -> FileCheck:
         decode_rgb(data)
     except UndecodableImage as exc:
         return FileCheck(len(data), digest, str(exc))
-    return FileCheck(len(data), digest)
+    return FileCheck(len(data), digest, note=_note(data))
+
+
+def _note(data: bytes) -> str | None:
+    with Image.open(io.BytesIO(data)) as img:
+        frames = getattr(img, "n_frames", 1)
+    return f"first of {frames} frames used" if frames > 1 else None
 
 
 def check_files(paths: list[Path], workers: int = 4, progress=None) -> list[FileCheck]:
