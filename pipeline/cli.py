@@ -270,5 +270,164 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+_METRIC_NAMES = ("roc_auc", "balanced_accuracy", "accuracy", "f1_macro", "log_loss", "sensitivity", "specificity")
+
+
+def _metric_option(func):
+    return click.option("--metric", type=click.Choice(_METRIC_NAMES), default="roc_auc", show_default=True,
+                        help="Metric shown in the table and plot (every metric is stored).")(func)
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--probes", "probe_names", multiple=True, default=["logreg,svm,lgbm"], show_default=True,
+              help="Probes to fit: logreg, svm, lgbm (comma-separated or repeated).")
+@click.option("--layers", "layer_tokens", multiple=True,
+              help="Outputs to probe: layer/pooling, a layer name or an index (default: every output in the cache).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat the folds with seeds seed, seed+1, ...")
+@click.option("--groups", help="Keep groups within one fold: 'none' or a stored group column such as 'groups' "
+                               "(default: the cache's group column if it has one).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds, inner folds, models and bootstrap.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel fits (CPU processes).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals.")
+@_metric_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Results file (default: <cache>.probes.json beside it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
+def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, n_boot, metric, out, as_json, quiet):
+    """Cross-validate probes on every layer of a cache and print the table.
+
+    Every (layer, probe) is scored on the same stored folds: stratified, or
+    stratified by group when groups are given, so no group is on both sides of a
+    split. Each cell is the mean ± sd over folds and a 95% bootstrap interval;
+    * marks the best layer of each probe. Running again with the same split
+    options and --out adds missing rows on the same folds.
+
+    \b
+    Examples:
+      layerprobe probe cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --jobs 2
+      layerprobe probe CACHE --probes logreg --layers blocks.6/avg,pre_logits --folds 10 --repeats 3
+    """
+    from .probes import ProbeConfig, default_results_path, run_probes, summary_rows
+
+    if quiet:
+        _setup_logging(False, quiet=True)
+    config = ProbeConfig(probes=_split_list(probe_names), layers=_split_list(layer_tokens), folds=folds,
+                         repeats=repeats, groups=groups, seed=seed, n_boot=n_boot)
+    out = out or default_results_path(cache_path)
+    results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet)
+    log.info("results: %s", out)
+    rows = summary_rows(results, metric)
+    if as_json:
+        click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows}, indent=2))
+        return
+    table = [("layer", "probe", metric, "95% CI", "best")]
+    for r in rows:
+        low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
+        table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
+                      "*" if r["best"] else ""))
+    click.echo(_table(table))
+
+
+@main.command()
+@click.argument("results_path", metavar="RESULTS", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file (default: RESULTS with .html); the PNG goes beside it.")
+@_metric_option
+def report(results_path, out, metric):
+    """Write one self-contained HTML report (plot embedded) and the plot as PNG.
+
+    The metric against layer depth, one line per probe with its 95% band, the
+    table of every metric, and the data set, model, folds and seeds behind them.
+    Prints the HTML path.
+
+    \b
+    Example:
+      layerprobe report cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --out report.html
+    """
+    from .report import write_report
+
+    written = write_report(results_path, out, metric)
+    log.info("plot: %s", written.png)
+    click.echo(str(written.html))
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--layer", required=True, help="The output to fit on: layer/pooling, a layer name or an index.")
+@click.option("--probe", "probe_name", required=True, help="logreg, svm or lgbm.")
+@click.option("--groups", help="Group column for the inner folds that choose C ('none' or a stored column).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Probe file (default: beside the cache, *.probe.npz).")
+def fit(cache_path, layer, probe_name, groups, seed, out):
+    """Fit one probe on every labelled row of one layer and save it safely.
+
+    The file holds arrays, JSON and LightGBM model text (no pickle), and a
+    manifest naming the model, weights sha256, layer, pooling and preprocessing
+    its input must come from. Prints the probe file's path.
+
+    \b
+    Example:
+      layerprobe fit cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --layer pre_logits --probe logreg
+    """
+    from pathlib import Path
+
+    from .probes import PROBE_SUFFIX, fit_probe, save_probe
+
+    fitted = fit_probe(cache_path, layer, probe_name, groups=groups, seed=seed)
+    if out is None:
+        cache = Path(cache_path)
+        out = cache.with_name(f"{cache.stem}.{fitted.output.replace('/', '-')}.{fitted.probe}{PROBE_SUFFIX}")
+    path = save_probe(fitted, out)
+    log.info("%s on %s; chosen %s", fitted.probe, fitted.output, fitted.manifest["chosen"] or "no tuning")
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("probe_path", metavar="PROBE", type=click.Path())
+@click.argument("inputs", metavar="IMAGES_OR_DIR_OR_CSV", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), help="CSV file (default: stdout).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="Local copy of the probe's weights file (its sha256 must match the probe's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
+@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: cores - 1).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines.")
+def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet):
+    """Predict images with a saved probe: one forward pass to its layer, then the probe.
+
+    Takes image files, a folder (of images, or of class sub-folders) or a CSV
+    table, or an existing cache made with the probe's model. Refuses a model
+    whose weights or preprocessing differ from the probe's. Writes one row per
+    image: id, predicted class, one probability per class.
+
+    \b
+    Examples:
+      layerprobe predict br35h.pre_logits-none.logreg.probe.npz new_scans/ --out preds.csv
+      layerprobe predict tumour.probe.npz scan1.jpg scan2.jpg
+    """
+    from pathlib import Path
+
+    from .probes import apply_probe, load_probe
+
+    if quiet:
+        _setup_logging(False, quiet=True)
+    fitted = load_probe(probe_path)
+    if len(inputs) == 1 and Path(inputs[0]).suffix == ".h5":
+        predictions = apply_probe(fitted, inputs[0])
+    else:
+        from .predict import images_from_paths, predict_images
+
+        predictions = predict_images(fitted, images_from_paths(list(inputs)), weights=weights, device=device,
+                                     batch_size=batch_size, workers=workers, progress=not quiet)
+    if out:
+        predictions.write_csv(out)
+        log.info("wrote %d predictions to %s", len(predictions.ids), out)
+    else:
+        click.echo(predictions.to_csv(), nl=False)
+
+
 if __name__ == "__main__":
     main()

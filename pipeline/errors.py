@@ -46,3 +46,7 @@ class CacheWriteError(CacheError):
     After such a failure the HDF5 library may be left unable to close the file
     cleanly, so a command-line process should exit without further HDF5 calls.
     """
+
+
+class ProbeError(PipelineError):
+    """Probing, its results or a saved probe cannot go ahead as asked."""

@@ -1,0 +1,56 @@
+"""Probes: classifiers cross-validated on cached codes, their results, saved probes (no torch here).
+
+::
+
+    from pipeline.probes import ProbeConfig, run_probes, fit_probe, save_probe
+    results = run_probes("cache/br35h-....h5", ProbeConfig(folds=5), jobs=2)
+    probe = fit_probe("cache/br35h-....h5", "blocks.6/avg", "logreg")
+    save_probe(probe, "tumour.probe.npz")
+"""
+
+from .data import GROUP_SOURCES, Output, ProbeData, load_probe_data, register_group_source, resolve_outputs
+from .fitted import FittedProbe, Predictions, apply_probe, check_compatible, fit_probe
+from .grid import DEFAULT_PROBES, ProbeConfig, run_probes
+from .metrics import METRICS, N_BOOT, bootstrap_weights, get_metric, metric_names
+from .persist import PROBE_SUFFIX, load_probe, save_probe
+from .registry import PROBES, ProbeSettings, build_probe, get_probe, register_probe
+from .results import ProbeResults, default_results_path, load_results, summary_rows, write_results
+from .splits import Folds, inner_splits, make_folds
+
+__all__ = [
+    "DEFAULT_PROBES",
+    "GROUP_SOURCES",
+    "METRICS",
+    "N_BOOT",
+    "PROBES",
+    "PROBE_SUFFIX",
+    "FittedProbe",
+    "Folds",
+    "Output",
+    "Predictions",
+    "ProbeConfig",
+    "ProbeData",
+    "ProbeResults",
+    "ProbeSettings",
+    "apply_probe",
+    "bootstrap_weights",
+    "build_probe",
+    "check_compatible",
+    "default_results_path",
+    "fit_probe",
+    "get_metric",
+    "get_probe",
+    "inner_splits",
+    "load_probe",
+    "load_probe_data",
+    "load_results",
+    "make_folds",
+    "metric_names",
+    "register_group_source",
+    "register_probe",
+    "resolve_outputs",
+    "run_probes",
+    "save_probe",
+    "summary_rows",
+    "write_results",
+]

@@ -1,0 +1,248 @@
+"""The grid runner: every (layer, probe, fold) fitted in parallel on the same stored folds.
+
+A run reads and checks everything first (labels, groups, codes, folds, inner
+folds), then fits. If the results file already exists for the same cache and
+split settings, its folds are reused and only missing (layer, probe) rows are
+computed, so rows added later are compared on the very same splits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..cache import WriterLock, open_cache
+from ..errors import CacheInProgressError, ProbeError
+from .data import Output, ProbeData, load_probe_data
+from .metrics import N_BOOT, bootstrap_weights, summarise
+from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
+from .results import ProbeResults, default_results_path, load_results, write_results
+from .splits import Folds, check_folds, inner_splits, make_folds
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROBES = ("logreg", "svm", "lgbm")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What a probing run is asked to do; written into the results file."""
+
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    layers: tuple[str, ...] = ()  # empty: every output of the cache
+    folds: int = 5
+    repeats: int = 1
+    groups: str | None = None  # None: the cache's group column if it has one, else none
+    seed: int = 0
+    n_boot: int = N_BOOT
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+
+    def __post_init__(self):
+        if not self.probes:
+            raise ProbeError(f"no probe given; choose one or more of {', '.join(PROBES)}")
+        for name in self.probes:
+            get_probe(name)
+        if self.folds < 2:
+            raise ProbeError(f"--folds must be at least 2, got {self.folds}")
+        if self.repeats < 1:
+            raise ProbeError(f"--repeats must be at least 1, got {self.repeats}")
+        if self.n_boot < 0:
+            raise ProbeError(f"the number of bootstrap samples cannot be negative, got {self.n_boot}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "settings": self.settings.as_dict()}
+
+
+def _split_settings(config: dict, group_name: str) -> dict:
+    """What must match for two runs to share a results file (and so their folds)."""
+    keys = {"folds": config["folds"], "repeats": config["repeats"], "groups": group_name, "seed": config["seed"],
+            "n_boot": config["n_boot"], "settings": config["settings"]}
+    return json.loads(json.dumps(keys))  # tuples and lists compare equal once both are JSON
+
+
+def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults | None:
+    if not out.exists():
+        return None
+    old = load_results(out)
+    if old.cache.get("key") != data.cache_key:
+        raise ProbeError(
+            f"results file {out} was made from another cache ({old.cache.get('path')}, key "
+            f"{str(old.cache.get('key'))[:12]}), not from {data.cache_path} (key {data.cache_key[:12]}); "
+            "pass another --out, or delete it to start afresh"
+        )
+    want = _split_settings(config.as_dict(), data.group_name)
+    have = _split_settings(old.config, old.data.get("groups", "none"))
+    if want != have:
+        changed = ", ".join(f"{k} {have[k]!r} -> {want[k]!r}" for k in want if want[k] != have[k] and k != "settings")
+        changed = changed or "probe settings"
+        raise ProbeError(
+            f"results file {out} was made with other split settings ({changed}); rerun with the same options "
+            "to add rows to it, or pass another --out"
+        )
+    if old.data.get("ids_sha256") != data.ids_sha256:
+        raise ProbeError(f"results file {out} covers other rows of this cache; pass another --out or delete it")
+    if old.data.get("groups_sha256") != data.groups_sha256:
+        raise ProbeError(
+            f"results file {out} was made with other groups in --groups {data.group_name} (the column changed "
+            "since); its folds no longer keep groups apart: pass another --out, or delete it to start afresh"
+        )
+    return old
+
+
+def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray, y: np.ndarray, train: np.ndarray,
+              test: np.ndarray, inner: list, seed: int) -> dict:
+    """Fit one probe on one training part; return its test-part probabilities."""
+    from threadpoolctl import threadpool_limits
+
+    started, cpu = time.perf_counter(), time.process_time()
+    # One BLAS thread per task: --jobs decides the parallelism, and results do not depend on it.
+    with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_probe(probe, settings, (len(train), X.shape[1]), inner, seed)
+        model.fit(X[train], y[train])
+        proba = np.asarray(model.predict_proba(X[test]), dtype=np.float64)
+    notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
+    return {"proba": proba, "chosen": chosen_params(model), "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu, "warnings": notes}
+
+
+def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
+               settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> dict:
+    """Fit every (output, probe, repeat, fold); returns their results by that key."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    keys, calls = [], []
+    for output, probe in pairs:
+        X = data.codes[output.name]
+        for r, k, train, test in folds.splits():
+            keys.append((output.name, probe, r, k))
+            calls.append(delayed(_fit_fold)(probe, settings, X, data.y, train, test, inner[(r, k)], seed))
+    done = {}
+    with tqdm(total=len(calls), unit="fit", desc="probing", disable=not progress, file=sys.stderr) as bar:
+        for key, result in zip(keys, Parallel(n_jobs=jobs, return_as="generator")(calls)):
+            done[key] = result
+            bar.update(1)
+    return done
+
+
+def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray) -> dict:
+    """One results row: every metric of one (output, probe) over all folds."""
+    oof = np.full((folds.repeats, len(data.y), len(data.class_names)), np.nan)
+    fold_rows: list[list[np.ndarray]] = [[] for _ in range(folds.repeats)]
+    chosen, seconds, cpu, notes = [], 0.0, 0.0, set()
+    for r, k, _, test in folds.splits():
+        result = done[(output.name, probe, r, k)]
+        oof[r, test] = result["proba"]
+        fold_rows[r].append(test)
+        chosen.append({"repeat": r, "fold": k, **result["chosen"]})
+        seconds += result["seconds"]
+        cpu += result["cpu_seconds"]
+        notes.update(result["warnings"])
+    return {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
+            "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
+            "warnings": sorted(notes)}
+
+
+def _order(row: dict) -> tuple:
+    names = list(PROBES)
+    return (row["depth"], names.index(row["probe"]) if row["probe"] in names else len(names), row["probe"])
+
+
+def run_probes(
+    cache_path: str | Path,
+    config: ProbeConfig = ProbeConfig(),
+    out: str | Path | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> ProbeResults:
+    """Cross-validate every requested probe on every requested layer of a cache.
+
+    Writes the results file ``out`` (default: ``<cache>.probes.json`` beside the
+    cache) atomically and returns its contents. Everything is checked before the
+    first fit; an existing results file of the same cache and split settings is
+    extended, reusing its folds.
+    """
+    started = time.perf_counter()
+    out = Path(out) if out is not None else default_results_path(cache_path)
+    with open_cache(cache_path) as cache:
+        data = load_probe_data(cache, config.layers, config.groups)
+    try:
+        lock = WriterLock(out).acquire()
+    except CacheInProgressError:
+        raise ProbeError(f"{out} is being written by another probe run; wait for it to finish") from None
+    try:
+        return _run_locked(data, config, out, jobs, progress, started)
+    finally:
+        lock.release()
+
+
+def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, progress: bool,
+                started: float) -> ProbeResults:
+    previous = _previous(out, data, config)
+    if previous is not None:
+        folds = previous.folds
+        check_folds(folds, data.y, data.groups, data.class_names)
+    else:
+        folds = make_folds(data.y, data.groups, config.folds, config.repeats, config.seed, data.class_names,
+                           data.group_name)
+    inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
+                                  config.settings.inner_folds, config.seed, data.class_names)
+             for r, k, train, _ in folds.splits()}
+    pairs = [(o, p) for o in data.outputs for p in config.probes
+             if previous is None or previous.row(o.name, p) is None]
+    if not pairs:
+        log.info("%s already holds every requested row: nothing to fit", out)
+        return previous
+    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with --jobs %d", len(pairs), len(folds.splits()), jobs)
+    done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, jobs, progress)
+    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
+    rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
+    results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    write_results(results, out)
+    return results
+
+
+def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: ProbeResults | None, rows: list[dict],
+             jobs: int, seconds: float) -> ProbeResults:
+    m = data.manifest
+    outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
+    outputs.update({o.name: o.as_dict() for o in data.outputs})
+    return ProbeResults(
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m["model"],
+               "preprocessing": m["preprocessing"], "input": {k: m["input"].get(k) for k in
+                                                            ("name", "source", "n_images", "fingerprint")},
+               "extract_config": m.get("config", {})},
+        config=config.as_dict(),
+        data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),
+              "ids_sha256": data.ids_sha256, "groups": data.group_name, "groups_sha256": data.groups_sha256,
+              "n_groups": None if data.groups is None else int(len(np.unique(data.groups)))},
+        folds=folds,
+        outputs=sorted(outputs.values(), key=lambda o: o["depth"]),
+        rows=sorted((previous.rows if previous else []) + rows, key=_order),
+        runtime=_runtime(jobs, seconds),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        version=__version__,
+    )
+
+
+def _runtime(jobs: int, seconds: float) -> dict:
+    import joblib
+    import lightgbm
+    import sklearn
+
+    return {"jobs": jobs, "duration_s": round(seconds, 3), "cpus": os.cpu_count(), "host": platform.node(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "packages": {"scikit-learn": sklearn.__version__, "lightgbm": lightgbm.__version__,
+                         "numpy": np.__version__, "joblib": joblib.__version__}}

@@ -1,0 +1,125 @@
+"""One self-contained HTML report of a results file, its plot embedded, plus the plot as PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ProbeError
+from ..probes import ProbeResults, get_metric, load_results, metric_names
+from ..probes.atomic import atomic_write
+from .plots import figure_png, layer_figure
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+tr.best td { font-weight: bold; background: #f3f8ec; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
+dt { font-weight: bold; } dd { margin: 0; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where a report was written."""
+
+    html: Path
+    png: Path
+
+
+def default_report_path(results_path: str | Path) -> Path:
+    """``<results>.html`` beside the results file (``x.probes.json`` -> ``x.probes.html``)."""
+    return Path(results_path).with_suffix(".html")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(m: dict) -> str:
+    low, high = m["ci"]
+    return f"{_fmt(m['mean'])} ± {_fmt(m['sd'])} <span class=note>[{_fmt(low)}, {_fmt(high)}]</span>"
+
+
+def _table(results: ProbeResults, metric: str) -> str:
+    names = metric_names(len(results.data["class_names"]))
+    best = {id(r) for r in results.best(metric).values()}
+    head = "".join(f"<th>{html.escape(get_metric(n).label)}</th>" for n in names)
+    lines = [f"<table><thead><tr><th>layer</th><th>probe</th>{head}<th>chosen C</th></tr></thead><tbody>"]
+    for r in results.rows:
+        chosen = sorted({c["C"] for c in r.get("chosen", []) if "C" in c})
+        cells = "".join(f"<td>{_cell(r['metrics'][n])}</td>" for n in names if n in r["metrics"])
+        mark = " ★" if id(r) in best else ""
+        lines.append(f"<tr class='{'best' if mark else ''}'><td>{html.escape(r['output'])}</td>"
+                     f"<td>{html.escape(r['probe'])}{mark}</td>{cells}"
+                     f"<td>{html.escape(', '.join(f'{c:g}' for c in chosen))}</td></tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _facts(results: ProbeResults) -> str:
+    c, d, f, cfg = results.cache, results.data, results.folds, results.config
+    weights, pre = c["model"]["weights"], c["preprocessing"]
+    counts = ", ".join(f"{k} ({v})" for k, v in d["class_counts"].items())
+    groups = f"{d['groups']} ({d['n_groups']} groups)" if d.get("n_groups") else "none (rows split independently)"
+    settings = cfg["settings"]
+    facts = [
+        ("data set", f"{c['input']['name']} ({c['input']['source']}): {d['n_rows']} labelled images; {counts}"),
+        ("model", f"{c['model']['name']}, weights {weights['source']} sha256 {weights['sha256'][:16]}…"),
+        ("preprocessing", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop "
+                          f"{pre['crop_pct']}, mean {pre['mean']}, std {pre['std']}"),
+        ("cache", f"{c['path']} (key {c['key'][:16]}…)"),
+        ("folds", f"{f.kind}, {f.n_folds} folds x {f.repeats} repeat(s), seeds {list(f.seeds)}; groups: {groups}"),
+        ("probes", f"inner {settings['inner_folds']}-fold CV for C; logreg C grid {settings['c_grid']}; "
+                   f"svm C grid {settings['svm_c_grid']}; PCA to {settings['pca_components']} components above "
+                   f"{settings['pca_above']} channels (linear probes); class weight {settings['class_weight']}; "
+                   f"lgbm {settings['lgbm_trees']} trees, {settings['lgbm_leaves']} leaves"),
+        ("intervals", f"percentile bootstrap, {cfg['n_boot']} resamples of the out-of-fold predictions "
+                      f"({'whole groups' if f.groups else 'rows'}), seed {cfg['seed']}"),
+        ("made", f"{results.created} with layerprobe {results.version}, --jobs {results.runtime.get('jobs')}, "
+                 f"{results.runtime.get('duration_s')} s; " +
+                 ", ".join(f"{k} {v}" for k, v in results.runtime.get("packages", {}).items())),
+    ]
+    return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts) + "</dl>"
+
+
+def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc") -> str:
+    """The report page: facts, the embedded plot and the table of every metric."""
+    label = get_metric(metric).label
+    title = f"Which layer transfers? {results.cache['model']['name']} on {results.cache['input']['name']}"
+    image = base64.b64encode(png).decode()
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+{_facts(results)}
+<h2>{html.escape(label)} by layer</h2>
+<img alt="{html.escape(label)} against layer depth, one line per probe" src="data:image/png;base64,{image}">
+<h2>Results</h2>
+<p class=note>Each cell: mean ± standard deviation over folds [95% bootstrap interval on the out-of-fold
+predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}.</p>
+{_table(results, metric)}
+</body></html>
+"""
+
+
+def write_report(results_path: str | Path, out: str | Path | None = None, metric: str = "roc_auc") -> Report:
+    """Write ``out`` (default ``<results>.html``) and the plot as a PNG beside it."""
+    get_metric(metric)
+    results = load_results(results_path)
+    if metric not in metric_names(len(results.data["class_names"])):
+        raise ProbeError(f"metric {metric!r} applies to two classes only; these results have "
+                         f"{len(results.data['class_names'])}")
+    if not results.rows:
+        raise ProbeError(f"{results_path} holds no results rows; run `layerprobe probe` first")
+    out = Path(out) if out is not None else default_report_path(results_path)
+    fig = layer_figure(results, metric)
+    png = figure_png(fig)
+    png_path = atomic_write(out.with_suffix(".png"), png)
+    html_path = atomic_write(out, render_html(results, png, metric).encode())
+    return Report(html_path, png_path)

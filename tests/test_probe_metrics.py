@@ -1,0 +1,130 @@
+"""Every reported number equals scikit-learn's on the same arrays, folds and seeds."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipeline.probes import METRICS, ProbeConfig, ProbeSettings, bootstrap_weights, metric_names, run_probes
+
+from .probe_data import make_codes, write_cache
+
+SK = {
+    "balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)),
+    "accuracy": lambda y, p: skm.accuracy_score(y, p.argmax(1)),
+    "f1_macro": lambda y, p: skm.f1_score(y, p.argmax(1), average="macro", labels=range(p.shape[1]), zero_division=0),
+    "log_loss": lambda y, p: skm.log_loss(y, p, labels=range(p.shape[1])),
+    "sensitivity": lambda y, p: skm.recall_score(y, p.argmax(1), pos_label=1),
+    "specificity": lambda y, p: skm.recall_score(y, p.argmax(1), pos_label=0),
+    "roc_auc": lambda y, p: (skm.roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else
+                             skm.roc_auc_score(y, p, multi_class="ovr", average="macro")),
+}
+
+
+def _predictions(rng, n, k):
+    y = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    logits[: n // 4] = np.round(logits[: n // 4], 1)  # ties in the scores
+    p = np.exp(logits)
+    return y, p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_metric_set_matches_the_issue(k):
+    expected = {"roc_auc", "balanced_accuracy", "accuracy", "f1_macro", "log_loss"}
+    assert set(metric_names(k)) == expected | ({"sensitivity", "specificity"} if k == 2 else set())
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_point_metrics_are_scikit_learns(seed, k):
+    y, p = _predictions(np.random.default_rng(seed), 90, k)
+    for name in metric_names(k):
+        assert METRICS[name].point(y, p) == SK[name](y, p), name
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_bootstrap_metrics_equal_scikit_learn_on_the_resampled_arrays(seed, k):
+    rng = np.random.default_rng(seed)
+    y, p = _predictions(rng, 80, k)
+    W = bootstrap_weights(len(y), None, 6, seed)
+    W = np.vstack([np.ones(len(y)), W])  # unit weights: the plain metric
+    for name in metric_names(k):
+        fast = METRICS[name].weighted(W, y, p)
+        for b in range(len(W)):
+            rows = np.repeat(np.arange(len(y)), W[b].astype(int))
+            if len(np.unique(y[rows])) < k:
+                continue  # a resample without some class: scikit-learn refuses AUC; we return nan
+            assert fast[b] == pytest.approx(SK[name](y[rows], p[rows]), rel=1e-12, abs=1e-12), (name, b)
+
+
+def test_group_bootstrap_resamples_whole_groups(seed):
+    groups = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    W = bootstrap_weights(len(groups), groups, 200, seed)
+    assert np.all(W[:, 0] == W[:, 1]) and np.all(W[:, 3] == W[:, 4]) and np.all(W[:, 4] == W[:, 5])
+    assert np.all(W[:, [0, 2, 3, 6]].sum(axis=1) == 4)  # four groups drawn, each with all its rows
+    assert np.array_equal(W, bootstrap_weights(len(groups), groups, 200, seed))
+
+
+def _plain_logreg(settings, X, y, train, seed, groups=None):
+    """The logreg probe written out in plain scikit-learn."""
+    splitter = (StratifiedGroupKFold if groups is not None else StratifiedKFold)(
+        settings.inner_folds, shuffle=True, random_state=seed)
+    inner = list(splitter.split(X[train], y[train], None if groups is None else groups[train]))
+    model = LogisticRegressionCV(Cs=list(settings.c_grid), l1_ratios=(0.0,), cv=inner, scoring="neg_log_loss",
+                                 class_weight="balanced", max_iter=settings.max_iter, use_legacy_attributes=False)
+    return Pipeline([("scale", StandardScaler()), ("model", model)]).fit(X[train], y[train])
+
+
+def _plain_lgbm(settings, X, y, train, seed, groups=None):
+    from lightgbm import LGBMClassifier
+
+    model = LGBMClassifier(n_estimators=settings.lgbm_trees, learning_rate=settings.lgbm_learning_rate,
+                           num_leaves=settings.lgbm_leaves, min_child_samples=10, subsample=0.8, subsample_freq=1,
+                           colsample_bytree=0.5, reg_lambda=1.0, max_bin=63, class_weight="balanced",
+                           random_state=seed, n_jobs=1, deterministic=True, force_col_wise=True, verbose=-1)
+    return Pipeline([("scale", StandardScaler()), ("model", model)]).fit(X[train], y[train])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_probe_results_equal_plain_scikit_learn_on_the_same_folds(tmp_path, seed, grouped):
+    codes, y = make_codes(n=72, widths=(6, 12), seed=seed)
+    groups = np.array([f"p{i // 3}" for i in range(len(y))]) if grouped else None
+    cache = write_cache(tmp_path / "c.h5", codes, y, ["benign", "malignant"], groups=groups)
+    config = ProbeConfig(probes=("logreg", "lgbm"), folds=4, seed=seed, n_boot=50,
+                         groups="groups" if grouped else "none")
+    results = run_probes(cache, config, out=tmp_path / "r.json", progress=False)
+    settings = ProbeSettings()
+
+    splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(4, shuffle=True, random_state=seed)
+    folds = list(splitter.split(np.zeros(len(y)), y, groups))
+    for k, (_, test) in enumerate(folds):
+        assert np.array_equal(np.flatnonzero(results.folds.test_fold[0] == k), np.sort(test))
+
+    for (layer, pooling), X in codes.items():
+        X = X.astype(np.float64)
+        for probe, plain in (("logreg", _plain_logreg), ("lgbm", _plain_lgbm)):
+            row = results.row(f"{layer}/{pooling}", probe)
+            oof = np.zeros((len(y), 2))
+            for k, (train, test) in enumerate(folds):
+                model = plain(settings, X, y, train, seed, groups)
+                oof[test] = model.predict_proba(X[test])
+                for name in metric_names(2):
+                    assert row["metrics"][name]["folds"][k] == SK[name](y[test], oof[test]), (probe, name, k)
+            for name in metric_names(2):
+                per_fold = [SK[name](y[test], oof[test]) for _, test in folds]
+                assert row["metrics"][name]["mean"] == np.mean(per_fold)
+                assert row["metrics"][name]["sd"] == np.std(per_fold, ddof=1)
+                assert row["metrics"][name]["pooled"] == SK[name](y, oof)
+
+
+def test_interval_is_seeded_and_brackets_the_pooled_value(tmp_path):
+    codes, y = make_codes(n=60, widths=(10,), informative=(3,))
+    cache = write_cache(tmp_path / "c.h5", codes, y, ["a", "b"])
+    config = ProbeConfig(probes=("logreg",), folds=3, n_boot=300)
+    first = run_probes(cache, config, out=tmp_path / "1.json", progress=False).rows[0]["metrics"]["roc_auc"]
+    again = run_probes(cache, config, out=tmp_path / "2.json", progress=False).rows[0]["metrics"]["roc_auc"]
+    assert first == again
+    assert first["ci"][0] < first["pooled"] < first["ci"][1]
