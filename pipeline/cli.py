@@ -129,9 +129,11 @@ def layers(model_name, weights, random_init, img_size, as_json):
 @click.option("--out", type=click.Path(dir_okay=False), help="Cache file (default: content-addressed under --cache-dir).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="cache", show_default=True)
 @click.option("--wait", is_flag=True, help="Wait for another extraction into the same cache instead of failing.")
+@click.option("--bn-stats", is_flag=True,
+              help="Also accumulate the data's per-channel mean and variance at every BatchNorm input (for `similarity`).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
 def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
-            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, quiet):
+            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
     One forward pass per batch yields every requested layer; rows are sorted by
@@ -153,7 +155,7 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
-        limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait,
+        limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait, bn_stats=bn_stats,
     )
     try:
         result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
@@ -248,6 +250,81 @@ def verify(cache_path, no_inputs):
     sys.exit(1)
 
 
+class _Threshold(click.ParamType):
+    """A cosine similarity in [-1, 1], or the word ``auto``."""
+
+    name = "threshold"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if not -1.0 <= number <= 1.0:
+            self.fail(f"{number} is not a cosine similarity between -1 and 1", param, ctx)
+        return number
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--layer", help="Output to compare, e.g. pre_logits or blocks.6/avg (default: pre_logits, else the deepest).")
+@click.option("--threshold", type=_Threshold(), default="0.9", show_default=True,
+              help="Centred cosine similarity at which two images count as near-duplicates, or 'auto'.")
+@click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
+              help="CSV of every pair found (default: beside the cache, <cache>.duplicates.csv).")
+@click.option("--no-store", is_flag=True, help="Only report; do not write the dup_cluster column into the cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
+    """Find near-duplicate images from their cached codes and store them as groups.
+
+    Codes are centred on the data set's mean and compared by cosine similarity,
+    blockwise, so 50,000 images need no 50,000 x 50,000 matrix. Pairs at or above
+    the threshold are joined into clusters; clusters whose members carry different
+    labels (the same image labelled two ways) or sit on both sides of the input's
+    split column are listed. The clusters are written into the cache as the
+    dup_cluster column, which `probe --groups auto` uses so no duplicate sits on
+    both sides of a fold. 'auto' places the threshold in the valley of the
+    nearest-neighbour similarities (Otsu's method, never below 0.8).
+
+    \b
+    Example:
+      layerprobe duplicates cache/br35h-tf_efficientnet_lite0-0123456789ab.h5
+    """
+    from pathlib import Path
+
+    from .duplicates import scan_cache, store_clusters, write_pairs
+
+    report = scan_cache(cache_path, layer, threshold)
+    pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
+    write_pairs(report, pairs_path)
+    if not no_store:
+        store_clusters(report)
+    summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    sizes = ", ".join(f"{n} of size {k}" for k, n in summary["cluster_sizes"].items()) or "none"
+    lines = [
+        ("compared", f"{summary['rows']} images by {summary['output']}, threshold {summary['threshold']} "
+                     f"({summary['threshold_source']})"),
+        ("pairs", f"{summary['pairs']} near-duplicate pairs, written to {pairs_path}"),
+        ("clusters", f"{summary['clusters']} clusters hold {summary['rows_in_clusters']} images; "
+                     f"{summary['distinct_images']} distinct images in all"),
+        ("sizes", sizes),
+        ("conflicts", f"{len(summary['label_conflicts'])} cluster(s) with two labels"),
+        ("splits", f"{len(summary['split_crossings'])} cluster(s) across the split column"),
+        ("stored", "dup_cluster column written into the cache; use probe --groups auto" if not no_store
+                   else "not stored (--no-store)"),
+    ]
+    click.echo("\n".join(f"{k:<10} {v}" for k, v in lines))
+    for conflict in summary["label_conflicts"][:10]:
+        click.echo("conflict   " + ", ".join(f"{i} ({l})" for i, l in zip(conflict["ids"], conflict["labels"])))
+    for crossing in summary["split_crossings"][:10]:
+        click.echo("crossing   " + ", ".join(f"{i} ({s})" for i, s in zip(crossing["ids"], crossing["splits"])))
+
+
 def _describe(path, rows, counts, m) -> str:
     pre, weights, inp, run = m["preprocessing"], m["model"]["weights"], m["input"], m["runtime"]
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
@@ -270,6 +347,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+# Probing: torch-free commands (probe, report, fit) and predict ----------------------------------
 _METRIC_NAMES = ("roc_auc", "balanced_accuracy", "accuracy", "f1_macro", "log_loss", "sensitivity", "specificity")
 
 

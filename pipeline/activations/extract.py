@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from ..cache.plan import Plan, make_plan
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, build_model, resolve_layers
+from .bnstats import BatchNormStats, batchnorm_modules, empty_state
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import get_pooling
 from .tap import LayerTap, output_keys
@@ -52,6 +53,7 @@ class ExtractConfig:
     seed: int = 0
     on_bad_image: str = "error"
     wait: bool = False
+    bn_stats: bool = False
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -106,7 +108,8 @@ def extract(
     with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
         plan = make_plan(current, outputs, *((previous.stored_rows(), previous.outputs) if previous else ()))
-        key = _content_key(settings_key, plan)
+        plan, bn_start = _plan_bn_stats(plan, loaded, config, previous)
+        key = _content_key(settings_key, plan, bn_start is not None)
         if previous is not None and previous.key == key:
             log.info("%s is up to date: nothing to extract", path)
             return ExtractResult(path, previous.n_rows, True, time.perf_counter() - started, 0, skipped)
@@ -120,7 +123,9 @@ def extract(
                              precision)
         manifest["runtime"]["workers"] = workers
         manifest["update"] = _update_summary(plan)
-        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs)
+        if bn_start is not None:
+            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum())}
+        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
         try:
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
@@ -190,8 +195,31 @@ def _settings(loaded: LoadedModel, precision: str, images: ImageSet) -> dict:
     }
 
 
-def _content_key(settings_key: str, plan: Plan) -> str:
-    return cache_key({"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs})
+def _content_key(settings_key: str, plan: Plan, bn_stats: bool) -> str:
+    return cache_key({"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
+                      "bn_stats": bn_stats})
+
+
+def _plan_bn_stats(plan: Plan, loaded: LoadedModel, config: ExtractConfig, previous):
+    """Where BatchNorm sums start, and which rows must be forwarded for them.
+
+    Once a cache has BatchNorm statistics every later run keeps them exact. When
+    only images were added, the earlier sums carry on; otherwise every image is
+    forwarded again (outputs that are already cached are not rewritten).
+    """
+    earlier = previous.bn_state() if previous is not None else {}
+    if not (config.bn_stats or earlier):
+        return plan, None
+    if not batchnorm_modules(loaded.module):
+        raise PipelineError(
+            f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
+            "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
+        )
+    if earlier and not plan.removed and not plan.changed:
+        return plan, earlier
+    active = plan.rows.active_mask()
+    reused = np.array([k for k in plan.copy_new if active[k]], dtype=int)
+    return replace(plan, compute_missing=reused), empty_state(loaded.module)
 
 
 @contextmanager
@@ -293,27 +321,35 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
         (plan.compute_all, layers, plan.outputs),
         (plan.compute_missing, [s for s in layers if s.name in missing_layers], plan.missing_outputs),
     ]
+    bn_state = writer.bn_state()
+    bn = BatchNormStats(model, loaded.preprocessing.input_size[-1]) if bn_state else None
+    if bn is not None:
+        bn.load(bn_state)
     position, offset, passes = writer.rows_committed, 0, 0
     bar = tqdm(total=plan.planned, initial=position, unit="img", desc="extracting", disable=not progress,
                file=sys.stderr)
-    with bar:
-        for rows, seg_layers, seg_outputs in segments:
-            todo = rows[max(0, position - offset):]
-            offset += len(rows)
-            if not len(todo):
-                continue
-            dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
-            loader = make_loader(dataset, config.batch_size, workers, cuda)
-            with LayerTap(loaded, seg_layers, pools) as tap:
-                for local, batch in loader:
-                    batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
-                    with autocast:
-                        codes = tap.run(batch)
-                    block = {k: codes[k].cpu().numpy().astype(np.float32, copy=False) for k in seg_outputs}
-                    position = writer.write(position, todo[local.numpy()], block)
-                    bar.update(len(local))
-                passes += tap.forward_passes
-    model.to("cpu")
+    try:
+        with bar:
+            for rows, seg_layers, seg_outputs in segments:
+                todo = rows[max(0, position - offset):]
+                offset += len(rows)
+                if not len(todo):
+                    continue
+                dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
+                loader = make_loader(dataset, config.batch_size, workers, cuda)
+                with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
+                    for local, batch in loader:
+                        batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                        with autocast:
+                            codes = tap.run(batch)
+                        block = {k: codes[k].cpu().numpy().astype(np.float32, copy=False) for k in seg_outputs}
+                        position = writer.write(position, todo[local.numpy()], block,
+                                                bn.state() if bn is not None else None)
+                        bar.update(len(local))
+                    passes += tap.forward_passes
+    finally:
+        if bn is not None:
+            bn.close()
     return passes
 
 

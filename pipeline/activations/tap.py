@@ -28,13 +28,14 @@ class _StopForward(Exception):
 class LayerTap:
     """Registers pooling hooks on a model; :meth:`run` returns pooled float32 codes."""
 
-    def __init__(self, loaded: LoadedModel, layers: list[LayerSpec], pools: tuple[str, ...]):
+    def __init__(self, loaded: LoadedModel, layers: list[LayerSpec], pools: tuple[str, ...], full_pass: bool = False):
         self.model = loaded.module
         self.layers = sorted(layers, key=lambda s: s.depth)
         self.keys = output_keys(self.layers, pools)
         self._pools = {p: get_pooling(p) for p in pools}
         self._outputs: dict[tuple[str, str], torch.Tensor] = {}
-        self._last = None if any(s.name == LOGITS for s in self.layers) else self.layers[-1].name
+        stop_early = self.layers and not full_pass and not any(s.name == LOGITS for s in self.layers)
+        self._last = self.layers[-1].name if stop_early else None
         self.forward_passes = 0
         modules = dict(self.model.named_modules())
         self._handles = []
@@ -72,7 +73,7 @@ class LayerTap:
             logits = self.model(images)
         except _StopForward:
             logits = None
-        if logits is not None and self._last is None:
+        if logits is not None and any(s.name == LOGITS for s in self.layers):
             self._outputs[(LOGITS, NO_POOLING)] = logits.float()
         missing = [k for k in self.keys if k not in self._outputs]
         if missing:

@@ -1,5 +1,6 @@
 """Cache: the HDF5 activation store, its key, its writer lock (no torch here)."""
 
+from .columns import add_row_column
 from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
 from .lock import WriterLock, is_locked
 from .reader import ActivationCache, open_cache
@@ -15,6 +16,7 @@ __all__ = [
     "RowTable",
     "VerifyReport",
     "WriterLock",
+    "add_row_column",
     "cache_key",
     "codes_path",
     "is_locked",

@@ -10,6 +10,7 @@ One HDF5 file per cache::
     /groups, /split   (N,) utf-8, present when the input had them
     /files/size       (N,) int64 bytes of each image file
     /files/sha256     (N,) hex digest of each image file
+    /dup_cluster      (N,) int64 near-duplicate cluster, present once `duplicates` ran
     /codes/<layer>/<pooling>  (N, C) float32, chunked by rows, fletcher32
 
 ``settings_key`` hashes what makes a row's numbers (model, weights, preprocessing,
@@ -33,7 +34,7 @@ FORMAT_VERSION = 2
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 CHUNK_BYTES = 1 << 18  # ~256 KiB per chunk keeps reads of a whole layer fast
-ROW_COLUMNS = ("ids", "active", "labels", "groups", "split", "files/size", "files/sha256")
+ROW_COLUMNS = ("ids", "active", "labels", "groups", "split", "files/size", "files/sha256", "dup_cluster")
 
 
 def codes_path(layer: str, pooling: str) -> str:

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheInProgressError
+from .bnstats import BNStat, read_state, to_stats
 from .format import FORMAT, FORMAT_VERSION, codes_path, metadata_digest
 from .lock import is_locked
 from .writer import RowTable, partial_path
@@ -85,6 +86,11 @@ class ActivationCache:
     def split(self) -> np.ndarray | None:
         return self._column("split")
 
+    @property
+    def dup_cluster(self) -> np.ndarray | None:
+        """Near-duplicate cluster of each row, once `layerprobe duplicates` stored them."""
+        return self._select(self._file["dup_cluster"][()]) if "dup_cluster" in self._file else None
+
     def _column(self, name: str) -> np.ndarray | None:
         return self._select(self._file[name].asstr()[()]) if name in self._file else None
 
@@ -102,6 +108,19 @@ class ActivationCache:
             split=column("split"),
             active=f["active"][()].tolist(),
         )
+
+    def bn_stats(self) -> list[BNStat] | None:
+        """The data's statistics at every BatchNorm input, next to ImageNet's (``extract --bn-stats``)."""
+        if not self.manifest.get("bn_stats"):
+            return None
+        try:
+            return to_stats(read_state(self._file))
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
+
+    def bn_state(self) -> dict:
+        """The raw BatchNorm sums, for an incremental extraction to continue from."""
+        return read_state(self._file) if self.manifest.get("bn_stats") else {}
 
     # Codes --------------------------------------------------------------------
     @property

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheWriteError
+from .bnstats import read_state, write_state
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def write_failure(path: Path, exc: Exception) -> CacheWriteError:
 class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
-    def __init__(self, final: Path, key: str, settings_key: str, manifest: dict, rows: RowTable, outputs: list[OutputSpec]):
+    def __init__(self, final: Path, key: str, settings_key: str, manifest: dict, rows: RowTable,
+                 outputs: list[OutputSpec], bn_state: dict | None = None):
         self.final = Path(final)
         self.partial = partial_path(self.final)
         self.key = key
@@ -88,6 +90,9 @@ class CacheWriter:
         if self.file is None:
             try:
                 self.file = self._create(settings_key, manifest, rows)
+                if bn_state is not None:
+                    write_state(self.file, bn_state)
+                    self.file.flush()
             except (OSError, RuntimeError, ValueError) as exc:  # h5py raises all three for failed writes
                 self.partial.unlink(missing_ok=True)  # nothing was committed yet
                 raise write_failure(self.partial, exc) from None
@@ -95,6 +100,10 @@ class CacheWriter:
     @property
     def rows_committed(self) -> int:
         return int(self.file.attrs["rows_committed"])
+
+    def bn_state(self) -> dict:
+        """BatchNorm sums committed so far (empty when the cache collects none)."""
+        return read_state(self.file)
 
     @property
     def copied(self) -> bool:
@@ -173,7 +182,8 @@ class CacheWriter:
         except (OSError, RuntimeError) as exc:
             raise write_failure(self.partial, exc) from None
 
-    def write(self, position: int, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray]) -> int:
+    def write(self, position: int, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray],
+              bn_state: dict | None = None) -> int:
         """Write one batch at the (increasing) row indices ``rows``, flush, then commit it.
 
         ``position`` is how many planned rows were committed before this batch;
@@ -182,19 +192,21 @@ class CacheWriter:
         if position != self.rows_committed:
             raise CacheError(f"batch starts at planned row {position}, but {self.rows_committed} are committed")
         try:
-            self._write_data(rows, codes)
+            self._write_data(rows, codes, bn_state)
             self._commit(position + len(rows))
         except (OSError, RuntimeError) as exc:
             raise write_failure(self.partial, exc) from None
         return position + len(rows)
 
-    def _write_data(self, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray]) -> None:
+    def _write_data(self, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray], bn_state: dict | None) -> None:
         for (layer, pooling), block in codes.items():
             target = self.file[codes_path(layer, pooling)]
             if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
                 target[int(rows[0]) : int(rows[-1]) + 1] = block  # contiguous: a plain slice
             else:
                 target[rows] = block
+        if bn_state is not None:
+            write_state(self.file, bn_state)  # the sums so far travel with the rows they cover
         self.file.flush()
 
     def _commit(self, committed: int) -> None:

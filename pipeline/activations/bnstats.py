@@ -1,0 +1,93 @@
+"""Streaming statistics of the user's data at the input of every BatchNorm layer.
+
+An ImageNet-trained network stores ImageNet's per-channel mean and variance in
+each BatchNorm layer (``running_mean``, ``running_var``). Accumulating the same
+two moments for the user's images (exact sums in float64, over images and
+positions) lets the similarity stage compare the data set with ImageNet layer by
+layer, without ImageNet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def batchnorm_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.modules.batchnorm._BatchNorm]]:
+    """BatchNorm layers that carry running statistics, in module order."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
+    ]
+
+
+class BatchNormStats:
+    """Forward pre-hooks summing x and x**2 per channel at each BatchNorm input."""
+
+    def __init__(self, model: torch.nn.Module, input_px: int):
+        self.input_px = input_px
+        self.modules = batchnorm_modules(model)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.sumsq: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.strides: dict[str, int] = {}
+        self._handles = [m.register_forward_pre_hook(lambda mod, inputs, n=name: self._add(n, inputs[0]))
+                         for name, m in self.modules]
+
+    def _add(self, name: str, x: torch.Tensor) -> None:
+        x = x.detach().double()
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        if name not in self.sums:
+            self.sums[name] = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+            self.sumsq[name] = torch.zeros_like(self.sums[name])
+            self.counts.setdefault(name, 0)
+        self.sums[name] += x.sum(dim=axes)
+        self.sumsq[name] += (x * x).sum(dim=axes)
+        self.counts[name] += x.numel() // x.shape[1]
+        if x.ndim == 4 and name not in self.strides:
+            self.strides[name] = max(1, round(self.input_px / x.shape[2]))
+
+    def load(self, state: dict[str, dict]) -> None:
+        """Continue from sums saved earlier (a resumed or incremental run)."""
+        for name, entry in state.items():
+            self.sums[name] = torch.as_tensor(entry["sum"], dtype=torch.float64)
+            self.sumsq[name] = torch.as_tensor(entry["sumsq"], dtype=torch.float64)
+            self.counts[name] = int(entry["count"])
+            if entry.get("stride"):
+                self.strides[name] = int(entry["stride"])
+
+    def state(self) -> dict[str, dict]:
+        """Sums, counts and the layer's ImageNet statistics, as numpy, per BatchNorm layer."""
+        out = {}
+        for depth, (name, module) in enumerate(self.modules):
+            if name not in self.sums:
+                continue
+            out[name] = {
+                "sum": self.sums[name].cpu().numpy(),
+                "sumsq": self.sumsq[name].cpu().numpy(),
+                "count": self.counts[name],
+                "depth": depth,
+                "stride": self.strides.get(name, 0),
+                "running_mean": module.running_mean.detach().double().cpu().numpy(),
+                "running_var": module.running_var.detach().double().cpu().numpy(),
+            }
+        return out
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def empty_state(model: torch.nn.Module) -> dict[str, dict]:
+    """Zero sums for every BatchNorm layer (shapes and ImageNet statistics filled in)."""
+    out = {}
+    for depth, (name, module) in enumerate(batchnorm_modules(model)):
+        channels = module.running_mean.shape[0]
+        out[name] = {
+            "sum": np.zeros(channels), "sumsq": np.zeros(channels), "count": 0, "depth": depth, "stride": 0,
+            "running_mean": module.running_mean.detach().double().cpu().numpy(),
+            "running_var": module.running_var.detach().double().cpu().numpy(),
+        }
+    return out

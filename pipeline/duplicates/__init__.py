@@ -1,0 +1,19 @@
+"""Duplicates: near-duplicate images found from their codes, and leakage-safe groups (no torch)."""
+
+from .find import DEFAULT_THRESHOLD, Pairs, auto_threshold, clusters, normalise, similar_pairs
+from .scan import DuplicateReport, default_output, leaked_rows, scan_cache, store_clusters, write_pairs
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DuplicateReport",
+    "Pairs",
+    "auto_threshold",
+    "clusters",
+    "default_output",
+    "leaked_rows",
+    "normalise",
+    "scan_cache",
+    "similar_pairs",
+    "store_clusters",
+    "write_pairs",
+]
