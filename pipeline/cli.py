@@ -68,13 +68,20 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 def main(ctx, verbose):
     """Which layer of a pretrained CNN transfers to your images? Measure it.
 
-    Stages: `extract` codes of many layers into one HDF5 cache (GPU if present),
-    then inspect the cache with `info`.
+    \b
+    Stages:
+      extract      codes of many layers in one forward pass -> one HDF5 cache (GPU if present)
+      info/verify  what a cache holds; whether it is sound
+      duplicates   near-duplicate images, stored as groups for leakage-safe folds
+      probe        logistic regression, SVM and LightGBM on every layer, cross-validated
+      report       an HTML report of the probe results
+      fit/predict  a saved probe, and its predictions on new images
 
     \b
     Example, on the bundled Br35H MRI set and EfficientNet-Lite0:
-      layerprobe extract --dataset br35h --limit 200
-      layerprobe info cache/br35h-tf_efficientnet_lite0-*.h5
+      CACHE=$(layerprobe extract --dataset br35h --limit 300 --quiet)
+      layerprobe duplicates "$CACHE"
+      layerprobe probe "$CACHE" --groups auto --jobs 2
     """
     ctx.obj = {"verbose": verbose}
     _setup_logging(verbose, quiet=False)
@@ -374,22 +381,33 @@ def _metric_option(func):
 @_metric_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Results file (default: <cache>.probes.json beside it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@click.option("--compare-splits", is_flag=True,
+              help="Also score every row on plain stratified folds (<results>.leaky.json) to show the inflation.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
-def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, n_boot, metric, out, as_json, quiet):
+def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, n_boot, metric, out, as_json,
+          compare_splits, quiet):
     """Cross-validate probes on every layer of a cache and print the table.
 
     Every (layer, probe) is scored on the same stored folds: stratified, or
     stratified by group when groups are given, so no group is on both sides of a
-    split. Each cell is the mean ± sd over folds and a 95% bootstrap interval;
-    * marks the best layer of each probe. Running again with the same split
-    options and --out adds missing rows on the same folds.
+    split. --groups auto joins near-duplicate clusters (from `layerprobe
+    duplicates`, or a scan at its defaults) with any group column; it is the
+    default once duplicates are stored. A split that lets near-duplicates cross
+    folds is reported with how many test rows it leaks. Each cell is the mean ±
+    sd over folds and a 95% bootstrap interval; * marks the best layer of each
+    probe. Running again with the same split options and --out adds missing rows
+    on the same folds.
 
     \b
     Examples:
       layerprobe probe cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --jobs 2
+      layerprobe probe CACHE --groups auto --compare-splits
       layerprobe probe CACHE --probes logreg --layers blocks.6/avg,pre_logits --folds 10 --repeats 3
     """
-    from .probes import ProbeConfig, default_results_path, run_probes, summary_rows
+    from dataclasses import replace
+
+    from .errors import ProbeError
+    from .probes import ProbeConfig, comparison_path, default_results_path, run_probes, split_comparison, summary_rows
 
     if quiet:
         _setup_logging(False, quiet=True)
@@ -398,9 +416,19 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
     out = out or default_results_path(cache_path)
     results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet)
     log.info("results: %s", out)
+    comparison = None
+    if compare_splits:
+        if results.data["groups"] == "none":
+            raise ProbeError("--compare-splits sets group-aware folds against plain ones, but this run used "
+                             "--groups none; pass --groups auto (or a group column)")
+        leaky = run_probes(cache_path, replace(config, groups="none"), out=comparison_path(out), jobs=jobs,
+                           progress=not quiet)
+        comparison = split_comparison(results, leaky, metric)
+        log.info("plain-split results: %s", comparison_path(out))
     rows = summary_rows(results, metric)
     if as_json:
-        click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows}, indent=2))
+        click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "comparison": comparison},
+                              indent=2))
         return
     table = [("layer", "probe", metric, "95% CI", "best")]
     for r in rows:
@@ -408,13 +436,21 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
                       "*" if r["best"] else ""))
     click.echo(_table(table))
+    if comparison:
+        click.echo("")
+        lines = [("layer", "probe", f"{metric} groups {results.data['groups']}", f"{metric} plain split", "inflation")]
+        for c in comparison:
+            lines.append((c["output"], c["probe"], f"{c['grouped']:.3f}", f"{c['plain']:.3f}", f"{c['difference']:+.3f}"))
+        click.echo(_table(lines))
 
 
 @main.command()
 @click.argument("results_path", metavar="RESULTS", type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False), help="HTML file (default: RESULTS with .html); the PNG goes beside it.")
 @_metric_option
-def report(results_path, out, metric):
+@click.option("--compare-splits", is_flag=True,
+              help="Show each row on group-aware and on plain folds side by side (needs probe --compare-splits).")
+def report(results_path, out, metric, compare_splits):
     """Write one self-contained HTML report (plot embedded) and the plot as PNG.
 
     The metric against layer depth, one line per probe with its 95% band, the
@@ -427,7 +463,7 @@ def report(results_path, out, metric):
     """
     from .report import write_report
 
-    written = write_report(results_path, out, metric)
+    written = write_report(results_path, out, metric, compare_splits=compare_splits)
     log.info("plot: %s", written.png)
     click.echo(str(written.html))
 

@@ -14,7 +14,15 @@ from .grid import DEFAULT_PROBES, ProbeConfig, run_probes
 from .metrics import METRICS, N_BOOT, bootstrap_weights, get_metric, metric_names
 from .persist import PROBE_SUFFIX, load_probe, save_probe
 from .registry import PROBES, ProbeSettings, build_probe, get_probe, register_probe
-from .results import ProbeResults, default_results_path, load_results, summary_rows, write_results
+from .results import (
+    ProbeResults,
+    comparison_path,
+    default_results_path,
+    load_results,
+    split_comparison,
+    summary_rows,
+    write_results,
+)
 from .splits import Folds, inner_splits, make_folds
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "apply_probe",
     "bootstrap_weights",
     "build_probe",
+    "comparison_path",
     "check_compatible",
     "default_results_path",
     "fit_probe",
@@ -51,6 +60,7 @@ __all__ = [
     "resolve_outputs",
     "run_probes",
     "save_probe",
+    "split_comparison",
     "summary_rows",
     "write_results",
 ]

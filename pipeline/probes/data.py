@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import ActivationCache
+from ..duplicates import auto_groups
 from ..errors import ProbeError
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,14 @@ def resolve_outputs(cache: ActivationCache, tokens: tuple[str, ...] | list[str] 
     return sorted(chosen, key=lambda o: o.depth)
 
 
-# Where row groups come from. ``--groups NAME`` looks NAME up here; a duplicate
-# finder can add "auto" (duplicate clusters, combined with any user column) by
-# calling register_group_source. A source returns one label per cache row or None.
+# Where row groups come from. ``--groups NAME`` looks NAME up here; "auto" joins
+# near-duplicate clusters with any user group column. A source returns one label
+# per cache row or None.
 GroupSource = Callable[[ActivationCache], "np.ndarray | None"]
 GROUP_SOURCES: dict[str, GroupSource] = {
     "none": lambda cache: None,
     "groups": lambda cache: cache.groups,
+    "auto": auto_groups,
 }
 
 
@@ -93,7 +95,9 @@ def register_group_source(name: str, source: GroupSource) -> None:
 
 
 def default_groups(cache: ActivationCache) -> str:
-    """The cache's own group column when it has one, else ``none``."""
+    """``auto`` once duplicates are stored, else the cache's own group column, else ``none``."""
+    if cache.dup_cluster is not None:
+        return "auto"
     return "groups" if cache.groups is not None else "none"
 
 
@@ -133,6 +137,7 @@ class ProbeData:
     groups: np.ndarray | None
     outputs: list[Output]
     codes: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    duplicates: np.ndarray | None = None  # stored near-duplicate cluster of each row, to measure leakage
 
     @property
     def ids_sha256(self) -> str:
@@ -189,6 +194,8 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
     ids = cache.ids[rows]
     data = ProbeData(cache.path, cache.key, cache.manifest, rows, ids, y, names, group_name,
                      None if group_values is None else group_values[rows], outputs)
+    if cache.dup_cluster is not None:
+        data.duplicates = cache.dup_cluster[rows]
     for output in outputs:
         data.codes[output.name] = load_codes(cache, output, rows, ids)
     return data

@@ -24,6 +24,7 @@ import numpy as np
 from .. import __version__
 from ..cache import WriterLock, open_cache
 from ..errors import CacheInProgressError, ProbeError
+from ..duplicates import leaked_rows
 from .data import Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
@@ -197,6 +198,7 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     else:
         folds = make_folds(data.y, data.groups, config.folds, config.repeats, config.seed, data.class_names,
                            data.group_name)
+    leakage = _leakage(data, folds)
     inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
                                   config.settings.inner_folds, config.seed, data.class_names)
              for r, k, train, _ in folds.splits()}
@@ -210,8 +212,24 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
     rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    if leakage is not None:
+        results.data["leakage"] = leakage
     write_results(results, out)
     return results
+
+
+def _leakage(data: ProbeData, folds: Folds) -> dict | None:
+    """How many test rows have a near-duplicate in training under these folds (stored clusters only)."""
+    if data.duplicates is None:
+        return None
+    leaked = max(int(leaked_rows(data.duplicates, test_fold).sum()) for test_fold in folds.test_fold)
+    n = len(data.y)
+    if leaked:
+        log.warning(
+            "--groups %s leaks: %d of %d test rows (%.1f%%) have a near-duplicate in the training folds, which "
+            "inflates every metric; use --groups auto", data.group_name, leaked, n, 100.0 * leaked / n,
+        )
+    return {"rows_with_duplicate_in_training": leaked, "rows": n, "fraction": round(leaked / n, 4)}
 
 
 def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: ProbeResults | None, rows: list[dict],

@@ -118,3 +118,25 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
                     "best": id(r) in best, "chosen": r.get("chosen", [])})
     return out
+
+
+def comparison_path(results_path: str | Path) -> Path:
+    """Where ``probe --compare-splits`` keeps the plain-split run: ``<results stem>.leaky.json``."""
+    results_path = Path(results_path)
+    return results_path.with_name(results_path.stem + ".leaky.json")
+
+
+def split_comparison(grouped: ProbeResults, leaky: ProbeResults, metric: str) -> list[dict]:
+    """Each (layer, probe) scored on the group-aware folds and on plain stratified folds."""
+    get_metric(metric)
+    if grouped.cache.get("key") != leaky.cache.get("key"):
+        raise ProbeError("the two results files come from different caches; rerun probe --compare-splits")
+    out = []
+    for r in grouped.rows:
+        other = leaky.row(r["output"], r["probe"])
+        if other is None or metric not in r["metrics"]:
+            continue
+        safe, inflated = r["metrics"][metric]["mean"], other["metrics"][metric]["mean"]
+        out.append({"output": r["output"], "probe": r["probe"], "metric": metric, "grouped": safe,
+                    "plain": inflated, "difference": None if safe is None or inflated is None else inflated - safe})
+    return out

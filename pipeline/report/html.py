@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ProbeError
-from ..probes import ProbeResults, get_metric, load_results, metric_names
+from ..probes import ProbeResults, comparison_path, get_metric, load_results, metric_names, split_comparison
 from ..probes.atomic import atomic_write
-from .plots import figure_png, layer_figure
+from .plots import comparison_figure, figure_png, layer_figure
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -88,7 +88,30 @@ def _facts(results: ProbeResults) -> str:
     return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts) + "</dl>"
 
 
-def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc") -> str:
+def _comparison(results: ProbeResults, leaky: ProbeResults, metric: str, png: bytes) -> str:
+    label = html.escape(get_metric(metric).label)
+    rows = split_comparison(results, leaky, metric)
+    def line(c: dict) -> str:
+        inflation = "–" if c["difference"] is None else f"{c['difference']:+.3f}"
+        return (f"<tr><td>{html.escape(c['output'])}</td><td>{html.escape(c['probe'])}</td>"
+                f"<td>{_fmt(c['grouped'])}</td><td>{_fmt(c['plain'])}</td><td>{inflation}</td></tr>")
+
+    body = "".join(line(c) for c in rows)
+    leak = leaky.data.get("leakage") or {}
+    leaked = (f"On plain folds {leak['rows_with_duplicate_in_training']} of {leak['rows']} test images had a "
+              "near-duplicate in training. " if leak else "")
+    image = base64.b64encode(png).decode()
+    return f"""<h2>Group-aware against plain folds</h2>
+<p class=note>{html.escape(leaked)}The same probes on the same images, scored on folds that keep
+{html.escape(results.data['groups'])} groups together and on plain stratified folds. The difference is what a
+random split would have added to the reported {label}.</p>
+<img alt="{label} by layer on both splits" src="data:image/png;base64,{image}">
+<table><thead><tr><th>layer</th><th>probe</th><th>{label}, groups {html.escape(results.data['groups'])}</th>
+<th>{label}, plain folds</th><th>inflation</th></tr></thead><tbody>{body}</tbody></table>
+"""
+
+
+def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comparison: str = "") -> str:
     """The report page: facts, the embedded plot and the table of every metric."""
     label = get_metric(metric).label
     title = f"Which layer transfers? {results.cache['model']['name']} on {results.cache['input']['name']}"
@@ -104,12 +127,17 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc") -> s
 <p class=note>Each cell: mean ± standard deviation over folds [95% bootstrap interval on the out-of-fold
 predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}.</p>
 {_table(results, metric)}
+{comparison}
 </body></html>
 """
 
 
-def write_report(results_path: str | Path, out: str | Path | None = None, metric: str = "roc_auc") -> Report:
-    """Write ``out`` (default ``<results>.html``) and the plot as a PNG beside it."""
+def write_report(results_path: str | Path, out: str | Path | None = None, metric: str = "roc_auc",
+                 compare_splits: bool = False) -> Report:
+    """Write ``out`` (default ``<results>.html``) and the plot as a PNG beside it.
+
+    ``compare_splits`` adds the rows scored on plain folds by ``probe --compare-splits``.
+    """
     get_metric(metric)
     results = load_results(results_path)
     if metric not in metric_names(len(results.data["class_names"])):
@@ -120,6 +148,13 @@ def write_report(results_path: str | Path, out: str | Path | None = None, metric
     out = Path(out) if out is not None else default_report_path(results_path)
     fig = layer_figure(results, metric)
     png = figure_png(fig)
+    comparison = ""
+    if compare_splits:
+        other = comparison_path(results_path)
+        if not Path(other).exists():
+            raise ProbeError(f"no plain-split results at {other}; run `layerprobe probe CACHE --compare-splits` first")
+        leaky = load_results(other)
+        comparison = _comparison(results, leaky, metric, figure_png(comparison_figure(results, leaky, metric)))
     png_path = atomic_write(out.with_suffix(".png"), png)
-    html_path = atomic_write(out, render_html(results, png, metric).encode())
+    html_path = atomic_write(out, render_html(results, png, metric, comparison).encode())
     return Report(html_path, png_path)

@@ -66,3 +66,25 @@ def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def comparison_figure(grouped: ProbeResults, plain: ProbeResults, metric: str = "roc_auc") -> Figure:
+    """Each probe's fold-mean ``metric`` by layer on group-aware (solid) and plain (dashed) folds."""
+    info = get_metric(metric)
+    outputs = [o["output"] for o in grouped.outputs if any(r["output"] == o["output"] for r in grouped.rows)]
+    fig = Figure(figsize=(max(6.0, 1.1 * len(outputs) + 2), 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, probe in enumerate(dict.fromkeys(r["probe"] for r in grouped.rows)):
+        for results, style, what in ((grouped, "o-", f"groups {grouped.data['groups']}"), (plain, "s--", "plain")):
+            rows = [results.row(o, probe) for o in outputs]
+            y = [_nan(r["metrics"][metric]["mean"]) if r and metric in r["metrics"] else np.nan for r in rows]
+            ax.plot(range(len(outputs)), y, style, color=f"C{i}", label=f"{probe}, {what}",
+                    alpha=1.0 if results is grouped else 0.6)
+    ax.set_xticks(range(len(outputs)), outputs, rotation=30, ha="right")
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel(f"{info.label} (mean over folds)")
+    ax.set_title("Group-aware folds (solid) against plain stratified folds (dashed)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    return fig
