@@ -74,6 +74,8 @@ def main(ctx, verbose):
       info/verify  what a cache holds; whether it is sound
       duplicates   near-duplicate images, stored as groups for leakage-safe folds
       probe        logistic regression, SVM and LightGBM on every layer, cross-validated
+      similarity   distance to ImageNet or another data set, and transferability, by layer
+      advise       which layer, whether the data set is "different", whether to fine-tune
       report       an HTML report of the probe results
       fit/predict  a saved probe, and its predictions on new images
 
@@ -332,6 +334,98 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
         click.echo("crossing   " + ", ".join(f"{i} ({s})" for i, s in zip(crossing["ids"], crossing["splits"])))
 
 
+# Similarity and advice: torch-free ---------------------------------------------------------------
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--reference", default="imagenet", show_default=True,
+              help="'imagenet' (the BatchNorm statistics stored by extract --bn-stats) or a second cache made with "
+                   "the same model, weights, preprocessing and outputs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the row subsamples (MMD, domain classifier).")
+@click.option("--max-rows", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Rows of each set used by MMD and the domain classifier.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also write a PNG of each measure against depth.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON (with a row per BatchNorm layer).")
+def similarity(cache_path, reference, seed, max_rows, plot_path, as_json):
+    """How far the data are from ImageNet or another data set, and how well each layer transfers.
+
+    Against ImageNet: per layer, the mean over channels of the 2-Wasserstein
+    distance, symmetric KL and mean shift between the data's and ImageNet's
+    per-channel statistics at each BatchNorm layer, in ImageNet standard
+    deviations. Against a second cache: the same on the codes, plus the Fréchet
+    distance, MMD² and a domain classifier's AUC (0.5: indistinguishable). With
+    labels: LogME and H-score per layer (higher transfers better) and LEEP from
+    the cached ImageNet logits.
+
+    \b
+    Examples:
+      layerprobe similarity cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --plot br35h-similarity.png
+      layerprobe similarity CACHE --reference cache/photos-tf_efficientnet_lite0-ba9876543210.h5 --json
+    """
+    from .probes.atomic import atomic_write
+    from .similarity import similarity_table
+    from .similarity.plots import figure_png, similarity_figure
+
+    table = similarity_table(cache_path, reference, seed=seed, max_rows=max_rows)
+    if plot_path:
+        log.info("plot: %s", atomic_write(plot_path, figure_png(similarity_figure(table))))
+    if as_json:
+        click.echo(json.dumps(table.as_dict(), indent=2))
+        return
+    against = (f"ImageNet, from {len(table.bn_rows)} BatchNorm layers" if table.bn_rows
+               else f"{table.reference} ({table.n_reference} images)")
+    click.echo(f"{table.n_images} images ({table.n_labelled} labelled, {table.n_classes} classes) of {table.model} "
+               f"against {against}")
+    header = ("layer", "channels", *table.distances, *table.transfers) + (("bn layers",) if table.bn_rows else ())
+    lines = [header]
+    for r in table.rows:
+        extra = (str(len(r.members)),) if table.bn_rows else ()
+        lines.append((r.name, str(r.channels), *(_number(r.values.get(m)) for m in table.distances + table.transfers),
+                      *extra))
+    click.echo(_table(lines))
+    if table.leep is not None:
+        click.echo(f"LEEP (ImageNet logits): {table.leep:.4f}")
+    for note in table.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command("advise")
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option("--results", "results_path", type=click.Path(dir_okay=False),
+              help="Probe results of this cache (layerprobe probe); without them the layer is chosen by LogME.")
+@click.option("--metric", type=click.Choice(["roc_auc", "balanced_accuracy"]), default="roc_auc", show_default=True,
+              help="Probe metric the advice reads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the advice, its numbers and its rules as JSON.")
+def advise_command(cache_path, results_path, metric, as_json):
+    """Which layer to use, whether the data set is 'different' from ImageNet, whether to fine-tune.
+
+    Reads the number of images and classes, LogME per layer, the distance to
+    ImageNet per layer (if extracted with --bn-stats) and, if given, the probe
+    curve; answers in plain sentences with the numbers behind each.
+
+    \b
+    Example:
+      layerprobe advise cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 \\
+        --results cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json
+    """
+    from .similarity import advise_cache
+
+    advice = advise_cache(cache_path, results_path, metric if results_path else None)
+    if as_json:
+        click.echo(json.dumps(advice.as_dict(), indent=2))
+        return
+    click.echo(f"layer      {advice.layer} (by {advice.layer_by})")
+    click.echo(f"different  {'yes' if advice.different else 'no'}: the best layer is "
+               f"{'below' if advice.different else 'at or near'} the top")
+    click.echo(f"fine-tune  {advice.fine_tune}")
+    click.echo("")
+    for finding in advice.findings:
+        click.echo(f"- {finding.text}")
+
+
 def _describe(path, rows, counts, m) -> str:
     pre, weights, inp, run = m["preprocessing"], m["model"]["weights"], m["input"], m["runtime"]
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
@@ -450,12 +544,16 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
 @_metric_option
 @click.option("--compare-splits", is_flag=True,
               help="Show each row on group-aware and on plain folds side by side (needs probe --compare-splits).")
-def report(results_path, out, metric, compare_splits):
+@click.option("--no-similarity", is_flag=True,
+              help="Leave out the section on distance to ImageNet, transferability and advice.")
+def report(results_path, out, metric, compare_splits, no_similarity):
     """Write one self-contained HTML report (plot embedded) and the plot as PNG.
 
     The metric against layer depth, one line per probe with its 95% band, the
-    table of every metric, and the data set, model, folds and seeds behind them.
-    Prints the HTML path.
+    table of every metric, and the data set, model, folds and seeds behind them;
+    then, when the cache is at hand, distance to ImageNet (extract --bn-stats),
+    transferability by layer and the advice of `layerprobe advise`. Prints the
+    HTML path.
 
     \b
     Example:
@@ -463,7 +561,7 @@ def report(results_path, out, metric, compare_splits):
     """
     from .report import write_report
 
-    written = write_report(results_path, out, metric, compare_splits=compare_splits)
+    written = write_report(results_path, out, metric, compare_splits=compare_splits, similarity=not no_similarity)
     log.info("plot: %s", written.png)
     click.echo(str(written.html))
 
@@ -507,7 +605,7 @@ def fit(cache_path, layer, probe_name, groups, seed, out):
               help="Local copy of the probe's weights file (its sha256 must match the probe's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
-@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: cores - 1).")
+@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: as for extract).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines.")
 def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet):
     """Predict images with a saved probe: one forward pass to its layer, then the probe.

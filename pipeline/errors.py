@@ -50,3 +50,7 @@ class CacheWriteError(CacheError):
 
 class ProbeError(PipelineError):
     """Probing, its results or a saved probe cannot go ahead as asked."""
+
+
+class SimilarityError(PipelineError):
+    """A similarity, transferability or advice measure cannot be computed as asked."""

@@ -111,7 +111,39 @@ random split would have added to the reported {label}.</p>
 """
 
 
-def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comparison: str = "") -> str:
+def _similarity(results: ProbeResults, results_path: Path, metric: str) -> str:
+    """Distance to ImageNet and transferability by layer, with the advice, when the cache is at hand."""
+    import logging
+
+    from ..cache import open_cache
+    from ..errors import PipelineError
+    from ..similarity import advise_cache, similarity_table
+    from ..similarity.plots import similarity_figure
+
+    cache_path = Path(results.cache["path"])
+    try:
+        with open_cache(cache_path) as cache:
+            has_bn = bool(cache.bn_stats())
+        advice = advise_cache(cache_path, results_path, metric if metric in ("roc_auc", "balanced_accuracy") else None)
+        table = similarity_table(cache_path, "imagenet" if has_bn else None)
+    except PipelineError as exc:
+        logging.getLogger(__name__).warning("report without the similarity section: %s", exc)
+        return ""
+    image = base64.b64encode(figure_png(similarity_figure(table))).decode()
+    findings = "".join(f"<li>{html.escape(f.text)}</li>" for f in advice.findings)
+    return f"""<h2>Is the data set like ImageNet? Which layer transfers?</h2>
+<p><b>Use {html.escape(advice.layer)}</b> (by {html.escape(advice.layer_by)}). Different from ImageNet in the
+sense that matters: <b>{'yes' if advice.different else 'no'}</b>. Fine-tuning: <b>{html.escape(advice.fine_tune)}</b>.</p>
+<ul>{findings}</ul>
+<img alt="distance to ImageNet and transferability by layer" src="data:image/png;base64,{image}">
+<p class=note>Distances compare the data's per-channel statistics at every BatchNorm input with the ImageNet
+statistics stored in the network (extract --bn-stats); LogME and H-score rate how well each layer's codes
+predict the labels (higher is better). `layerprobe similarity` and `layerprobe advise` print the numbers.</p>
+"""
+
+
+def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comparison: str = "",
+                similarity: str = "") -> str:
     """The report page: facts, the embedded plot and the table of every metric."""
     label = get_metric(metric).label
     title = f"Which layer transfers? {results.cache['model']['name']} on {results.cache['input']['name']}"
@@ -128,15 +160,17 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
 predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}.</p>
 {_table(results, metric)}
 {comparison}
+{similarity}
 </body></html>
 """
 
 
 def write_report(results_path: str | Path, out: str | Path | None = None, metric: str = "roc_auc",
-                 compare_splits: bool = False) -> Report:
+                 compare_splits: bool = False, similarity: bool = True) -> Report:
     """Write ``out`` (default ``<results>.html``) and the plot as a PNG beside it.
 
-    ``compare_splits`` adds the rows scored on plain folds by ``probe --compare-splits``.
+    ``compare_splits`` adds the rows scored on plain folds by ``probe --compare-splits``;
+    ``similarity`` adds distance to ImageNet, transferability and advice when the cache is at hand.
     """
     get_metric(metric)
     results = load_results(results_path)
@@ -155,6 +189,7 @@ def write_report(results_path: str | Path, out: str | Path | None = None, metric
             raise ProbeError(f"no plain-split results at {other}; run `layerprobe probe CACHE --compare-splits` first")
         leaky = load_results(other)
         comparison = _comparison(results, leaky, metric, figure_png(comparison_figure(results, leaky, metric)))
+    section = _similarity(results, Path(results_path), metric) if similarity else ""
     png_path = atomic_write(out.with_suffix(".png"), png)
-    html_path = atomic_write(out, render_html(results, png, metric, comparison).encode())
+    html_path = atomic_write(out, render_html(results, png, metric, comparison, section).encode())
     return Report(html_path, png_path)

@@ -1,0 +1,264 @@
+"""Per-layer tables from caches: distance to ImageNet or to a second data set, and transferability.
+
+Rows follow the cache's outputs in depth order, except the ImageNet ``logits``,
+which feed LEEP only. Against ImageNet, each BatchNorm layer gets its own row
+too (``bn_rows``), and each output row summarises the BatchNorm layers that
+belong to it (see :func:`assign_bn`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import SimilarityError
+from .gaussian import channel_moments
+from .registry import get_measure, measure_names
+from .samples import CV_FOLDS, MAX_ROWS, check_pair
+
+IMAGENET = "imagenet"
+LOGITS = "logits"
+
+
+class BNStatLike(Protocol):
+    """What the tables need of a BatchNorm layer's statistics (``pipeline.cache.bnstats.BNStat``)."""
+
+    module: str
+    depth: int
+    channels: int
+    mean: np.ndarray
+    var: np.ndarray
+    running_mean: np.ndarray
+    running_var: np.ndarray
+
+
+@dataclass
+class LayerRow:
+    """One layer's values; ``members`` are the BatchNorm layers an output row summarises."""
+
+    name: str  # an output "layer/pooling", or a BatchNorm module
+    depth: int  # outputs: position among the outputs; BatchNorm layers: firing order
+    channels: int
+    values: dict[str, float | None] = field(default_factory=dict)
+    members: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "depth": self.depth, "channels": self.channels, "values": _finite(self.values),
+                "members": list(self.members)}
+
+
+@dataclass
+class SimilarityTable:
+    """Everything ``layerprobe similarity`` shows, and what ``advise`` reads."""
+
+    cache: str
+    reference: str  # "imagenet" or the reference cache's path
+    model: str
+    n_images: int
+    n_labelled: int
+    n_classes: int
+    n_reference: int | None
+    distances: list[str]  # measure names of the distance columns
+    transfers: list[str]  # measure names of the transferability columns
+    rows: list[LayerRow]
+    bn_rows: list[LayerRow] = field(default_factory=list)
+    leep: float | None = None
+    settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def column(self, measure: str) -> list[float | None]:
+        """One measure's values along the output rows (None where it could not be computed)."""
+        get_measure(measure)
+        return [r.values.get(measure) for r in self.rows]
+
+    def as_dict(self) -> dict:
+        return {
+            "cache": self.cache, "reference": self.reference, "model": self.model, "n_images": self.n_images,
+            "n_labelled": self.n_labelled, "n_classes": self.n_classes, "n_reference": self.n_reference,
+            "distances": self.distances, "transfers": self.transfers, "leep": _finite(self.leep),
+            "settings": self.settings, "notes": self.notes, "rows": [r.as_dict() for r in self.rows],
+            "bn_rows": [r.as_dict() for r in self.bn_rows],
+        }
+
+
+def _finite(value):
+    """JSON has no NaN: undefined numbers become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+# Against ImageNet, from BatchNorm statistics --------------------------------------------------
+def bn_table(stats: Sequence[BNStatLike]) -> list[LayerRow]:
+    """One row per BatchNorm layer, in firing order: every ``gaussian`` measure, data against ImageNet."""
+    rows = []
+    for s in sorted(stats, key=lambda s: s.depth):
+        values = {name: get_measure(name).compute(s.mean, s.var, s.running_mean, s.running_var)
+                  for name in measure_names("gaussian")}
+        rows.append(LayerRow(s.module, int(s.depth), int(s.channels), values))
+    return rows
+
+
+def assign_bn(modules: Sequence[str], layers: Sequence[str]) -> dict[str, list[str]]:
+    """Which BatchNorm layers (in firing order) belong to which output layer (in depth order).
+
+    A BatchNorm layer belongs to the layer whose module name is a prefix of its
+    own (``blocks.3.1.bn2`` to ``blocks.3``); one outside every layer (a stem or a
+    head) belongs to the first layer that fires after it, and one after the last
+    matched layer to the next layer in depth order (``bn2`` of the head to
+    ``pre_logits``). If no name matches at all, no layer gets any.
+    """
+    result: dict[str, list[str]] = {layer: [] for layer in layers}
+    pending: list[str] = []
+    last = None
+    for module in modules:
+        matches = [layer for layer in layers if module == layer or module.startswith(layer + ".")]
+        if not matches:
+            pending.append(module)
+            continue
+        last = max(matches, key=len)
+        result[last] += pending + [module]
+        pending = []
+    if last is None:
+        return {layer: [] for layer in layers}
+    if pending:
+        later = list(layers)[list(layers).index(last) + 1:]
+        result[later[0] if later else last] += pending
+    return result
+
+
+def summarise_bn(bn_rows: list[LayerRow], outputs: Sequence[str]) -> dict[str, tuple[dict, list[str]]]:
+    """Per output ``layer/pooling``: the mean of each measure over its BatchNorm layers, and their names."""
+    by_name = {r.name: r for r in bn_rows}
+    layers = list(dict.fromkeys(o.rsplit("/", 1)[0] for o in outputs))
+    owned = assign_bn([r.name for r in bn_rows], layers)
+    summary = {}
+    for output in outputs:
+        members = owned[output.rsplit("/", 1)[0]]
+        values = {name: (float(np.mean([by_name[m].values[name] for m in members])) if members else None)
+                  for name in measure_names("gaussian")}
+        summary[output] = (values, members)
+    return summary
+
+
+# Against another data set, from codes ---------------------------------------------------------
+def sample_values(a: np.ndarray, b: np.ndarray, seed: int = 0, max_rows: int = MAX_ROWS) -> dict[str, float]:
+    """Every ``gaussian`` measure on the channels' moments (``b`` as reference) and every ``sample`` measure."""
+    a, b = check_pair(a, b, "comparison", min_rows=CV_FOLDS)
+    (ma, va), (mb, vb) = channel_moments(a), channel_moments(b)
+    values = {name: get_measure(name).compute(ma, va, mb, vb) for name in measure_names("gaussian")}
+    for name in measure_names("sample"):
+        values[name] = get_measure(name).compute(a, b, seed=seed, max_rows=max_rows)
+    return values
+
+
+def _comparable(a, b) -> None:
+    """Refuse two caches whose codes do not come from the same model, weights, preprocessing and outputs."""
+    ma, mb = a.manifest, b.manifest
+    found = []
+    if ma["model"]["name"] != mb["model"]["name"]:
+        found.append(f"model {ma['model']['name']} vs {mb['model']['name']}")
+    wa, wb = ma["model"]["weights"].get("sha256", ""), mb["model"]["weights"].get("sha256", "")
+    if wa != wb:
+        found.append(f"weights sha256 {wa[:12]} vs {wb[:12]}")
+    pa, pb = ma.get("preprocessing", {}), mb.get("preprocessing", {})
+    text = lambda v: json.dumps(v, sort_keys=True, default=list)  # noqa: E731
+    keys = sorted(k for k in set(pa) | set(pb) if text(pa.get(k)) != text(pb.get(k)))
+    if keys:
+        found.append("preprocessing " + ", ".join(f"{k} {pa.get(k)} vs {pb.get(k)}" for k in keys))
+    oa, ob = [f"{l}/{p}" for l, p in a.outputs], [f"{l}/{p}" for l, p in b.outputs]
+    if oa != ob:
+        only_a, only_b = [o for o in oa if o not in ob], [o for o in ob if o not in oa]
+        found.append(f"outputs only in {a.path.name}: {', '.join(only_a) or 'none'}; only in {b.path.name}: "
+                     f"{', '.join(only_b) or 'none'}" if only_a or only_b else "outputs in another order")
+    if found:
+        raise SimilarityError(f"{a.path.name} and {b.path.name} cannot be compared: {'; '.join(found)}. Extract both "
+                              "with the same --model, weights, --img-size, --layers and --pool")
+
+
+# Transferability ------------------------------------------------------------------------------
+def transfer_values(codes: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Every ``transfer`` measure of one layer's codes."""
+    return {name: get_measure(name).compute(codes, labels) for name in measure_names("transfer")}
+
+
+def _classes(labels: np.ndarray) -> tuple[int, int]:
+    labelled = labels[labels >= 0]
+    return len(labelled), len(np.unique(labelled))
+
+
+# The whole table ------------------------------------------------------------------------------
+def similarity_table(cache_path: str | Path, reference: str | Path | None = IMAGENET, *, seed: int = 0,
+                     max_rows: int = MAX_ROWS, transfer: bool = True) -> SimilarityTable:
+    """Per-layer distance of a cache's data to ImageNet (from its BatchNorm statistics), to a second
+    cache's data (``reference`` its path) or to nothing (None), and, where the images are labelled,
+    each layer's transferability."""
+    from ..cache import open_cache
+
+    with open_cache(cache_path) as cache:
+        outputs = [f"{l}/{p}" for l, p in cache.outputs if l != LOGITS]
+        logits = next((f"{l}/{p}" for l, p in cache.outputs if l == LOGITS), None)
+        labels = cache.labels
+        n_labelled, n_classes = _classes(labels)
+        table = SimilarityTable(
+            cache=str(cache_path), reference=str(reference or ""), model=cache.manifest["model"]["name"],
+            n_images=cache.n_rows, n_labelled=n_labelled, n_classes=n_classes, n_reference=None,
+            distances=measure_names("gaussian"), transfers=[], rows=[], settings={"seed": seed, "max_rows": max_rows},
+        )
+        rows = {o: LayerRow(o, i, int(cache.output_info(o)["shape"][1])) for i, o in enumerate(outputs)}
+        if reference is None:
+            table.distances = []
+        elif str(reference) == IMAGENET:
+            _imagenet(cache, table, rows)
+        else:
+            _reference(cache, Path(reference), table, rows, seed, max_rows)
+        if transfer:
+            _transfer(cache, table, rows, labels, logits, n_classes)
+        table.rows = list(rows.values())
+    return table
+
+
+def _imagenet(cache, table: SimilarityTable, rows: dict[str, LayerRow]) -> None:
+    stats = cache.bn_stats()
+    if not stats:
+        raise SimilarityError(
+            f"{Path(cache.path).name} holds no BatchNorm statistics, so it cannot be compared with ImageNet: "
+            "extract again with --bn-stats (a model without BatchNorm layers cannot be compared this way; "
+            "use --reference CACHE2)")
+    table.bn_rows = bn_table(stats)
+    for output, (values, members) in summarise_bn(table.bn_rows, list(rows)).items():
+        rows[output].values.update(values)
+        rows[output].members = members
+
+
+def _reference(cache, reference: Path, table: SimilarityTable, rows: dict[str, LayerRow], seed: int,
+               max_rows: int) -> None:
+    from ..cache import open_cache
+
+    with open_cache(reference) as other:
+        _comparable(cache, other)
+        table.n_reference = other.n_rows
+        table.distances = measure_names("gaussian") + measure_names("sample")
+        for output, row in rows.items():
+            row.values.update(sample_values(cache.codes(output), other.codes(output), seed, max_rows))
+
+
+def _transfer(cache, table: SimilarityTable, rows: dict[str, LayerRow], labels, logits, n_classes: int) -> None:
+    if n_classes < 2:
+        table.notes.append(f"transferability needs labelled images of at least 2 classes; {Path(cache.path).name} "
+                           f"has {n_classes}")
+        return
+    table.transfers = measure_names("transfer")
+    for output, row in rows.items():
+        row.values.update(transfer_values(cache.codes(output), labels))
+    if logits is None:
+        table.notes.append("LEEP needs the ImageNet logits: extract with --layers all,logits")
+    else:
+        table.leep = get_measure("leep").compute(cache.codes(logits), labels)

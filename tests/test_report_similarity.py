@@ -1,0 +1,43 @@
+"""The HTML report's section on similarity to ImageNet, transferability and advice."""
+
+import logging
+
+from pipeline.activations import extract
+from pipeline.inputs import from_folder
+from pipeline.probes import ProbeConfig, run_probes
+from pipeline.report import write_report
+
+from .conftest import make_folder
+
+
+def _results(tmp_path, tiny_config, **extract_options):
+    folder = make_folder(tmp_path / "images", n_per_class=10)
+    cache = extract(from_folder(folder), tiny_config(**extract_options), out=tmp_path / "c.h5", progress=False).path
+    out = tmp_path / "c.probes.json"
+    run_probes(cache, ProbeConfig(probes=("logreg",), folds=3, n_boot=20), out=out, progress=False)
+    return cache, out
+
+
+def test_report_gains_the_similarity_section_with_imagenet_distances(tmp_path, tiny_config):
+    _, results = _results(tmp_path, tiny_config, bn_stats=True)
+    page = write_report(results).html.read_text()
+    assert "Is the data set like ImageNet? Which layer transfers?" in page
+    assert "<b>Use " in page and "Fine-tuning: <b>" in page
+    assert page.count("data:image/png;base64,") == 2  # the probe curve and the similarity plot
+    assert "No distance to ImageNet" not in page
+
+
+def test_without_bn_stats_the_section_says_what_is_missing(tmp_path, tiny_config):
+    _, results = _results(tmp_path, tiny_config)
+    page = write_report(results).html.read_text()
+    assert "No distance to ImageNet: the cache holds no BatchNorm statistics" in page
+
+
+def test_a_missing_cache_leaves_the_section_out_with_a_warning(tmp_path, tiny_config, caplog):
+    cache, results = _results(tmp_path, tiny_config)
+    cache.unlink()
+    with caplog.at_level(logging.WARNING):
+        page = write_report(results).html.read_text()
+    assert "Is the data set like ImageNet" not in page and "<h2>Results</h2>" in page
+    assert "report without the similarity section" in caplog.text
+    assert "Is the data set like ImageNet" not in write_report(results, similarity=False).html.read_text()
