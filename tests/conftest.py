@@ -43,6 +43,14 @@ def make_folder(root: Path, n_per_class: int = 8, classes=("benign", "malignant"
     return root
 
 
+def read_codes(path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """A cache's ids and every output's codes, keyed ``layer/pooling``."""
+    from pipeline import open_cache
+
+    with open_cache(path) as cache:
+        return list(cache.ids), {f"{l}/{p}": cache.codes(l, p) for l, p in cache.outputs}
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_folder(tmp_path / "images")

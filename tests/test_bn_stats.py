@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_with_exact_stats(image_folder, tiny_config, tmp
     original = CacheWriter.write
 
     def write_then_die(self, *args, **kwargs):
-        end = original(self, *args, **kwargs)
+        original(self, *args, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(CacheWriter, "write", write_then_die)

@@ -5,18 +5,15 @@ import json
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline import open_cache
 from pipeline.activations import extract
 from pipeline.cache import FORMAT_VERSION, partial_path
-from pipeline.errors import BadImageError, CacheError, CacheInProgressError, InputError
+from pipeline.errors import BadImageError, CacheError, InputError
 from pipeline.inputs import from_csv, from_folder
 
+from .conftest import read_codes
 
-def _all_codes(path):
-    with open_cache(path) as cache:
-        return list(cache.ids), {f"{l}/{p}": cache.codes(l, p) for l, p in cache.outputs}
 
 
 @pytest.fixture
@@ -65,9 +62,9 @@ def test_file_fingerprints_are_stored_per_row(reference):
 
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
 def test_rows_do_not_depend_on_batch_size(image_folder, tiny_config, tmp_path, reference, batch_size):
-    ids_ref, ref = _all_codes(reference)
+    ids_ref, ref = read_codes(reference)
     result = extract(from_folder(image_folder), tiny_config(batch_size=batch_size), out=tmp_path / "b.h5", progress=False)
-    ids, codes = _all_codes(result.path)
+    ids, codes = read_codes(result.path)
     assert ids == ids_ref
     for key in ref:
         np.testing.assert_allclose(codes[key], ref[key], rtol=1e-5, atol=1e-5, err_msg=key)
@@ -75,8 +72,8 @@ def test_rows_do_not_depend_on_batch_size(image_folder, tiny_config, tmp_path, r
 
 def test_decoding_workers_give_the_same_codes(image_folder, tiny_config, tmp_path, reference):
     result = extract(from_folder(image_folder), tiny_config(workers=1), out=tmp_path / "w.h5", progress=False)
-    _, ref = _all_codes(reference)
-    _, codes = _all_codes(result.path)
+    _, ref = read_codes(reference)
+    _, codes = read_codes(result.path)
     for key in ref:
         np.testing.assert_array_equal(codes[key], ref[key])
 
@@ -137,7 +134,7 @@ def test_skip_policy_lists_bad_images_and_keeps_rows_aligned(image_folder, tiny_
         assert "benign/zz_empty.png" not in cache.ids
         assert cache.labels.tolist() == [0] * 8 + [1] * 8
         codes = cache.codes("pre_logits")
-    _, ref = _all_codes(reference)
+    _, ref = read_codes(reference)
     np.testing.assert_array_equal(codes, ref["pre_logits/none"])
 
 

@@ -12,17 +12,13 @@ from pipeline.activations import extract
 from pipeline.errors import CacheError
 from pipeline.inputs import from_folder
 
-from .conftest import make_folder
+from .conftest import make_folder, read_codes
 
-
-def _codes(path):
-    with open_cache(path) as cache:
-        return list(cache.ids), {f"{l}/{p}": cache.codes(l, p) for l, p in cache.outputs}
 
 
 def _assert_same(path_a, path_b):
-    ids_a, a = _codes(path_a)
-    ids_b, b = _codes(path_b)
+    ids_a, a = read_codes(path_a)
+    ids_b, b = read_codes(path_b)
     assert ids_a == ids_b and list(a) == list(b)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
@@ -78,8 +74,8 @@ def test_more_layers_and_poolings_compute_only_what_is_missing(image_folder, tin
         assert cache.manifest["update"]["rows_with_new_outputs"] == 16
     fresh = extract(from_folder(image_folder), tiny_config(layers=("1", "3"), pools=("avg", "gem")),
                     out=tmp_path / "fresh.h5", progress=False)
-    _, got = _codes(out)
-    _, want = _codes(fresh.path)
+    _, got = read_codes(out)
+    _, want = read_codes(fresh.path)
     for key in got:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
 

@@ -18,7 +18,7 @@ from pipeline.cache import WriterLock, partial_path, verify_cache
 from pipeline.errors import CacheError, CacheInProgressError
 from pipeline.inputs import from_csv, from_folder
 
-from .conftest import TINY_MODEL, make_folder
+from .conftest import TINY_MODEL, make_folder, read_codes
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 ROOT = HARNESS.parent.parent
@@ -35,14 +35,10 @@ def _spawn(args, **env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _codes(path):
-    with open_cache(path) as cache:
-        return list(cache.ids), {f"{l}/{p}": cache.codes(l, p) for l, p in cache.outputs}
-
 
 def _assert_identical(path, reference):
-    ids, got = _codes(path)
-    ref_ids, want = _codes(reference)
+    ids, got = read_codes(path)
+    ref_ids, want = read_codes(reference)
     assert ids == ref_ids
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
@@ -248,8 +244,8 @@ def test_a_full_disk_names_the_cause_and_loses_nothing(corpus, tmp_path):
     from dataclasses import replace
 
     extract(from_folder(folder), replace(config, layers=("all", "logits")), out=out, progress=False)
-    _, got = _codes(out)
-    _, want = _codes(reference)
+    _, got = read_codes(out)
+    _, want = read_codes(reference)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
@@ -270,7 +266,7 @@ def test_the_same_command_twice_is_bit_identical(corpus, tmp_path):
     _assert_identical(again, reference)
 
 
-def test_thread_count_does_not_change_the_codes(corpus, tmp_path):
+def test_thread_count_does_not_change_theread_codes(corpus, tmp_path):
     import torch
 
     folder, reference, config = corpus
@@ -280,8 +276,8 @@ def test_thread_count_does_not_change_the_codes(corpus, tmp_path):
         single = extract(from_folder(folder), config, out=tmp_path / "t1.h5", progress=False).path
     finally:
         torch.set_num_threads(threads)
-    _, got = _codes(single)
-    _, want = _codes(reference)
+    _, got = read_codes(single)
+    _, want = read_codes(reference)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
