@@ -4,6 +4,7 @@ Prints, measured in one run on the same decoded batches:
   * the bare model forward (images/s),
   * extraction of every stage plus pre_logits, pooled and written to HDF5 (images/s),
     and its ratio to the bare forward (target: >= 0.90),
+  * the same with the BatchNorm sums of `extract --bn-stats`,
   * one multi-layer pass against one pass per layer (the cost a user pays without the cache),
   * the whole `extract()` stage with JPEG decoding, for 0 and 1 decoding workers.
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.activations import ExtractConfig, LayerTap, extract, output_keys
+from pipeline.activations.bnstats import BatchNormStats
 from pipeline.activations.extract import _output_specs
 from pipeline.cache import CacheWriter, RowTable
 from pipeline.inputs import bundled, decode_rgb, stratified_subset
@@ -74,6 +76,16 @@ def main() -> None:
                 start = writer.write(start, rows_here, {k: v.numpy() for k, v in codes.items()})
         writer.close()
 
+    def with_bn_stats():
+        bn = BatchNormStats(model, loaded.preprocessing.input_size[-1])
+        try:
+            with LayerTap(loaded, layers, ("avg",), full_pass=True) as tap:
+                for b in batches:
+                    tap.run(b)
+                    bn.state()
+        finally:
+            bn.close()
+
     def one_pass_per_layer():
         for spec in layers:
             with LayerTap(loaded, [spec], ("avg",)) as tap:
@@ -81,15 +93,18 @@ def main() -> None:
                     tap.run(b)
 
     bare()  # warm-up
-    times = {"bare": [], "extract": [], "per_layer": []}
+    times = {"bare": [], "extract": [], "bn": [], "per_layer": []}
     for _ in range(args.rounds):
         times["bare"].append(timed(bare))
         times["extract"].append(timed(multi_layer_written))
+        times["bn"].append(timed(with_bn_stats))
         times["per_layer"].append(timed(one_pass_per_layer))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"bare forward                         {n / med['bare']:7.1f} img/s")
     print(f"all {len(layers)} layers pooled + written to HDF5 {n / med['extract']:7.1f} img/s"
           f"   ratio to bare forward {med['bare'] / med['extract']:.3f} (target >= 0.90)")
+    print(f"the same plus --bn-stats sums             {n / med['bn']:7.1f} img/s"
+          f"   ratio to bare forward {med['bare'] / med['bn']:.3f}")
     print(f"one pass per layer ({len(layers)} passes)        {n / med['per_layer']:7.1f} img/s"
           f"   multi-layer pass is {med['per_layer'] / med['extract']:.2f}x faster")
 

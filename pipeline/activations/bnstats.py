@@ -36,14 +36,18 @@ class BatchNormStats:
                          for name, m in self.modules]
 
     def _add(self, name: str, x: torch.Tensor) -> None:
-        x = x.detach().double()
-        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        # Sum each image's positions in float32 (cheap on large early maps), then
+        # accumulate across images and batches in float64 so totals stay exact.
+        x = x.detach().float()
+        spatial = (2, 3) if x.ndim == 4 else ()
+        per_image = x.sum(dim=spatial) if spatial else x
+        per_image_sq = (x * x).sum(dim=spatial) if spatial else x * x
         if name not in self.sums:
             self.sums[name] = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
             self.sumsq[name] = torch.zeros_like(self.sums[name])
             self.counts.setdefault(name, 0)
-        self.sums[name] += x.sum(dim=axes)
-        self.sumsq[name] += (x * x).sum(dim=axes)
+        self.sums[name] += per_image.double().sum(dim=0)
+        self.sumsq[name] += per_image_sq.double().sum(dim=0)
         self.counts[name] += x.numel() // x.shape[1]
         if x.ndim == 4 and name not in self.strides:
             self.strides[name] = max(1, round(self.input_px / x.shape[2]))
