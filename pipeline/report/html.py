@@ -15,7 +15,8 @@ from .plots import comparison_figure, figure_png, layer_figure
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 table { border-collapse: collapse; font-size: 0.85em; }
-th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
+th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+img { max-width: 100%; height: auto; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 tr.best td { font-weight: bold; background: #f3f8ec; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
@@ -43,7 +44,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _cell(m: dict) -> str:
     low, high = m["ci"]
-    return f"{_fmt(m['mean'])} ± {_fmt(m['sd'])} <span class=note>[{_fmt(low)}, {_fmt(high)}]</span>"
+    return f"{_fmt(m['mean'])} ± {_fmt(m['sd'])}<br><span class=note>[{_fmt(low)}, {_fmt(high)}]</span>"
 
 
 def _table(results: ProbeResults, metric: str) -> str:
