@@ -72,6 +72,7 @@ def main(ctx, verbose):
     Stages:
       extract      codes of many layers in one forward pass -> one HDF5 cache (GPU if present)
       info/verify  what a cache holds; whether it is sound
+      merge        the shard caches of extract --shard (or torchrun) as one cache
       duplicates   near-duplicate images, stored as groups for leakage-safe folds
       probe        logistic regression, SVM and LightGBM on every layer, cross-validated
       similarity   distance to ImageNet or another data set, and transferability, by layer
@@ -118,6 +119,25 @@ def layers(model_name, weights, random_init, img_size, as_json):
     click.echo(_table(rows))
 
 
+class _Shard(click.ParamType):
+    """``I/N`` (shard I of N, counting from 0) or the word ``auto``."""
+
+    name = "I/N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple) or value == "auto":
+            return value
+        index, slash, count = str(value).partition("/")
+        if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+            self.fail(f"{value!r} is neither I/N (such as 0/4) nor 'auto'", param, ctx)
+        index, count = int(index), int(count)
+        if count < 1:
+            self.fail(f"the shard count must be at least 1, got {count}", param, ctx)
+        if index >= count:
+            self.fail(f"shard index {index} is out of range (0 to {count - 1}) for {count} shards", param, ctx)
+        return index, count
+
+
 @main.command()
 @click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
 @click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
@@ -140,9 +160,13 @@ def layers(model_name, weights, random_init, img_size, as_json):
 @click.option("--wait", is_flag=True, help="Wait for another extraction into the same cache instead of failing.")
 @click.option("--bn-stats", is_flag=True,
               help="Also accumulate the data's per-channel mean and variance at every BatchNorm input (for `similarity`).")
+@click.option("--shard", type=_Shard(), metavar="I/N|auto",
+              help="Only shard I of N (I from 0): the images whose sha256(id) mod N is I, into the cache path with "
+                   ".shardI-of-N before .h5; join them with `layerprobe merge`. 'auto' (the default under torchrun "
+                   "with WORLD_SIZE > 1): shard RANK of WORLD_SIZE on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
 def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
-            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, quiet):
+            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
     One forward pass per batch yields every requested layer; rows are sorted by
@@ -154,8 +178,10 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
       layerprobe extract --dataset br35h
       layerprobe extract --images ./lesions --layers 1,3,pre_logits --pool avg,gem
       layerprobe extract --csv slices.csv --model tf_efficientnet_lite2 --limit 500
+      layerprobe extract --dataset br35h --shard 2/4
+      torchrun --nproc_per_node 8 -m pipeline.cli extract --csv slides.csv
     """
-    from .activations import ExtractConfig
+    from .activations import ExtractConfig, launched_in_parallel, rank_config
     from .activations import extract as run_extract
 
     if quiet:
@@ -165,7 +191,10 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
         limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait, bn_stats=bn_stats,
+        shard=None if shard == "auto" else shard,
     )
+    if shard == "auto" or (shard is None and launched_in_parallel()):
+        config = rank_config(config)
     try:
         result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
     except CacheWriteError as exc:
@@ -257,6 +286,41 @@ def verify(cache_path, no_inputs):
     for problem in report.problems:
         click.echo(f"PROBLEM  {problem}")
     sys.exit(1)
+
+
+@main.command()
+@click.argument("shards", metavar="SHARDS...", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Merged cache (default: the shards' path without .shardI-of-N).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines; only the cache path.")
+def merge(shards, out, quiet):
+    """Join the N shard caches of `extract --shard I/N` (or of torchrun) into one cache.
+
+    Refuses shards that are missing, unfinished, damaged, given twice or from
+    another run (other model, weights, preprocessing, precision, input, layers,
+    pooling or shard count), and checks that together they hold every image
+    exactly once. The result equals a single-process extraction: same ids in the
+    same order, same codes, labels, groups and splits, BatchNorm sums added.
+    Prints the merged cache's path.
+
+    \b
+    Example:
+      layerprobe merge cache/br35h-tf_efficientnet_lite0-0123456789ab.shard*-of-4.h5
+    """
+    from .cache import merge_shards
+
+    if quiet:
+        _setup_logging(False, quiet=True)
+    try:
+        result = merge_shards(shards, out, progress=not quiet)
+    except CacheWriteError as exc:
+        click.echo(f"Error: {exc}", err=True)  # as in extract: leave without further HDF5 calls
+        sys.stderr.flush()
+        os._exit(1)
+    if not result.reused:
+        log.info("merged %d shards, %d rows, %.1f MB of codes into %s in %.1f s", result.shards, result.rows,
+                 result.code_bytes / 1e6, result.path, result.seconds)
+    click.echo(str(result.path))
 
 
 class _Threshold(click.ParamType):
@@ -469,7 +533,13 @@ def _metric_option(func):
 @click.option("--groups", help="Keep groups within one fold: 'none' or a stored group column such as 'groups' "
                                "(default: the cache's group column if it has one).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds, inner folds, models and bootstrap.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel fits (CPU processes).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel fits (CPU processes; with --backend dask and no --scheduler, local Dask workers).")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Run the fits in local processes, or on a Dask cluster (pip install 'layerprobe[dask]').")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler for --backend dask, e.g. tcp://10.0.0.5:8786 (default: start a local cluster). "
+                   "Every worker must be able to open CACHE at the same path.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals.")
 @_metric_option
@@ -478,8 +548,8 @@ def _metric_option(func):
 @click.option("--compare-splits", is_flag=True,
               help="Also score every row on plain stratified folds (<results>.leaky.json) to show the inflation.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
-def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, n_boot, metric, out, as_json,
-          compare_splits, quiet):
+def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, backend, scheduler, n_boot,
+          metric, out, as_json, compare_splits, quiet):
     """Cross-validate probes on every layer of a cache and print the table.
 
     Every (layer, probe) is scored on the same stored folds: stratified, or
@@ -497,6 +567,7 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
       layerprobe probe cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --jobs 2
       layerprobe probe CACHE --groups auto --compare-splits
       layerprobe probe CACHE --probes logreg --layers blocks.6/avg,pre_logits --folds 10 --repeats 3
+      layerprobe probe CACHE --backend dask --scheduler tcp://10.0.0.5:8786
     """
     from dataclasses import replace
 
@@ -508,7 +579,8 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
     config = ProbeConfig(probes=_split_list(probe_names), layers=_split_list(layer_tokens), folds=folds,
                          repeats=repeats, groups=groups, seed=seed, n_boot=n_boot)
     out = out or default_results_path(cache_path)
-    results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet)
+    where = {"backend": backend, "scheduler": scheduler}
+    results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet, **where)
     log.info("results: %s", out)
     comparison = None
     if compare_splits:
@@ -516,7 +588,7 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
             raise ProbeError("--compare-splits sets group-aware folds against plain ones, but this run used "
                              "--groups none; pass --groups auto (or a group column)")
         leaky = run_probes(cache_path, replace(config, groups="none"), out=comparison_path(out), jobs=jobs,
-                           progress=not quiet)
+                           progress=not quiet, **where)
         comparison = split_comparison(results, leaky, metric)
         log.info("plain-split results: %s", comparison_path(out))
     rows = summary_rows(results, metric)

@@ -1,5 +1,6 @@
 """Activations: the forward pass, pooling and the extract stage (imports torch)."""
 
+from .distributed import Rank, launched_in_parallel, rank_config, torchrun_rank
 from .extract import DEFAULT_MODEL, ExtractConfig, ExtractResult, extract
 from .pooling import NO_POOLING, POOLINGS, get_pooling, register_pooling
 from .tap import LayerTap, output_keys
@@ -11,8 +12,12 @@ __all__ = [
     "ExtractConfig",
     "ExtractResult",
     "LayerTap",
+    "Rank",
     "extract",
     "get_pooling",
+    "launched_in_parallel",
     "output_keys",
+    "rank_config",
     "register_pooling",
+    "torchrun_rank",
 ]

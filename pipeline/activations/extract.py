@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import logging
 import platform
@@ -21,6 +20,8 @@ import torch
 from .. import __version__
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
 from ..cache.plan import Plan, make_plan
+from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
+from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, build_model, resolve_layers
@@ -54,8 +55,11 @@ class ExtractConfig:
     on_bad_image: str = "error"
     wait: bool = False
     bn_stats: bool = False
+    shard: tuple[int, int] | None = None  # (index, count): only the ids with sha256(id) mod count == index
 
     def __post_init__(self):
+        if self.shard is not None:
+            object.__setattr__(self, "shard", check_shard(self.shard))
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
@@ -90,10 +94,18 @@ def extract(
     Incremental: an existing cache of the same settings at the target path is
     reused row by row. Only new or changed images, and only outputs it lacks,
     are computed; with nothing to do there is no forward pass at all.
+
+    With ``config.shard = (I, N)`` only the images with ``sha256(id) mod N == I``
+    are extracted, into the cache path with ``.shard<I>-of-<N>`` before its
+    suffix; :func:`pipeline.cache.merge_shards` joins the N shards.
     """
     started = time.perf_counter()
     if config.limit is not None:
         images = stratified_subset(images, config.limit, config.seed)
+    shard = None
+    if config.shard is not None:
+        shard = _shard_info(images, config.shard)
+        images = _shard_subset(images, config.shard)
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
     requested = resolve_layers(loaded, config.layers)
     device = resolve_device(config.device)
@@ -104,12 +116,14 @@ def extract(
     settings = _settings(loaded, precision, images)
     settings_key = cache_key(settings)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
+    if shard is not None:
+        path = shard_path(path, *config.shard)
 
     with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
         plan = make_plan(current, outputs, *((previous.stored_rows(), previous.outputs) if previous else ()))
         plan, bn_start = _plan_bn_stats(plan, loaded, config, previous)
-        key = _content_key(settings_key, plan, bn_start is not None)
+        key = _content_key(settings_key, plan, bn_start is not None, shard)
         if previous is not None and previous.key == key:
             log.info("%s is up to date: nothing to extract", path)
             return ExtractResult(path, previous.n_rows, True, time.perf_counter() - started, 0, skipped)
@@ -123,6 +137,8 @@ def extract(
                              precision)
         manifest["runtime"]["workers"] = workers
         manifest["update"] = _update_summary(plan)
+        if shard is not None:
+            manifest["shard"] = shard
         if bn_start is not None:
             manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum())}
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
@@ -174,16 +190,6 @@ def _row_table(images: ImageSet, checks) -> RowTable:
     )
 
 
-def input_fingerprint(rows: RowTable) -> str:
-    """A digest of the ids, file contents, labels, groups, splits and activity of the rows."""
-    digest = hashlib.sha256()
-    columns = (rows.ids, rows.sha256, rows.labels, rows.groups or [], rows.split or [], rows.class_names,
-               rows.active_mask().tolist())
-    for column in columns:
-        digest.update(repr(list(column)).encode())
-    return digest.hexdigest()
-
-
 def _settings(loaded: LoadedModel, precision: str, images: ImageSet) -> dict:
     """What makes one row's numbers: the same settings give the same codes for the same bytes."""
     return {
@@ -195,9 +201,39 @@ def _settings(loaded: LoadedModel, precision: str, images: ImageSet) -> dict:
     }
 
 
-def _content_key(settings_key: str, plan: Plan, bn_stats: bool) -> str:
-    return cache_key({"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
-                      "bn_stats": bn_stats})
+def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
+    parts = {"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
+             "bn_stats": bn_stats}
+    if shard is not None:
+        # A shard is a shard of one input: when any image is added elsewhere, this shard is sealed again
+        # (its rows copied, no forward pass) so that `merge` can check that all shards saw the same input.
+        # Unsharded keys stay as they were, and a merge of the shards gets the unsharded key.
+        parts["shard"] = [shard["index"], shard["count"], shard["input_table_sha256"]]
+    return cache_key(parts)
+
+
+def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
+    """What a shard records of the whole input, so that `merge` can check the shards belong together."""
+    records = images.records
+    return {
+        "index": shard[0],
+        "count": shard[1],
+        "assignment": ASSIGNMENT,
+        "input_images": len(records),
+        "input_ids_sha256": ids_digest(r.id for r in records),
+        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
+    }
+
+
+def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
+    index, count = shard
+    mine = [r for r in images.records if shard_of(r.id, count) == index]
+    if not mine:
+        raise PipelineError(
+            f"shard {index}/{count} holds none of the {len(images)} images (each goes to shard sha256(id) mod "
+            f"{count}); use fewer shards than that"
+        )
+    return images.subset(mine)
 
 
 def _plan_bn_stats(plan: Plan, loaded: LoadedModel, config: ExtractConfig, previous):

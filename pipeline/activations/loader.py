@@ -61,8 +61,22 @@ def make_loader(dataset: ImageFiles, batch_size: int, workers: int, pin_memory: 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda:") and name[5:].isdigit():
+        return _cuda_index(int(name[5:]))
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {name!r}; choose auto, cpu or cuda")
+        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:<index>")
     return torch.device(name)
+
+
+def _cuda_index(index: int) -> torch.device:
+    """One GPU of several (one per torchrun rank), made the current device so nothing lands on GPU 0."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise InputError(f"--device cuda:{index} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if index >= count:
+        raise InputError(f"GPU cuda:{index} was asked for, but {count} GPU(s) are visible (0 to {count - 1}); "
+                         "start no more ranks per node than it has GPUs")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)

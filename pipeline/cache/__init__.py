@@ -1,9 +1,11 @@
-"""Cache: the HDF5 activation store, its key, its writer lock (no torch here)."""
+"""Cache: the HDF5 activation store, its key, its writer lock, shards and their merge (no torch here)."""
 
 from .columns import add_row_column
 from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
 from .lock import WriterLock, is_locked
+from .merge import MergeResult, merge_shards
 from .reader import ActivationCache, open_cache
+from .shards import merged_path, shard_of, shard_path
 from .verify import VerifyReport, verify_cache
 from .writer import CacheWriter, OutputSpec, RowTable, partial_path
 
@@ -12,6 +14,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ActivationCache",
     "CacheWriter",
+    "MergeResult",
     "OutputSpec",
     "RowTable",
     "VerifyReport",
@@ -20,7 +23,11 @@ __all__ = [
     "cache_key",
     "codes_path",
     "is_locked",
+    "merge_shards",
+    "merged_path",
     "open_cache",
     "partial_path",
+    "shard_of",
+    "shard_path",
     "verify_cache",
 ]

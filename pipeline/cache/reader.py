@@ -31,7 +31,8 @@ class ActivationCache:
         try:
             self._file = h5py.File(self.path, "r")
         except (OSError, RuntimeError) as exc:
-            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}); it is not a layerprobe cache") from None
+            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
+                             "layerprobe cache") from None
         try:
             self._open_checks()
         except CacheError:
@@ -136,11 +137,11 @@ class ActivationCache:
         """The (rows, channels) float32 codes of one layer; ``layer`` may be ``name/pooling``."""
         return self._select(self.stored_codes(layer, pooling))
 
-    def stored_codes(self, layer: str, pooling: str | None = None) -> np.ndarray:
-        """Codes of every stored row, active or not."""
+    def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
+        """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
         ds = self._dataset(layer, pooling)
         try:
-            return ds[()]
+            return ds[()] if rows is None else ds[rows]
         except (OSError, RuntimeError, ValueError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 

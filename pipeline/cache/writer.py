@@ -10,6 +10,7 @@ renamed to its final name, so a file under the final name is always whole.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +44,16 @@ class RowTable:
 
     def active_mask(self) -> np.ndarray:
         return np.ones(len(self.ids), bool) if self.active is None else np.asarray(self.active, bool)
+
+
+def input_fingerprint(rows: RowTable) -> str:
+    """A digest of the ids, file contents, labels, groups, splits and activity of the rows."""
+    digest = hashlib.sha256()
+    columns = (rows.ids, rows.sha256, rows.labels, rows.groups or [], rows.split or [], rows.class_names,
+               rows.active_mask().tolist())
+    for column in columns:
+        digest.update(repr(list(column)).encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

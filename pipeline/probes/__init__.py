@@ -8,7 +8,16 @@
     save_probe(probe, "tumour.probe.npz")
 """
 
-from .data import GROUP_SOURCES, Output, ProbeData, load_probe_data, register_group_source, resolve_outputs
+from .backends import BACKENDS, get_backend
+from .data import (
+    GROUP_SOURCES,
+    LayerSource,
+    Output,
+    ProbeData,
+    load_probe_data,
+    register_group_source,
+    resolve_outputs,
+)
 from .fitted import FittedProbe, Predictions, apply_probe, check_compatible, fit_probe
 from .grid import DEFAULT_PROBES, ProbeConfig, run_probes
 from .metrics import METRICS, N_BOOT, bootstrap_weights, get_metric, metric_names
@@ -26,6 +35,7 @@ from .results import (
 from .splits import Folds, inner_splits, make_folds
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_PROBES",
     "GROUP_SOURCES",
     "METRICS",
@@ -34,6 +44,7 @@ __all__ = [
     "PROBE_SUFFIX",
     "FittedProbe",
     "Folds",
+    "LayerSource",
     "Output",
     "Predictions",
     "ProbeConfig",
@@ -47,6 +58,7 @@ __all__ = [
     "check_compatible",
     "default_results_path",
     "fit_probe",
+    "get_backend",
     "get_metric",
     "get_probe",
     "inner_splits",

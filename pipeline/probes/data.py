@@ -186,8 +186,51 @@ def load_codes(cache: ActivationCache, output: Output, rows: np.ndarray, ids: np
     return codes.astype(np.float64)
 
 
-def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None) -> ProbeData:
-    """Read and check everything a probing run needs from ``cache``."""
+_RECENT: dict = {}  # the layer this process read last: consecutive tasks on a worker mostly share it
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSource:
+    """Where a fitting task finds its layer: the cache file, not an array shipped with the task.
+
+    A cluster then moves a path and row numbers, and each worker reads the one
+    layer it needs, exactly as :func:`load_codes` reads it (the driver has
+    already checked the values).
+    """
+
+    cache_path: str
+    cache_key: str
+    output: str
+    rows: np.ndarray = field(repr=False)
+
+    def load(self) -> np.ndarray:
+        token = (self.cache_path, self.cache_key, self.output,
+                 hashlib.sha256(np.ascontiguousarray(self.rows).tobytes()).hexdigest())
+        codes = _RECENT.get(token)
+        if codes is None:
+            codes = self._read()
+            _RECENT.clear()
+            _RECENT[token] = codes
+        return codes
+
+    def _read(self) -> np.ndarray:
+        from ..cache import open_cache
+
+        with open_cache(self.cache_path) as cache:
+            if cache.key != self.cache_key:
+                raise ProbeError(f"{self.cache_path} changed while probing (key {cache.key[:12]}, expected "
+                                 f"{self.cache_key[:12]}); run the probe command again")
+            layer, pooling = self.output.rsplit("/", 1)
+            return cache.codes(layer, pooling)[self.rows].astype(np.float64)
+
+
+def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None,
+                    keep_codes: bool = True) -> ProbeData:
+    """Read and check everything a probing run needs from ``cache``.
+
+    With ``keep_codes=False`` every layer is still read and checked, one at a
+    time, but not kept: the fitting tasks read their layer from the file.
+    """
     rows, y, names = labelled_rows(cache)
     outputs = resolve_outputs(cache, layers)
     group_name, group_values = resolve_groups(cache, groups)
@@ -197,5 +240,7 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]
     for output in outputs:
-        data.codes[output.name] = load_codes(cache, output, rows, ids)
+        codes = load_codes(cache, output, rows, ids)
+        if keep_codes:
+            data.codes[output.name] = codes
     return data

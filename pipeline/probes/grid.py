@@ -25,7 +25,8 @@ from .. import __version__
 from ..cache import WriterLock, open_cache
 from ..errors import CacheInProgressError, ProbeError
 from ..duplicates import leaked_rows
-from .data import Output, ProbeData, load_probe_data
+from .backends import Backend, get_backend
+from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
@@ -101,11 +102,13 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
     return old
 
 
-def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray, y: np.ndarray, train: np.ndarray,
-              test: np.ndarray, inner: list, seed: int) -> dict:
+def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray | LayerSource, y: np.ndarray,
+              train: np.ndarray, test: np.ndarray, inner: list, seed: int) -> dict:
     """Fit one probe on one training part; return its test-part probabilities."""
     from threadpoolctl import threadpool_limits
 
+    if isinstance(X, LayerSource):
+        X = X.load()
     started, cpu = time.perf_counter(), time.process_time()
     # One BLAS thread per task: --jobs decides the parallelism, and results do not depend on it.
     with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
@@ -126,7 +129,10 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
 
     keys, calls = [], []
     for output, probe in pairs:
-        X = data.codes[output.name]
+        if output.name in data.codes:
+            X = data.codes[output.name]
+        else:  # one object per layer, so a cluster ships it once
+            X = LayerSource(str(Path(data.cache_path).resolve()), data.cache_key, output.name, data.rows)
         for r, k, train, test in folds.splits():
             keys.append((output.name, probe, r, k))
             calls.append(delayed(_fit_fold)(probe, settings, X, data.y, train, test, inner[(r, k)], seed))
@@ -167,30 +173,36 @@ def run_probes(
     out: str | Path | None = None,
     jobs: int = 1,
     progress: bool = True,
+    backend: str = "local",
+    scheduler: str | None = None,
 ) -> ProbeResults:
     """Cross-validate every requested probe on every requested layer of a cache.
 
     Writes the results file ``out`` (default: ``<cache>.probes.json`` beside the
     cache) atomically and returns its contents. Everything is checked before the
     first fit; an existing results file of the same cache and split settings is
-    extended, reusing its folds.
+    extended, reusing its folds. ``backend`` "dask" fits on the Dask cluster at
+    ``scheduler`` (default: a local cluster of ``jobs`` processes); the results
+    are the same as with "local".
     """
     started = time.perf_counter()
+    engine = get_backend(backend)
+    engine.check(scheduler)
     out = Path(out) if out is not None else default_results_path(cache_path)
     with open_cache(cache_path) as cache:
-        data = load_probe_data(cache, config.layers, config.groups)
+        data = load_probe_data(cache, config.layers, config.groups, keep_codes=not engine.tasks_read_cache)
     try:
         lock = WriterLock(out).acquire()
     except CacheInProgressError:
         raise ProbeError(f"{out} is being written by another probe run; wait for it to finish") from None
     try:
-        return _run_locked(data, config, out, jobs, progress, started)
+        return _run_locked(data, config, out, jobs, progress, started, engine, scheduler)
     finally:
         lock.release()
 
 
 def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, progress: bool,
-                started: float) -> ProbeResults:
+                started: float, engine: Backend, scheduler: str | None) -> ProbeResults:
     previous = _previous(out, data, config)
     if previous is not None:
         folds = previous.folds
@@ -208,10 +220,12 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
         log.info("%s already holds every requested row: nothing to fit", out)
         return previous
     log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with --jobs %d", len(pairs), len(folds.splits()), jobs)
-    done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, jobs, progress)
+    with engine.open(jobs, scheduler) as where:
+        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
     weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
     rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    results.runtime.update({k: where[k] for k in ("backend", "scheduler", "workers")})
     if leakage is not None:
         results.data["leakage"] = leakage
     write_results(results, out)
