@@ -154,3 +154,19 @@ def test_labels_edited_in_the_input_update_without_a_forward_pass(image_csv, tin
     assert result.forward_passes == 0 and not result.reused
     with open_cache(out) as cache:
         assert cache.groups[0] == "patientX"
+
+
+def test_a_rerun_only_test_decodes_images_it_has_not_decoded_before(image_folder, tiny_config, tmp_path, monkeypatch):
+    import pipeline.inputs.decode as decode
+
+    out = tmp_path / "c.h5"
+    extract(from_folder(image_folder), tiny_config(), out=out, progress=False)
+    decoded = []
+    original = decode.decode_rgb
+    monkeypatch.setattr(decode, "decode_rgb", lambda data: decoded.append(1) or original(data))
+    again = extract(from_folder(image_folder), tiny_config(), out=out, progress=False)
+    assert again.reused and decoded == []
+
+    Image.new("RGB", (40, 48), (9, 9, 9)).save(image_folder / "benign" / "new.png")
+    extract(from_folder(image_folder), tiny_config(), out=out, progress=False)
+    assert len(decoded) == 1  # only the new file is test-decoded before extraction

@@ -110,14 +110,14 @@ def extract(
     requested = resolve_layers(loaded, config.layers)
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
-    images, checks, skipped = _check_images(images, config, progress)
-    current = _row_table(images, checks)
     precision = "float16-autocast" if device.type == "cuda" else "float32"
     settings = _settings(loaded, precision, images)
     settings_key = cache_key(settings)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
         path = shard_path(path, *config.shard)
+    images, checks, skipped = _check_images(images, config, progress, _decoded_before(path, settings_key))
+    current = _row_table(images, checks)
 
     with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
@@ -155,13 +155,29 @@ def extract(
     return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
 
 
-def _check_images(images: ImageSet, config: ExtractConfig, progress: bool):
-    """Hash and test-decode every file before anything is written."""
+def _decoded_before(path: Path, settings_key: str) -> set[str]:
+    """Content hashes of the images an existing cache of these settings already decoded.
+
+    Only an optimisation (their test decode is skipped), so any problem reading
+    the cache just means every file is decoded; the plan itself is made later,
+    under the writer lock.
+    """
+    if not path.exists():
+        return set()
+    try:
+        with open_cache(path) as cache:
+            return set(cache.stored_rows().sha256) if cache.settings_key == settings_key else set()
+    except CacheError:
+        return set()
+
+
+def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decoded_before: set[str] = frozenset()):
+    """Hash every file and test-decode the ones not decoded before, before anything is written."""
     from tqdm import tqdm
 
     paths = [r.path for r in images.records]
     with tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
-        checks = check_files(paths, progress=bar.update)
+        checks = check_files(paths, progress=bar.update, trusted=decoded_before)
     bad = [(r, c.error) for r, c in zip(images.records, checks) if c.error]
     if bad and config.on_bad_image == "error":
         raise BadImageError([(str(r.path), why) for r, why in bad])

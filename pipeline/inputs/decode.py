@@ -96,8 +96,11 @@ class FileCheck:
     note: str | None = None  # how the colour policy changed it, when worth stating
 
 
-def check_file(path: Path) -> FileCheck:
-    """Hash a file's bytes and make sure it decodes; never raises for a bad image."""
+def check_file(path: Path, trusted: set[str] | frozenset = frozenset()) -> FileCheck:
+    """Hash a file's bytes and make sure it decodes; never raises for a bad image.
+
+    Files whose sha256 is in ``trusted`` (decoded successfully before) are not decoded again.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -105,6 +108,8 @@ def check_file(path: Path) -> FileCheck:
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return FileCheck(0, digest, "empty file (0 bytes)")
+    if digest in trusted:
+        return FileCheck(len(data), digest, note=_note(data))
     try:
         decode_rgb(data)
     except UndecodableImage as exc:
@@ -118,11 +123,12 @@ def _note(data: bytes) -> str | None:
     return f"first of {frames} frames used" if frames > 1 else None
 
 
-def check_files(paths: list[Path], workers: int = 4, progress=None) -> list[FileCheck]:
+def check_files(paths: list[Path], workers: int = 4, progress=None,
+                trusted: set[str] | frozenset = frozenset()) -> list[FileCheck]:
     """:func:`check_file` over many files; PIL releases the GIL while decoding."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = []
-        for result in pool.map(check_file, paths, chunksize=16):
+        for result in pool.map(lambda path: check_file(path, trusted), paths, chunksize=16):
             results.append(result)
             if progress is not None:
                 progress(1)
