@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import platform
 import re
 import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
 from ..cache.plan import Plan, make_plan
 from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
@@ -26,6 +23,7 @@ from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, build_model, resolve_layers
 from .bnstats import BatchNormStats, batchnorm_modules, empty_state
+from .manifest import build_manifest, now, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import get_pooling
 from .tap import LayerTap, output_keys
@@ -133,10 +131,10 @@ def extract(
         specs = _output_specs(layers, outputs)
         _check_free_space(path, len(plan.rows.ids), specs)
         notes = [c.note for c in checks]
-        manifest = _manifest(images, config, loaded, layers, pools, outputs, current, notes, skipped, key, device,
+        manifest = build_manifest(images, config, loaded, layers, pools, outputs, current, notes, skipped, key, device,
                              precision)
         manifest["runtime"]["workers"] = workers
-        manifest["update"] = _update_summary(plan)
+        manifest["update"] = update_summary(plan)
         if shard is not None:
             manifest["shard"] = shard
         if bn_start is not None:
@@ -148,7 +146,7 @@ def extract(
                                  plan.copy_new, plan.copy_old)
             passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
-            manifest["created"] = _now()
+            manifest["created"] = now()
             writer.finish(manifest, plan.planned)
         finally:
             writer.close()
@@ -346,20 +344,6 @@ def _default_name(dataset: str, model: str, key: str) -> str:
     return f"{slug(dataset)}-{slug(model)}-{key[:12]}.h5"
 
 
-def _update_summary(plan: Plan) -> dict:
-    return {
-        "computed_rows": int(len(plan.compute_all)),
-        "rows_with_new_outputs": int(len(plan.compute_missing)),
-        "new_outputs": [f"{l}/{p}" for l, p in plan.missing_outputs] if len(plan.compute_missing) else [],
-        "reused_rows": int(len(plan.copy_new)),
-        "added": len(plan.added),
-        "changed": plan.changed[:100],
-        "removed": plan.removed[:100],
-        "n_removed": len(plan.removed),
-        "hidden_rows": int((~plan.rows.active_mask()).sum()),
-    }
-
-
 def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress) -> int:
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
     from tqdm import tqdm
@@ -403,67 +387,3 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
         if bn is not None:
             bn.close()
     return passes
-
-
-def _manifest(images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device, precision) -> dict:
-    return {
-        "layerprobe": __version__,
-        "key": key,
-        "created": _now(),
-        "model": {"name": loaded.name, "family": loaded.family, "weights": loaded.weights.as_dict()},
-        "layers": [s.as_dict() for s in layers],
-        "poolings": list(pools),
-        "outputs": [f"{l}/{p}" for l, p in outputs],
-        "preprocessing": loaded.preprocessing.as_dict(),
-        "input": {
-            "name": images.name,
-            "source": images.source,
-            "root": str(images.root),
-            "root_resolved": str(Path(images.root).resolve()),
-            "n_images": len(rows.ids),
-            "class_names": list(rows.class_names),
-            "has_groups": rows.groups is not None,
-            "has_split": rows.split is not None,
-            "fingerprint": input_fingerprint(rows),
-            "limit": config.limit,
-            "seed": config.seed,
-            "skipped": skipped,
-            "notes": [{"id": r, "note": n} for r, n in zip(rows.ids, notes) if n],
-        },
-        "config": asdict(config),
-        "runtime": {
-            "device": _device_name(device),
-            "precision": precision,
-            "batch_size": config.batch_size,
-            "threads": torch.get_num_threads(),
-            "host": platform.node(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "packages": _versions(),
-        },
-    }
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()}"
-
-
-def _versions() -> dict:
-    import h5py
-    import PIL
-    import timm
-
-    return {
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
