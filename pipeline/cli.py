@@ -429,7 +429,7 @@ def similarity(cache_path, reference, seed, max_rows, plot_path, as_json):
       layerprobe similarity cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 --plot br35h-similarity.png
       layerprobe similarity CACHE --reference cache/photos-tf_efficientnet_lite0-ba9876543210.h5 --json
     """
-    from .probes.atomic import atomic_write
+    from .atomic import atomic_write
     from .similarity import similarity_table
     from .similarity.plots import figure_png, similarity_figure
 

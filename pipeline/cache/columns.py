@@ -8,13 +8,13 @@ writer lock. A crash leaves either the old file or the new one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic import publish
 from ..errors import CacheError
 from .format import metadata_digest
 from .lock import WriterLock
@@ -49,6 +49,4 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict)
             manifest.setdefault("columns", {})[name] = about
             handle.attrs["manifest"] = json.dumps(manifest)
             handle.attrs["digest"] = metadata_digest(handle)
-        with open(work, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(work, path)
+        publish(work, path)

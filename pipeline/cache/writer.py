@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import publish
 from ..errors import CacheError, CacheWriteError
 from .bnstats import read_state, write_state
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
@@ -243,16 +243,9 @@ class CacheWriter:
         self.file.attrs["complete"] = True
         self.file.flush()
         self.file.close()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
 
     def _publish(self) -> None:
-        os.replace(self.partial, self.final)
-        dir_fd = os.open(self.final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        publish(self.partial, self.final)
 
     def close(self) -> None:
         """Close without finishing: committed rows stay for the next run to resume."""

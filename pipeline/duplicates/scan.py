@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..cache import add_row_column, open_cache
 from ..errors import PipelineError
 from .find import DEFAULT_THRESHOLD, BLOCK_ROWS, Pairs, auto_threshold, clusters, similar_pairs
@@ -116,14 +118,12 @@ def write_pairs(report: DuplicateReport, path: str | Path) -> Path:
     """A CSV of every pair: ids, labels, similarity, cluster."""
     path = Path(path)
     names = lambda r: report.class_names[report.labels[r]] if report.labels[r] >= 0 else ""  # noqa: E731
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id_a", "id_b", "similarity", "label_a", "label_b", "cluster"])
-        for i, j, s in sorted(zip(report.pairs.i, report.pairs.j, report.pairs.similarity), key=lambda t: -t[2]):
-            writer.writerow([report.ids[i], report.ids[j], f"{s:.5f}", names(i), names(j), int(report.cluster[i])])
-    tmp.replace(path)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["id_a", "id_b", "similarity", "label_a", "label_b", "cluster"])
+    for i, j, s in sorted(zip(report.pairs.i, report.pairs.j, report.pairs.similarity), key=lambda t: -t[2]):
+        writer.writerow([report.ids[i], report.ids[j], f"{s:.5f}", names(i), names(j), int(report.cluster[i])])
+    return atomic_write(path, text.getvalue().encode())
 
 
 def leaked_rows(cluster: np.ndarray, test_fold: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from .. import __version__
 from ..cache import open_cache
 from ..errors import ProbeError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .data import Output, labelled_rows, load_codes, resolve_groups, resolve_outputs
 from .registry import ProbeSettings, build_probe, chosen_params, get_probe
 from .splits import inner_splits

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from ..errors import ProbeError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .estimators import BoosterClassifier, PlattSVM
 from .fitted import FittedProbe
 

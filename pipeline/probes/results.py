@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ProbeError
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .metrics import get_metric
 from .splits import Folds
 

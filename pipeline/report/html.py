@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ProbeError
 from ..probes import ProbeResults, comparison_path, get_metric, load_results, metric_names, split_comparison
-from ..probes.atomic import atomic_write
+from ..atomic import atomic_write
 from .plots import comparison_figure, figure_png, layer_figure
 
 _STYLE = """
