@@ -403,6 +403,13 @@ def _number(value) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def _members(names: list[str]) -> str:
+    """A row's BatchNorm layers in short: their count, and the first and last by firing order."""
+    if len(names) <= 1:
+        return f"{len(names)} {names[0]}" if names else "0"
+    return f"{len(names)} {names[0]}..{names[-1]}"
+
+
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--reference", default="imagenet", show_default=True,
@@ -446,10 +453,12 @@ def similarity(cache_path, reference, seed, max_rows, plot_path, as_json):
     header = ("layer", "channels", *table.distances, *table.transfers) + (("bn layers",) if table.bn_rows else ())
     lines = [header]
     for r in table.rows:
-        extra = (str(len(r.members)),) if table.bn_rows else ()
+        extra = (_members(r.members),) if table.bn_rows else ()
         lines.append((r.name, str(r.channels), *(_number(r.values.get(m)) for m in table.distances + table.transfers),
                       *extra))
     click.echo(_table(lines))
+    if table.bn_outside:
+        click.echo(f"BatchNorm layers after the last output (in no row): {_members(table.bn_outside)}")
     if table.leep is not None:
         click.echo(f"LEEP (ImageNet logits): {table.leep:.4f}")
     for note in table.notes:

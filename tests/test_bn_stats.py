@@ -56,7 +56,15 @@ def test_stats_equal_a_direct_computation(image_folder, tiny_config, tmp_path):
     model = build_model(TINY_MODEL, random_init=True, img_size=TINY_SIZE).module
     np.testing.assert_array_equal(first.running_var, model.bn1.running_var.double().numpy())
     with open_cache(path) as cache:
-        assert cache.manifest["bn_stats"] == {"modules": len(stats), "images": 16}
+        recorded = cache.manifest["bn_stats"]
+        assert {k: recorded[k] for k in ("modules", "images")} == {"modules": len(stats), "images": 16}
+        # layers=("1",): the stem and stages 0 and 1 run before blocks.1; the rest after it
+        members = recorded["members"]["blocks.1"]
+        assert members[0] == "bn1" and all(m == "bn1" or m.startswith(("blocks.0.", "blocks.1.")) for m in members)
+        assert len(members) + len(recorded["after_last"]) == len(stats) and recorded["never_ran"] == []
+        assert cache.bn_members() == {"blocks.1": members}
+    # depth is the firing order: sorted by it, the layers run stem, blocks.0 ... blocks.4, head
+    assert [s.module for s in sorted(stats.values(), key=lambda s: s.depth)] == members + recorded["after_last"]
 
 
 def test_adding_bn_stats_to_a_cache_forwards_every_image_once(image_folder, tiny_config, tmp_path):

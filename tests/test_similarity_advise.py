@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.errors import SimilarityError
-from pipeline.similarity import Curve, advise, assign_bn, probe_curve
+from pipeline.similarity import Curve, LayerRow, advise, measure_names, probe_curve, summarise_bn
 from pipeline.similarity import advice as advice_module
 
 OUTPUTS = ("blocks.0/avg", "blocks.1/avg", "blocks.2/avg", "blocks.3/avg", "pre_logits/none")
@@ -140,13 +140,12 @@ def test_probe_curve_follows_the_probe_with_the_best_score():
         probe_curve(_Results(rows), "log_loss")
 
 
-def test_batchnorm_layers_belong_to_the_output_that_contains_or_follows_them():
-    modules = ["bn1", "blocks.0.0.bn1", "blocks.0.0.bn2", "blocks.1.0.bn1", "blocks.1.1.bn1", "blocks.2.0.bn1", "bn2"]
-    assert assign_bn(modules, ["blocks.0", "blocks.1", "blocks.2", "pre_logits"]) == {
-        "blocks.0": ["bn1", "blocks.0.0.bn1", "blocks.0.0.bn2"], "blocks.1": ["blocks.1.0.bn1", "blocks.1.1.bn1"],
-        "blocks.2": ["blocks.2.0.bn1"], "pre_logits": ["bn2"]}
-    # the head's BatchNorm stays with the last stage when nothing follows it; the most specific name wins
-    assert assign_bn(modules, ["blocks.1", "blocks.1.1"]) == {
-        "blocks.1": ["bn1", "blocks.0.0.bn1", "blocks.0.0.bn2", "blocks.1.0.bn1"],
-        "blocks.1.1": ["blocks.1.1.bn1", "blocks.2.0.bn1", "bn2"]}
-    assert assign_bn(modules, ["pre_logits"]) == {"pre_logits": []}
+def test_output_rows_average_their_stored_batchnorm_members():
+    bn_rows = [LayerRow(name, i, 2, {m: float(i) for m in measure_names("gaussian")})
+               for i, name in enumerate(["bn1", "blocks.0.0.bn1", "blocks.1.0.bn1", "bn2"])]
+    members = {"blocks.0": ["bn1", "blocks.0.0.bn1"], "blocks.1": ["blocks.1.0.bn1"], "pre_logits": []}
+    summary = summarise_bn(bn_rows, ["blocks.0/avg", "blocks.0/max", "blocks.1/avg", "pre_logits/none"], members)
+    assert summary["blocks.0/avg"] == ({m: 0.5 for m in measure_names("gaussian")}, ["bn1", "blocks.0.0.bn1"])
+    assert summary["blocks.0/max"] == summary["blocks.0/avg"]
+    assert summary["blocks.1/avg"][0]["w2"] == 2.0
+    assert summary["pre_logits/none"] == ({m: None for m in measure_names("gaussian")}, [])

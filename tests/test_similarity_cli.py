@@ -101,11 +101,16 @@ def test_similarity_against_imagenet_from_batchnorm_statistics(runner, bn_cache,
     assert lines[0].startswith("16 images (16 labelled, 2 classes) of test_efficientnet against ImageNet, from ")
     assert lines[1].split() == ["layer", "channels", "w2", "sym_kl", "mean_shift", "logme", "hscore", "bn", "layers"]
     assert [line.split()[0] for line in lines[2:8]] == [f"blocks.{i}/avg" for i in range(5)] + ["pre_logits/none"]
-    assert all(int(line.split()[-1]) >= 1 for line in lines[2:8])  # every output summarises some BatchNorm layers
+    # every output summarises some BatchNorm layers: count, first..last
+    assert lines[2].split()[-2:] == ["2", "bn1..blocks.0.0.bn1"]
+    assert lines[7].split()[-2:] == ["1", "bn2"]
+    assert all(int(line.split()[-2]) >= 1 for line in lines[2:8])
     assert png.stat().st_size > 1000
     data = json.loads(runner.invoke(main, ["similarity", str(bn_cache), "--json"]).stdout)
     assert len(data["bn_rows"]) == sum(len(r["members"]) for r in data["rows"])
     assert data["bn_rows"][0]["name"] == "bn1" and data["rows"][0]["members"][0] == "bn1"
+    assert sorted(r["name"] for r in data["bn_rows"]) == sorted(m for r in data["rows"] for m in r["members"])
+    assert data["bn_outside"] == [] and data["rows"][-1]["members"] == ["bn2"]
 
 
 def test_advise_from_logme_and_the_imagenet_distance(runner, bn_cache):

@@ -9,25 +9,29 @@ layer, without ImageNet.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
+from ..model import batchnorm_modules
 
-def batchnorm_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.modules.batchnorm._BatchNorm]]:
-    """BatchNorm layers that carry running statistics, in module order."""
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
-    ]
+
+def _in_order(model: torch.nn.Module, order: Sequence[str] | None):
+    """The BatchNorm layers, in ``order`` (their firing order) where it is given, else module order."""
+    modules = batchnorm_modules(model)
+    if order is None:
+        return modules
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(modules, key=lambda item: rank.get(item[0], len(rank)))
 
 
 class BatchNormStats:
     """Forward pre-hooks summing x and x**2 per channel at each BatchNorm input."""
 
-    def __init__(self, model: torch.nn.Module, input_px: int):
+    def __init__(self, model: torch.nn.Module, input_px: int, order: Sequence[str] | None = None):
         self.input_px = input_px
-        self.modules = batchnorm_modules(model)
+        self.modules = _in_order(model, order)
         self.sums: dict[str, torch.Tensor] = {}
         self.sumsq: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
@@ -84,10 +88,11 @@ class BatchNormStats:
         self._handles = []
 
 
-def empty_state(model: torch.nn.Module) -> dict[str, dict]:
-    """Zero sums for every BatchNorm layer (shapes and ImageNet statistics filled in)."""
+def empty_state(model: torch.nn.Module, order: Sequence[str] | None = None) -> dict[str, dict]:
+    """Zero sums for every BatchNorm layer (shapes and ImageNet statistics filled in); ``depth`` is the
+    position in ``order`` (the firing order) where it is given."""
     out = {}
-    for depth, (name, module) in enumerate(batchnorm_modules(model)):
+    for depth, (name, module) in enumerate(_in_order(model, order)):
         channels = module.running_mean.shape[0]
         out[name] = {
             "sum": np.zeros(channels), "sumsq": np.zeros(channels), "count": 0, "depth": depth, "stride": 0,

@@ -21,8 +21,8 @@ from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, sh
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
-from ..model import LayerSpec, LoadedModel, build_model, resolve_layers
-from .bnstats import BatchNormStats, batchnorm_modules, empty_state
+from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
+from .bnstats import BatchNormStats, empty_state
 from .manifest import build_manifest, now, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import get_pooling
@@ -120,7 +120,7 @@ def extract(
     with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
         plan = make_plan(current, outputs, *((previous.stored_rows(), previous.outputs) if previous else ()))
-        plan, bn_start = _plan_bn_stats(plan, loaded, config, previous)
+        plan, bn_start, bn_members = _plan_bn_stats(plan, loaded, layers, config, previous)
         key = _content_key(settings_key, plan, bn_start is not None, shard)
         if previous is not None and previous.key == key:
             log.info("%s is up to date: nothing to extract", path)
@@ -138,13 +138,15 @@ def extract(
         if shard is not None:
             manifest["shard"] = shard
         if bn_start is not None:
-            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum())}
+            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum()),
+                                    **bn_members.as_dict()}
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
         try:
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
                                  plan.copy_new, plan.copy_old)
-            passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress)
+            passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
+                              bn_members.order if bn_members else None)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
             manifest["created"] = now()
             writer.finish(manifest, plan.planned)
@@ -250,26 +252,30 @@ def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
     return images.subset(mine)
 
 
-def _plan_bn_stats(plan: Plan, loaded: LoadedModel, config: ExtractConfig, previous):
-    """Where BatchNorm sums start, and which rows must be forwarded for them.
+def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], config: ExtractConfig, previous):
+    """Where BatchNorm sums start, which rows must be forwarded for them, and which output owns each layer.
 
     Once a cache has BatchNorm statistics every later run keeps them exact. When
     only images were added, the earlier sums carry on; otherwise every image is
-    forwarded again (outputs that are already cached are not rewritten).
+    forwarded again (outputs that are already cached are not rewritten). Each
+    BatchNorm layer belongs to the first of the cache's outputs that runs at or
+    after it (:func:`pipeline.model.batchnorm_members`).
     """
     earlier = previous.bn_state() if previous is not None else {}
     if not (config.bn_stats or earlier):
-        return plan, None
+        return plan, None, None
     if not batchnorm_modules(loaded.module):
         raise PipelineError(
             f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
             "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
         )
+    members = batchnorm_members(loaded, [s.name for s in layers])
     if earlier and not plan.removed and not plan.changed:
-        return plan, earlier
+        rank = {name: i for i, name in enumerate(members.order)}  # caches made before depth was firing order
+        return plan, {name: {**e, "depth": rank.get(name, e["depth"])} for name, e in earlier.items()}, members
     active = plan.rows.active_mask()
     reused = np.array([k for k in plan.copy_new if active[k]], dtype=int)
-    return replace(plan, compute_missing=reused), empty_state(loaded.module)
+    return replace(plan, compute_missing=reused), empty_state(loaded.module, members.order), members
 
 
 @contextmanager
@@ -344,7 +350,8 @@ def _default_name(dataset: str, model: str, key: str) -> str:
     return f"{slug(dataset)}-{slug(model)}-{key[:12]}.h5"
 
 
-def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress) -> int:
+def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress,
+             bn_order=None) -> int:
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
     from tqdm import tqdm
 
@@ -358,7 +365,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
         (plan.compute_missing, [s for s in layers if s.name in missing_layers], plan.missing_outputs),
     ]
     bn_state = writer.bn_state()
-    bn = BatchNormStats(model, loaded.preprocessing.input_size[-1]) if bn_state else None
+    bn = BatchNormStats(model, loaded.preprocessing.input_size[-1], bn_order) if bn_state else None
     if bn is not None:
         bn.load(bn_state)
     position, offset, passes = writer.rows_committed, 0, 0

@@ -119,6 +119,12 @@ class ActivationCache:
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
 
+    def bn_members(self) -> dict[str, list[str]] | None:
+        """Which BatchNorm layers belong to which layer (by firing order); None for caches made before it was
+        recorded."""
+        members = (self.manifest.get("bn_stats") or {}).get("members")
+        return None if members is None else {k: list(v) for k, v in members.items()}
+
     def bn_state(self) -> dict:
         """The raw BatchNorm sums, for an incremental extraction to continue from."""
         return read_state(self._file) if self.manifest.get("bn_stats") else {}

@@ -1,10 +1,12 @@
 """Model: building pretrained networks, their weights, preprocessing and layers."""
 
+from .bnorder import BatchNormMembers, batchnorm_members, batchnorm_modules
 from .build import LoadedModel, Preprocessing, build_model
 from .layers import LOGITS, PRE_LOGITS, LayerSpec, available_layers, classifier_name, resolve_layers
 from .weights import KNOWN_SOURCES, WeightsInfo
 
 __all__ = [
+    "BatchNormMembers",
     "KNOWN_SOURCES",
     "LOGITS",
     "PRE_LOGITS",
@@ -13,6 +15,8 @@ __all__ = [
     "Preprocessing",
     "WeightsInfo",
     "available_layers",
+    "batchnorm_members",
+    "batchnorm_modules",
     "build_model",
     "classifier_name",
     "resolve_layers",

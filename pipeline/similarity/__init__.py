@@ -14,7 +14,7 @@ from .advice import Advice, Curve, Finding, advise, advise_cache, curves_from_ta
 from .gaussian import channel_moments, mean_shift_channels, sym_kl_channels, w2_channels
 from .registry import KINDS, MEASURES, Measure, get_measure, measure_names, register_measure
 from .samples import domain_auc, frechet, frechet_rel, mmd, mmd2_unbiased
-from .tables import IMAGENET, LayerRow, SimilarityTable, assign_bn, bn_table, similarity_table
+from .tables import IMAGENET, LayerRow, SimilarityTable, bn_table, similarity_table, summarise_bn
 from .transfer import hscore, leep, logme
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "SimilarityTable",
     "advise",
     "advise_cache",
-    "assign_bn",
     "bn_table",
     "channel_moments",
     "curves_from_table",
@@ -47,6 +46,7 @@ __all__ = [
     "probe_curve",
     "register_measure",
     "similarity_table",
+    "summarise_bn",
     "sym_kl_channels",
     "w2_channels",
 ]

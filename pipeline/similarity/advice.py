@@ -290,7 +290,7 @@ def curves_from_table(table, distance_measure: str = "w2") -> tuple[Curve | None
         raise SimilarityError("no advice: " + "; ".join(table.notes))
     transfer = Curve("logme", outputs, tuple(table.column("logme")))
     values = tuple(table.column(distance_measure)) if table.bn_rows else ()
-    distance = Curve(distance_measure, outputs, values) if values else None
+    distance = Curve(distance_measure, outputs, values) if any(v is not None for v in values) else None
     return distance, transfer
 
 

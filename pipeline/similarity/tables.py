@@ -3,7 +3,9 @@
 Rows follow the cache's outputs in depth order, except the ImageNet ``logits``,
 which feed LEEP only. Against ImageNet, each BatchNorm layer gets its own row
 too (``bn_rows``), and each output row summarises the BatchNorm layers that
-belong to it (see :func:`assign_bn`).
+belong to it: those that ran at or after the previous output and before or at
+this one, as the extraction recorded from a forward pass (see
+:func:`pipeline.model.batchnorm_members`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SimilarityTable:
     transfers: list[str]  # measure names of the transferability columns
     rows: list[LayerRow]
     bn_rows: list[LayerRow] = field(default_factory=list)
+    bn_outside: list[str] = field(default_factory=list)  # BatchNorm layers in no output row (after the last one)
     leep: float | None = None
     settings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -82,7 +85,7 @@ class SimilarityTable:
             "n_labelled": self.n_labelled, "n_classes": self.n_classes, "n_reference": self.n_reference,
             "distances": self.distances, "transfers": self.transfers, "leep": _finite(self.leep),
             "settings": self.settings, "notes": self.notes, "rows": [r.as_dict() for r in self.rows],
-            "bn_rows": [r.as_dict() for r in self.bn_rows],
+            "bn_rows": [r.as_dict() for r in self.bn_rows], "bn_outside": list(self.bn_outside),
         }
 
 
@@ -106,45 +109,19 @@ def bn_table(stats: Sequence[BNStatLike]) -> list[LayerRow]:
     return rows
 
 
-def assign_bn(modules: Sequence[str], layers: Sequence[str]) -> dict[str, list[str]]:
-    """Which BatchNorm layers (in firing order) belong to which output layer (in depth order).
+def summarise_bn(bn_rows: list[LayerRow], outputs: Sequence[str],
+                 members: dict[str, list[str]]) -> dict[str, tuple[dict, list[str]]]:
+    """Per output ``layer/pooling``: the mean of each measure over its BatchNorm layers, and their names.
 
-    A BatchNorm layer belongs to the layer whose module name is a prefix of its
-    own (``blocks.3.1.bn2`` to ``blocks.3``); one outside every layer (a stem or a
-    head) belongs to the first layer that fires after it, and one after the last
-    matched layer to the next layer in depth order (``bn2`` of the head to
-    ``pre_logits``). If no name matches at all, no layer gets any.
+    ``members`` maps each layer to its BatchNorm layers (stored by the extraction).
     """
-    result: dict[str, list[str]] = {layer: [] for layer in layers}
-    pending: list[str] = []
-    last = None
-    for module in modules:
-        matches = [layer for layer in layers if module == layer or module.startswith(layer + ".")]
-        if not matches:
-            pending.append(module)
-            continue
-        last = max(matches, key=len)
-        result[last] += pending + [module]
-        pending = []
-    if last is None:
-        return {layer: [] for layer in layers}
-    if pending:
-        later = list(layers)[list(layers).index(last) + 1:]
-        result[later[0] if later else last] += pending
-    return result
-
-
-def summarise_bn(bn_rows: list[LayerRow], outputs: Sequence[str]) -> dict[str, tuple[dict, list[str]]]:
-    """Per output ``layer/pooling``: the mean of each measure over its BatchNorm layers, and their names."""
     by_name = {r.name: r for r in bn_rows}
-    layers = list(dict.fromkeys(o.rsplit("/", 1)[0] for o in outputs))
-    owned = assign_bn([r.name for r in bn_rows], layers)
     summary = {}
     for output in outputs:
-        members = owned[output.rsplit("/", 1)[0]]
-        values = {name: (float(np.mean([by_name[m].values[name] for m in members])) if members else None)
+        owned = [m for m in members.get(output.rsplit("/", 1)[0], []) if m in by_name]
+        values = {name: (float(np.mean([by_name[m].values[name] for m in owned])) if owned else None)
                   for name in measure_names("gaussian")}
-        summary[output] = (values, members)
+        summary[output] = (values, owned)
     return summary
 
 
@@ -233,9 +210,17 @@ def _imagenet(cache, table: SimilarityTable, rows: dict[str, LayerRow]) -> None:
             "extract again with --bn-stats (a model without BatchNorm layers cannot be compared this way; "
             "use --reference CACHE2)")
     table.bn_rows = bn_table(stats)
-    for output, (values, members) in summarise_bn(table.bn_rows, list(rows)).items():
+    members = cache.bn_members()
+    if members is None:
+        table.notes.append(f"{Path(cache.path).name} does not record which output each BatchNorm layer belongs to "
+                           "(made by an older layerprobe): only the per-BatchNorm rows (--json) are shown; delete it "
+                           "and extract again with --bn-stats for per-layer distances")
+        members = {}
+    for output, (values, owned) in summarise_bn(table.bn_rows, list(rows), members).items():
         rows[output].values.update(values)
-        rows[output].members = members
+        rows[output].members = owned
+    inside = {m for row in rows.values() for m in row.members}
+    table.bn_outside = [r.name for r in table.bn_rows if r.name not in inside]
 
 
 def _reference(cache, reference: Path, table: SimilarityTable, rows: dict[str, LayerRow], seed: int,
