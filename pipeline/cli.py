@@ -43,7 +43,8 @@ def _split_list(values) -> tuple[str, ...]:
 def model_options(func):
     """--weights and --random-init, shared by every command that builds a model."""
 
-    @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local timm-format weights (.pth or .safetensors).")
+    @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights (.pth/.bin/.safetensors; timm or torchvision names, or "
+              "another naming in the model's tensor order).")
     @click.option("--random-init", is_flag=True, help="Use an untrained model (explicit, never silent).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -101,14 +102,17 @@ def layers(model_name, weights, random_init, img_size, as_json):
     Index and module name of every stage, its channels and stride, and the two
     special outputs pre_logits (pooled final features) and logits (ImageNet head).
     Any of these, or any other module name, can be passed to `extract --layers`.
+    Lists the architecture: no pretrained weights are needed or downloaded
+    (--weights FILE is checked against it when given).
 
     \b
     Example:
       layerprobe layers tf_efficientnet_lite0
     """
-    from .model import available_layers, build_model
+    from .model import available_layers, build_architecture, build_model
 
-    loaded = build_model(model_name, weights, random_init, img_size)
+    loaded = (build_model(model_name, weights, random_init, img_size) if weights
+              else build_architecture(model_name, img_size))
     specs = available_layers(loaded)
     if as_json:
         click.echo(json.dumps([s.as_dict() for s in specs], indent=2))

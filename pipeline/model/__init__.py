@@ -1,7 +1,7 @@
 """Model: building pretrained networks, their weights, preprocessing and layers."""
 
 from .bnorder import BatchNormMembers, batchnorm_members, batchnorm_modules
-from .build import LoadedModel, Preprocessing, build_model
+from .build import LoadedModel, Preprocessing, build_architecture, build_model
 from .layers import LOGITS, PRE_LOGITS, LayerSpec, available_layers, classifier_name, resolve_layers
 from .weights import KNOWN_SOURCES, WeightsInfo
 
@@ -17,6 +17,7 @@ __all__ = [
     "available_layers",
     "batchnorm_members",
     "batchnorm_modules",
+    "build_architecture",
     "build_model",
     "classifier_name",
     "resolve_layers",

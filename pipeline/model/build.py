@@ -11,6 +11,7 @@ import torch
 
 from ..errors import ModelError
 from ..inputs import COLOUR_POLICY
+from .hub import check_download_possible, quiet_hub, timm_weights, torchvision_weights
 from .weights import (
     WeightsInfo,
     file_sha256,
@@ -79,16 +80,28 @@ def build_model(
     """Create ``name`` (a timm name, or ``torchvision/<name>``) with its weights loaded.
 
     Weights come, in this order, from ``weights`` (a local file), a package known
-    to ship them, or the model hub. ``random_init`` must be asked for explicitly.
+    to ship them, a local hub cache, or the model hub (only where it can be
+    reached; see :mod:`pipeline.model.hub`). ``random_init`` must be asked for
+    explicitly.
     """
     if random_init and weights is not None:
         raise ModelError("--random-init and --weights exclude each other; pass one of them")
+    source = "file" if weights is not None else ("random-init" if random_init else "pretrained")
+    return _build(name, source, weights, img_size)
+
+
+def build_architecture(name: str, img_size: int | None = None) -> LoadedModel:
+    """``name`` with untrained weights, for listing its layers: never reads a weights file or the network."""
+    return _build(name, "none", None, img_size)
+
+
+def _build(name: str, source: str, weights, img_size: int | None) -> LoadedModel:
     if img_size is not None and img_size < 8:
         raise ModelError(f"image size must be at least 8 pixels, got {img_size}")
     if name.startswith(TORCHVISION_PREFIX):
-        module, info, data_config = _torchvision(name.removeprefix(TORCHVISION_PREFIX), weights, random_init)
+        module, info, data_config = _torchvision(name.removeprefix(TORCHVISION_PREFIX), source, weights)
     else:
-        module, info, data_config = _timm(name, weights, random_init)
+        module, info, data_config = _timm(name, source, weights)
     if img_size is not None:
         data_config["input_size"] = (3, img_size, img_size)
     module.eval()
@@ -103,36 +116,61 @@ def build_model(
     return LoadedModel(name, module, info, pre)
 
 
-def _timm(name, weights, random_init):
+def _seeded(create):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return create()
+
+
+def _timm(name, source, weights):
     import timm
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `timm.list_models()` lists them"
         raise ModelError(f"unknown model {name!r}{hint} (torchvision models: torchvision/<name>)")
-    bundled = None if (weights or random_init) else known_source_file(name)
-    if weights is None and bundled is None and not random_init:
-        try:
-            module = timm.create_model(name, pretrained=True)
-        except Exception as exc:  # network and hub failures come in many types
-            raise ModelError(
-                f"no pretrained weights for {name!r} could be loaded from the model hub ({exc}); "
-                "pass --weights FILE, or --random-init for an untrained model"
-            ) from None
-        info = WeightsInfo("hub", state_dict_sha256(module.state_dict()))
+    bundled = known_source_file(name) if source == "pretrained" else None
+    if source == "pretrained" and bundled is None:
+        module, info = _timm_hub(name)
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            module = timm.create_model(name, pretrained=False)
-        info = _load_local(module, name, weights, bundled, random_init)
+        module = _seeded(lambda: timm.create_model(name, pretrained=False))
+        info = _load_local(module, name, source, weights, bundled)
     return module, info, timm.data.resolve_model_data_config(module)
 
 
-def _load_local(module, name, weights, bundled, random_init) -> WeightsInfo:
-    if random_init:
+def _timm_hub(name):
+    """timm's own loader on a file from a local hub cache, or a download where the hub can be reached."""
+    import timm
+
+    found = timm_weights(name)
+    if found.cached is None:
+        check_download_possible(name, found)
+        try:
+            with quiet_hub():
+                module = timm.create_model(name, pretrained=True)
+        except Exception as exc:  # network and hub failures come in many types
+            raise ModelError(f"the pretrained weights of {name!r} could not be downloaded "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                             "pass --weights FILE, or --random-init for an untrained model") from None
+        found = timm_weights(name)  # now in the cache: the same digest as every later, offline run
+        if found.cached is None:
+            return module, WeightsInfo("hub", state_dict_sha256(module.state_dict()))
+    else:
+        try:
+            module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found.cached)})
+        except Exception as exc:  # a damaged or foreign cached file
+            raise ModelError(f"the cached weights {str(found.cached)!r} of {name!r} cannot be loaded "
+                             f"({type(exc).__name__}); delete the file, or pass --weights FILE") from None
+    return module, WeightsInfo("hub", file_sha256(found.cached), str(found.cached))
+
+
+def _load_local(module, name, source, weights, bundled) -> WeightsInfo:
+    if source == "none":
+        return WeightsInfo("none", "")
+    if source == "random-init":
         log.warning("%s has random weights (--random-init): codes carry no ImageNet knowledge", name)
         return WeightsInfo("random-init", state_dict_sha256(module.state_dict()))
-    if weights is not None:
+    if source == "file":
         path = Path(weights)
         load_by_name(module, read_state_dict(path), f"weights file {str(path)!r}")
         return WeightsInfo("file", file_sha256(path), str(path.resolve()))
@@ -140,7 +178,7 @@ def _load_local(module, name, weights, bundled, random_init) -> WeightsInfo:
     return WeightsInfo(f"package:{bundled.parent.parent.name}", file_sha256(bundled), str(bundled))
 
 
-def _torchvision(name, weights, random_init):
+def _torchvision(name, source, weights):
     import torchvision
 
     available = torchvision.models.list_models()
@@ -156,16 +194,20 @@ def _torchvision(name, weights, random_init):
         "crop_pct": 0.875,
         "crop_mode": "center",
     }
-    if weights is None and not random_init:
+    if source == "pretrained":
+        found = torchvision_weights(name)
+        if found.cached is None:
+            check_download_possible(TORCHVISION_PREFIX + name, found)
         try:
-            module = torchvision.models.get_model(name, weights="DEFAULT")
+            with quiet_hub():  # torch.hub loads a cached file without the network
+                module = torchvision.models.get_model(name, weights="DEFAULT")
         except Exception as exc:
             raise ModelError(
-                f"no pretrained weights for torchvision/{name} could be downloaded ({exc}); "
+                f"the pretrained weights of torchvision/{name} could not be loaded ({type(exc).__name__}); "
                 "pass --weights FILE, or --random-init for an untrained model"
             ) from None
-        return module, WeightsInfo("hub", state_dict_sha256(module.state_dict())), data_config
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        module = torchvision.models.get_model(name, weights=None)
-    return module, _load_local(module, name, weights, None, random_init), data_config
+        cached = torchvision_weights(name).cached
+        digest = file_sha256(cached) if cached else state_dict_sha256(module.state_dict())
+        return module, WeightsInfo("hub", digest, str(cached) if cached else None), data_config
+    module = _seeded(lambda: torchvision.models.get_model(name, weights=None))
+    return module, _load_local(module, name, source, weights, None), data_config
