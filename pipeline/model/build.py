@@ -172,7 +172,7 @@ def _load_local(module, name, source, weights, bundled) -> WeightsInfo:
         return WeightsInfo("random-init", state_dict_sha256(module.state_dict()))
     if source == "file":
         path = Path(weights)
-        load_by_name(module, read_state_dict(path), f"weights file {str(path)!r}")
+        load_by_name(module, read_state_dict(path), f"weights file {str(path)!r}", ordered=path.suffix != ".safetensors")
         return WeightsInfo("file", file_sha256(path), str(path.resolve()))
     load_by_position(module, read_state_dict(bundled), f"bundled weights {bundled.name!r}")
     return WeightsInfo(f"package:{bundled.parent.parent.name}", file_sha256(bundled), str(bundled))

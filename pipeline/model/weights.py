@@ -158,11 +158,19 @@ def load_by_position(model: torch.nn.Module, state: dict, origin: str) -> None:
     _load(model, remapped)
 
 
-def load_by_name(model: torch.nn.Module, state: dict, origin: str) -> None:
-    """Load a state dict by tensor name, or by position when most names differ; every shape is checked."""
+def load_by_name(model: torch.nn.Module, state: dict, origin: str, ordered: bool = True) -> None:
+    """Load a state dict by tensor name, or by position when most names differ; every shape is checked.
+
+    ``ordered=False`` (a safetensors file, which does not keep the tensors' order) allows names only.
+    """
     target = _real(model.state_dict())
     source = _real(state)
     shared = set(source) & set(target)
+    if len(shared) < len(target) / 2 and not ordered:
+        raise ModelError(f"{origin} shares only {len(shared)} of {len(target)} tensor names with "
+                         f"{type(model).__name__}, and a safetensors file does not keep the tensors' order, so "
+                         "they cannot be mapped by position; rename its tensors to the model's names, or save "
+                         "them in the model's order with torch.save")
     if len(shared) < len(target) / 2:
         log.info("%s shares %d of %d tensor names with the model; mapping by position", origin, len(shared),
                  len(target))
