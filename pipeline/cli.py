@@ -251,12 +251,13 @@ def info(cache_path, as_json):
         outputs = [{"output": f"{l}/{p}", **cache.output_info(l, p)} for l, p in cache.outputs]
         labels = cache.labels
         counts = {name: int((labels == i).sum()) for i, name in enumerate(cache.class_names)}
-        manifest, rows = cache.manifest, cache.n_rows
+        manifest, rows, extras = cache.manifest, cache.n_rows, cache.extras()
     if as_json:
-        click.echo(json.dumps({"path": str(cache_path), "rows": rows, "class_counts": counts,
+        click.echo(json.dumps({"path": str(cache_path), "rows": rows, "class_counts": counts, "stored": extras,
                                "outputs": outputs, "manifest": manifest}, indent=2, default=list))
         return
     click.echo(_describe(cache_path, rows, counts, manifest))
+    click.echo(_stored(extras))
     table = [("output", "kind", "channels", "stride", "shape")]
     for o in outputs:
         table.append((o["output"], str(o.get("kind", "")), str(o.get("channels", "")), str(o.get("stride", "") or ""),
@@ -517,6 +518,22 @@ def _describe(path, rows, counts, m) -> str:
     ]
     if inp.get("skipped"):
         lines.append(("skipped", f"{len(inp['skipped'])} bad image(s): " + ", ".join(s["id"] for s in inp["skipped"][:5])))
+    return "\n".join(f"{k:<11}{v}" for k, v in lines)
+
+
+def _stored(extras: dict) -> str:
+    """One line each: groups, split, duplicate clusters, BatchNorm statistics, stored or not (and how to add)."""
+    g, split, dup, bn = extras["groups"], extras["split"], extras["dup_clusters"], extras["bn_stats"]
+    where = f" ({dup['threshold']} on {dup['output']})" if dup and "threshold" in dup and "output" in dup else ""
+    lines = [
+        ("groups", f"{g['distinct']} distinct, {g['rows_without']} row(s) without" if g
+         else "none (a CSV's group column adds them)"),
+        ("split", ", ".join(f"{k} {v}" for k, v in split.items()) if split else "none (a CSV's split column adds it)"),
+        ("duplicates", f"{dup['clusters']} cluster(s) holding {dup['rows_in_clusters']} images{where}" if dup
+         else "not stored (layerprobe duplicates CACHE stores them)"),
+        ("bn stats", f"{bn['layers']} BatchNorm layers over {bn['images']} images" if bn
+         else "not stored (extract --bn-stats adds them)"),
+    ]
     return "\n".join(f"{k:<11}{v}" for k, v in lines)
 
 

@@ -119,6 +119,24 @@ class ActivationCache:
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
 
+    def extras(self) -> dict[str, dict | None]:
+        """What the cache holds besides codes and labels (None where absent): the input's groups and
+        split, the near-duplicate clusters of `layerprobe duplicates`, and BatchNorm statistics."""
+        groups, split, dup = self.groups, self.split, self.dup_cluster
+        bn = self.manifest.get("bn_stats") or None
+        sizes = np.unique(dup, return_counts=True)[1] if dup is not None else np.array([], int)
+        return {
+            "groups": None if groups is None else {"distinct": len(set(groups.tolist()) - {""}),
+                                                   "rows_without": int((groups == "").sum())},
+            "split": None if split is None else {str(v): int(n) for v, n in zip(*np.unique(split, return_counts=True))},
+            "dup_clusters": None if dup is None else {
+                "clusters": int((sizes >= 2).sum()), "rows_in_clusters": int(sizes[sizes >= 2].sum()),
+                **{k: v for k, v in (self.manifest.get("columns") or {}).get("dup_cluster", {}).items()
+                   if k in ("threshold", "output")}},
+            "bn_stats": None if bn is None else {"layers": int(bn["modules"]), "images": int(bn["images"]),
+                                                 "members_recorded": "members" in bn},
+        }
+
     def bn_members(self) -> dict[str, list[str]] | None:
         """Which BatchNorm layers belong to which layer (by firing order); None for caches made before it was
         recorded."""
