@@ -2,7 +2,9 @@
 
 Runs each command as a fresh process (imports included, as a user sees it) with
 empty hub caches under a temporary HF_HOME/TORCH_HOME, and prints its wall time,
-exit code and the number of lines it wrote to stderr. Run it on a machine that
+its CPU time (user + system; less sensitive to a busy machine than the wall
+time), exit code and the number of lines it wrote to stderr, and the load
+average before and after. Run it on a machine that
 cannot reach huggingface.co / download.pytorch.org (the network check is real).
 
 Usage: .venv/bin/python bench/offline.py [--rounds 3] [--model resnet50]
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -22,10 +25,15 @@ from pathlib import Path
 from PIL import Image
 
 
-def run(args: list[str], env: dict) -> tuple[float, int, list[str]]:
-    start = time.perf_counter()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(args: list[str], env: dict) -> tuple[float, float, int, list[str]]:
+    start, cpu = time.perf_counter(), _cpu()
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, done.returncode, done.stderr.splitlines()
+    return time.perf_counter() - start, _cpu() - cpu, done.returncode, done.stderr.splitlines()
 
 
 def main() -> None:
@@ -51,14 +59,17 @@ def main() -> None:
             (f"HF_HUB_OFFLINE=1 extract --model {opts.model} (no weights)", [*extract, "--model", opts.model],
              {**env, "HF_HUB_OFFLINE": "1"}),
         ]
-        print(f"{'command':<62}{'median s':>9}{'max s':>7}{'exit':>5}{'stderr lines':>13}")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {opts.rounds} rounds")
+        print(f"{'command':<62}{'median s':>9}{'max s':>7}{'cpu s':>7}{'exit':>5}{'stderr lines':>13}")
         for label, args, case_env in cases:
             results = [run(args, case_env) for _ in range(opts.rounds)]
-            times = [r[0] for r in results]
-            code, stderr = results[-1][1], results[-1][2]
-            print(f"{label:<62}{statistics.median(times):>9.1f}{max(times):>7.1f}{code:>5}{len(stderr):>13}")
+            times, cpu = [r[0] for r in results], [r[1] for r in results]
+            code, stderr = results[-1][2], results[-1][3]
+            print(f"{label:<62}{statistics.median(times):>9.1f}{max(times):>7.1f}{statistics.median(cpu):>7.1f}"
+                  f"{code:>5}{len(stderr):>13}")
             if code:
                 print(f"    {stderr[-1][:160]}")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

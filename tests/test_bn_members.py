@@ -141,3 +141,43 @@ def test_assign_by_firing_counts_first_firings_only():
     events = [("bn", "a"), ("output", "s0"), ("bn", "b"), ("bn", "a"), ("output", "s0"), ("bn", "c"),
               ("output", "s1"), ("bn", "d"), ("output", "other")]
     assert assign_by_firing(events, ["s0", "s1"]) == {"s0": ["a"], "s1": ["b", "c"], None: ["d"]}
+
+
+def test_similarity_of_a_torchvision_cache_uses_the_recorded_members(image_folder, tmp_path):
+    """The case of the issue: mobilenet_v2's BatchNorm layers spread over its stages, not all in `features`."""
+    from pipeline.activations import ExtractConfig, extract
+    from pipeline.inputs import from_folder
+    from pipeline.similarity import similarity_table
+
+    config = ExtractConfig(model="torchvision/mobilenet_v2", random_init=True, img_size=64, batch_size=16, workers=0,
+                           bn_stats=True)
+    path = extract(from_folder(image_folder), config, out=tmp_path / "c.h5", progress=False).path
+    table = similarity_table(path)
+    assert [(r.name, len(r.members)) for r in table.rows] == [
+        ("features.1/avg", 3), ("features.3/avg", 6), ("features.6/avg", 9), ("features.13/avg", 21),
+        ("features/avg", 13), ("pre_logits/none", 0)]
+    assert table.rows[0].members[0] == "features.0.1" and table.bn_outside == []
+    assert [r.name for r in table.bn_rows] == [m for r in table.rows for m in r.members]  # firing order throughout
+    assert table.rows[-1].values["w2"] is None and table.rows[0].values["w2"] is not None
+
+
+def test_a_cache_without_recorded_members_says_so(image_folder, tiny_config, tmp_path):
+    import json
+
+    import h5py
+
+    from pipeline.activations import extract
+    from pipeline.cache.format import metadata_digest
+    from pipeline.inputs import from_folder
+    from pipeline.similarity import similarity_table
+
+    path = extract(from_folder(image_folder), tiny_config(bn_stats=True, layers=("1", "pre_logits")),
+                   out=tmp_path / "c.h5", progress=False).path
+    with h5py.File(path, "r+") as handle:  # as an older layerprobe wrote it
+        manifest = json.loads(handle.attrs["manifest"])
+        manifest["bn_stats"] = {k: manifest["bn_stats"][k] for k in ("modules", "images")}
+        handle.attrs["manifest"] = json.dumps(manifest)
+        handle.attrs["digest"] = metadata_digest(handle)
+    table = similarity_table(path)
+    assert len(table.bn_rows) == 13 and all(r.members == [] and r.values["w2"] is None for r in table.rows)
+    assert any("does not record which output each BatchNorm layer belongs to" in n for n in table.notes)
