@@ -181,3 +181,21 @@ def test_a_cache_without_recorded_members_says_so(image_folder, tiny_config, tmp
     table = similarity_table(path)
     assert len(table.bn_rows) == 13 and all(r.members == [] and r.values["w2"] is None for r in table.rows)
     assert any("does not record which output each BatchNorm layer belongs to" in n for n in table.notes)
+
+
+def test_adding_a_layer_to_a_cache_reassigns_the_members(image_folder, tiny_config, tmp_path):
+    from pipeline import open_cache
+    from pipeline.activations import extract
+    from pipeline.inputs import from_folder
+
+    out = tmp_path / "c.h5"
+    extract(from_folder(image_folder), tiny_config(bn_stats=True, layers=("1",)), out=out, progress=False)
+    with open_cache(out) as cache:
+        assert {k: len(v) for k, v in cache.bn_members().items()} == {"blocks.1": 4}
+    extract(from_folder(image_folder), tiny_config(bn_stats=True, layers=("1", "3")), out=out, progress=False)
+    with open_cache(out) as cache:
+        members = cache.bn_members()
+        assert members["blocks.3"] == ["blocks.2.0.bn1", "blocks.2.0.bn2", "blocks.3.0.bn1", "blocks.3.0.bn2",
+                                       "blocks.3.0.bn3"]
+        assert cache.manifest["bn_stats"]["after_last"] == ["blocks.4.0.bn1", "blocks.4.0.bn2", "blocks.4.0.bn3",
+                                                            "bn2"]
