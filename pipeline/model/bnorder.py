@@ -11,7 +11,7 @@ layer that runs after the last output, or never runs, belongs to none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -35,14 +35,11 @@ class BatchNormMembers:
     order: tuple[str, ...]  # every BatchNorm layer: those that ran, in firing order, then those that never ran
     members: dict[str, list[str]]  # output name -> its BatchNorm layers, in firing order
     after_last: tuple[str, ...] = ()  # ran after the last output: in no output
-    never_ran: tuple[str, ...] = field(default=())
+    never_ran: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {"members": {k: list(v) for k, v in self.members.items()},
                 "after_last": list(self.after_last), "never_ran": list(self.never_ran)}
-
-    def owner(self, module: str) -> str | None:
-        return next((layer for layer, names in self.members.items() if module in names), None)
 
 
 def assign_by_firing(events: list[tuple[str, str]], outputs: list[str]) -> dict[str, list[str]]:
