@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,11 +131,20 @@ def reachable(host: str, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect():
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    # the name lookup is not bound by the socket's timeout (a broken resolver can take much longer), the thread is
+    checker = threading.Thread(target=connect, daemon=True)
+    checker.start()
+    checker.join(timeout)
+    return bool(answer and answer[0])
 
 
 @contextlib.contextmanager
