@@ -9,8 +9,10 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheInProgressError
+from . import integrity
+from .bnstats import GROUP as BN_GROUP
 from .bnstats import BNStat, read_state, to_stats
-from .format import FORMAT, FORMAT_VERSION, codes_path, metadata_digest
+from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_digest
 from .lock import is_locked
 from .writer import RowTable, partial_path
 
@@ -58,10 +60,43 @@ class ActivationCache:
         self.manifest: dict = json.loads(attrs["manifest"])
         self.key: str = str(attrs["key"])
         self.settings_key: str = str(attrs["settings_key"])
+        self._arrays: dict | None = integrity.load(attrs)
+        self._indexed: set[str] = set()  # datasets whose chunk index was checked
         active = self._file["active"][()]
         self._rows = None if active.all() else np.flatnonzero(active)
         self.n_rows: int = int(active.sum())
         self.n_stored: int = len(active)
+        self._check_arrays()
+
+    @property
+    def has_hashes(self) -> bool:
+        """Whether the cache records per-array content hashes (caches written since they exist do)."""
+        return self._arrays is not None
+
+    def _check_arrays(self) -> None:
+        """Every dataset's datatype, shape and chunks as recorded; row columns against their hashes."""
+        outputs = [codes_path(l, p) for l, p in self.outputs]
+        if self._arrays is None:  # written before per-array hashes: check what the format fixes
+            for path in outputs:
+                ds = self._file[path]
+                integrity.check_codes_type(ds)
+                if ds.ndim != 2 or ds.shape[0] != self.n_stored or ds.chunks is None:
+                    raise CacheError(f"{path} has shape {ds.shape} for {self.n_stored} rows")
+            return
+        arrays, attrs = self._arrays["arrays"], self._arrays["attrs"]
+        expected = outputs + [c for c in ROW_COLUMNS if c in self._file]
+        if self.manifest.get("bn_stats"):
+            expected += [f"{BN_GROUP}/{m}/{k}" for m in self._file[BN_GROUP]
+                         for k in ("sum", "sumsq", "running_mean", "running_var")]
+        unlisted = [name for name in expected if name not in arrays]
+        if unlisted:
+            raise CacheError(f"{unlisted[0]} has no recorded layout and hash")
+        for name, entry in arrays.items():
+            ds = integrity.check_layout(self._file, name, entry)
+            if name in attrs and name.startswith("codes/") and integrity.plain_attrs(ds.attrs) != attrs[name]:
+                raise CacheError(f"the attributes of {name} differ from the recorded ones")
+            if not name.startswith(("codes/", BN_GROUP + "/")):
+                integrity.check_hash(name, ds[()], entry)
 
     def _select(self, values: np.ndarray) -> np.ndarray:
         return values if self._rows is None else values[self._rows]
@@ -115,13 +150,30 @@ class ActivationCache:
         if not self.manifest.get("bn_stats"):
             return None
         try:
-            return to_stats(read_state(self._file))
+            return to_stats(self.bn_state())
+        except CacheError as exc:
+            raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
 
     def bn_state(self) -> dict:
-        """The raw BatchNorm sums, for an incremental extraction to continue from."""
-        return read_state(self._file) if self.manifest.get("bn_stats") else {}
+        """The raw BatchNorm sums, for an incremental extraction to continue from (checked against their hashes)."""
+        if not self.manifest.get("bn_stats"):
+            return {}
+        state = read_state(self._file)
+        if self._arrays is not None:
+            if sorted(f"{BN_GROUP}/{m}" for m in state) != sorted(a for a in self._arrays["attrs"]
+                                                               if a.startswith(BN_GROUP + "/")):
+                raise CacheError(f"{self.path}: the BatchNorm modules differ from the recorded ones")
+            for name, entry in state.items():
+                where = f"{BN_GROUP}/{name}"
+                for key in ("sum", "sumsq", "running_mean", "running_var"):
+                    integrity.check_hash(f"{where}/{key}", entry[key], self._arrays["arrays"][f"{where}/{key}"])
+                stored = {k: entry[k] for k in ("count", "depth", "stride")}
+                if stored != self._arrays["attrs"][where]:
+                    raise CacheError(f"{self.path}: the attributes of {where} ({stored}) differ from the recorded "
+                                     f"ones ({self._arrays['attrs'][where]}); the file " + _DAMAGED.format("bn_stats"))
+        return state
 
     # Codes --------------------------------------------------------------------
     @property
@@ -141,8 +193,11 @@ class ActivationCache:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
         ds = self._dataset(layer, pooling)
         try:
-            return ds[()] if rows is None else ds[rows]
-        except (OSError, RuntimeError, ValueError) as exc:
+            values = ds[()] if rows is None else ds[rows]
+            if rows is None and self._arrays is not None:
+                integrity.check_hash(ds.name.lstrip("/"), values, self._arrays["arrays"][ds.name.lstrip("/")])
+            return values
+        except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
     def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
@@ -158,10 +213,17 @@ class ActivationCache:
             pooling = poolings[0]
         if pooling not in poolings:
             raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {poolings}")
+        path = codes_path(layer, pooling)
         try:
-            return self._file[codes_path(layer, pooling)]
+            ds = self._file[path]
+            if path not in self._indexed:
+                integrity.check_chunks(ds)
+                self._indexed.add(path)
+            return ds
         except (KeyError, OSError, RuntimeError, ValueError):
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
+        except CacheError as exc:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
 
     def close(self) -> None:
         if self._file.id.valid:
