@@ -161,10 +161,12 @@ def check_hash(name: str, values: np.ndarray, expected: dict) -> None:
 
 
 def check_chunks(ds: h5py.Dataset) -> None:
-    """Every chunk of a row-chunked dataset is in the chunk index, once, inside the file.
+    """Every chunk of a row-chunked dataset is in the chunk index, once, on the grid, inside the file.
 
-    Every chunk is allocated when a cache is created, so one the index does not
-    find was lost to damage (its rows would read back as the fill value).
+    Every chunk is allocated when a cache is created, so a chunk missing from the
+    index was lost to damage. (A damaged key can also hide a chunk from reads
+    while the index still lists it; the content hash and :func:`check_no_fill`
+    catch those.)
     """
     rows, n = ds.chunks[0], ds.shape[0]
     expected = -(-n // rows) if n else 0
@@ -173,12 +175,19 @@ def check_chunks(ds: h5py.Dataset) -> None:
 
     def visit(info):
         start = info.chunk_offset[0]
-        if info.chunk_offset[1:] != (0,) * (len(info.chunk_offset) - 1) or start % rows or start in seen \
-                or not 0 <= start < n or info.byte_offset + info.size > end or len(seen) >= expected:
+        if any(info.chunk_offset[1:]) or start % rows or start in seen or not 0 <= start < n \
+                or info.byte_offset + info.size > end or len(seen) >= expected:
             return 1  # stop: the index is damaged
         seen.add(start)
         return None
 
-    stopped = ds.id.chunk_iter(visit)
-    if stopped or len(seen) != expected:
+    if ds.id.chunk_iter(visit) or len(seen) != expected:
         raise CacheError(f"the chunk index of {ds.name} is damaged ({len(seen)} of {expected} chunks found)")
+
+
+def check_no_fill(name: str, values: np.ndarray, first_row: int = 0) -> None:
+    """Codes are written with NaN as fill value, so a row that reads back all NaN was never found."""
+    lost = np.flatnonzero(np.isnan(values).all(axis=1)) if values.ndim == 2 and values.shape[1] else []
+    if len(lost):
+        raise CacheError(f"{name} reads back {len(lost)} row(s) as the NaN fill value (from row "
+                         f"{first_row + int(lost[0])}): a chunk of the file is lost")

@@ -14,6 +14,7 @@ from .bnstats import GROUP as BN_GROUP
 from .bnstats import BNStat, read_state, to_stats
 from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_digest
 from .lock import is_locked
+from .prechecks import check_global_heaps, chunk_span
 from .writer import RowTable, partial_path
 
 _DAMAGED = "is damaged ({}); extract it again (`layerprobe verify` checks a whole cache)"
@@ -36,10 +37,13 @@ class ActivationCache:
             raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
                              "layerprobe cache") from None
         try:
+            check_global_heaps(self.path, chunk_span(self._file))  # before any string is read: HDF5 may loop
             self._open_checks()
-        except CacheError:
+        except CacheError as exc:
             self.close()
-            raise
+            if str(exc).startswith(str(self.path)):
+                raise
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
@@ -102,17 +106,24 @@ class ActivationCache:
         return values if self._rows is None else values[self._rows]
 
     # Row metadata -------------------------------------------------------------
+    def _read(self, what: str, read):
+        """``read()``, with whatever HDF5 raises about a damaged file turned into one CacheError line."""
+        try:
+            return read()
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CacheError(f"{self.path}: reading {what} failed, the file " + _DAMAGED.format(exc)) from None
+
     @property
     def ids(self) -> np.ndarray:
-        return self._select(self._file["ids"].asstr()[()])
+        return self._select(self._read("ids", lambda: self._file["ids"].asstr()[()]))
 
     @property
     def labels(self) -> np.ndarray:
-        return self._select(self._file["labels"][()])
+        return self._select(self._read("labels", lambda: self._file["labels"][()]))
 
     @property
     def class_names(self) -> list[str]:
-        return json.loads(self._file["labels"].attrs["class_names"])
+        return self._read("class names", lambda: json.loads(self._file["labels"].attrs["class_names"]))
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -125,13 +136,17 @@ class ActivationCache:
     @property
     def dup_cluster(self) -> np.ndarray | None:
         """Near-duplicate cluster of each row, once `layerprobe duplicates` stored them."""
-        return self._select(self._file["dup_cluster"][()]) if "dup_cluster" in self._file else None
+        return self._read("dup_cluster", lambda: self._select(self._file["dup_cluster"][()])
+                          if "dup_cluster" in self._file else None)
 
     def _column(self, name: str) -> np.ndarray | None:
-        return self._select(self._file[name].asstr()[()]) if name in self._file else None
+        return self._read(name, lambda: self._select(self._file[name].asstr()[()]) if name in self._file else None)
 
     def stored_rows(self) -> RowTable:
         """Every stored row, active or not: what a later extraction may reuse."""
+        return self._read("the row columns", self._stored_rows)
+
+    def _stored_rows(self) -> RowTable:
         f = self._file
         column = lambda n: f[n].asstr()[()].tolist() if n in f else None  # noqa: E731
         return RowTable(
@@ -160,7 +175,7 @@ class ActivationCache:
         """The raw BatchNorm sums, for an incremental extraction to continue from (checked against their hashes)."""
         if not self.manifest.get("bn_stats"):
             return {}
-        state = read_state(self._file)
+        state = self._read("bn_stats", lambda: read_state(self._file))
         if self._arrays is not None:
             if sorted(f"{BN_GROUP}/{m}" for m in state) != sorted(a for a in self._arrays["attrs"]
                                                                if a.startswith(BN_GROUP + "/")):
@@ -183,7 +198,8 @@ class ActivationCache:
 
     def output_info(self, layer: str, pooling: str | None = None) -> dict:
         ds = self._dataset(layer, pooling)
-        return {**{k: _plain(v) for k, v in ds.attrs.items()}, "shape": (self.n_rows, ds.shape[1])}
+        attrs = self._read(f"the attributes of {ds.name}", lambda: {k: _plain(v) for k, v in ds.attrs.items()})
+        return {**attrs, "shape": (self.n_rows, ds.shape[1])}
 
     def codes(self, layer: str, pooling: str | None = None) -> np.ndarray:
         """The (rows, channels) float32 codes of one layer; ``layer`` may be ``name/pooling``."""
@@ -194,8 +210,11 @@ class ActivationCache:
         ds = self._dataset(layer, pooling)
         try:
             values = ds[()] if rows is None else ds[rows]
+            name = ds.name.lstrip("/")
             if rows is None and self._arrays is not None:
-                integrity.check_hash(ds.name.lstrip("/"), values, self._arrays["arrays"][ds.name.lstrip("/")])
+                integrity.check_hash(name, values, self._arrays["arrays"][name])
+            elif self._arrays is not None:  # a part cannot be hashed: the NaN fill value shows a lost chunk
+                integrity.check_no_fill(name, values, rows.start or 0)
             return values
         except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
@@ -220,9 +239,9 @@ class ActivationCache:
                 integrity.check_chunks(ds)
                 self._indexed.add(path)
             return ds
-        except (KeyError, OSError, RuntimeError, ValueError):
+        except KeyError:
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
-        except CacheError as exc:
+        except (OSError, RuntimeError, ValueError, TypeError, CacheError) as exc:
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
 
     def close(self) -> None:
