@@ -205,6 +205,10 @@ class ActivationCache:
         """The (rows, channels) float32 codes of one layer; ``layer`` may be ``name/pooling``."""
         return self._select(self.stored_codes(layer, pooling))
 
+    def recorded_hash(self, layer: str, pooling: str) -> str | None:
+        """The content hash the writer recorded for one output's stored rows (None in older caches)."""
+        return None if self._arrays is None else self._arrays["arrays"][codes_path(layer, pooling)]["hash"]
+
     def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
         ds = self._dataset(layer, pooling)
