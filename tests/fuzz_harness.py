@@ -132,7 +132,8 @@ def snapshot(path: Path) -> dict:
     from pipeline import open_cache
 
     with open_cache(path) as cache:
-        found = {"manifest": cache.manifest, "key": cache.key, "ids": cache.ids.tolist(),
+        found = {"manifest": cache.manifest, "key": cache.key, "settings_key": cache.settings_key,
+                 "ids": cache.ids.tolist(),
                  "labels": cache.labels.tolist(), "class_names": cache.class_names,
                  "groups": cache.groups.tolist(), "split": cache.split.tolist(),
                  "dup_cluster": cache.dup_cluster.tolist(), "rows": cache.stored_rows(), "outputs": cache.outputs}

@@ -19,7 +19,7 @@ One HDF5 file per cache::
 precision, input root, format version); two caches with the same settings key
 can share rows. ``key`` hashes the whole content (rows, outputs, labels), so an
 equal key means an equal cache. ``digest`` is a sha256 over the manifest and the
-row metadata; the codes carry HDF5's fletcher32 chunk checksums. ``arrays``
+row metadata (and, with ``arrays``, the two keys); the codes carry HDF5's fletcher32 chunk checksums. ``arrays``
 (JSON, see ``integrity.py``) records every dataset's dtype, shape, chunking and
 a hash of its content, checked on open and on every whole read; codes have NaN
 as fill value. Together they turn on-disk damage into an error instead of wrong
@@ -61,8 +61,9 @@ def metadata_digest(handle) -> str:
     digest = hashlib.sha256()
     digest.update(str(handle.attrs["manifest"]).encode())
     digest.update(str(handle["labels"].attrs["class_names"]).encode())
-    if "arrays" in handle.attrs:  # per-array layout and content hashes (caches written since they exist)
-        digest.update(str(handle.attrs["arrays"]).encode())
+    if "arrays" in handle.attrs:  # caches written since per-array hashes exist: those, and the keys too
+        for name in ("arrays", "key", "settings_key"):
+            digest.update(str(handle.attrs[name]).encode())
     for name in ROW_COLUMNS:
         if name in handle:
             digest.update(name.encode())
