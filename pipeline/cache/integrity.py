@@ -23,6 +23,7 @@ hashes too, so they are no signature.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -124,27 +125,35 @@ def dumps(arrays: dict, attrs: dict) -> str:
 
 
 # Checks --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _h5_type(dtype: str):
     if dtype == STR:
         return h5py.h5t.py_create(h5py.string_dtype("utf-8"), logical=True)
     return h5py.h5t.py_create(np.dtype(dtype), logical=True)
 
 
-def check_layout(handle: h5py.File, name: str, expected: dict) -> h5py.Dataset:
-    """The dataset ``name``, after checking it has exactly the expected datatype, shape, chunks and fill."""
-    ds = handle.get(name)
-    if not isinstance(ds, h5py.Dataset):
-        raise CacheError(f"dataset {name} is missing")
-    if not ds.id.get_type().equal(_h5_type(expected["dtype"])):
-        raise CacheError(f"{name} has datatype {ds.dtype} (or a damaged datatype message); expected {expected['dtype']}")
-    if list(ds.shape) != expected["shape"]:
-        raise CacheError(f"{name} has shape {tuple(ds.shape)}; expected {tuple(expected['shape'])}")
-    chunks = None if ds.chunks is None else list(ds.chunks)
+def check_layout(handle: h5py.File, name: str, expected: dict) -> None:
+    """An error unless dataset ``name`` has exactly the expected datatype, shape, chunks and fill value.
+
+    Low-level calls only (a cache has a few hundred datasets with --bn-stats, checked on every open).
+    """
+    try:
+        dsid = h5py.h5d.open(handle.id, name.encode())
+    except (KeyError, ValueError, TypeError):
+        raise CacheError(f"dataset {name} is missing") from None
+    if not dsid.get_type().equal(_h5_type(expected["dtype"])):
+        raise CacheError(f"{name} does not have datatype {expected['dtype']} (its datatype message is damaged)")
+    if list(dsid.shape) != expected["shape"]:
+        raise CacheError(f"{name} has shape {tuple(dsid.shape)}; expected {tuple(expected['shape'])}")
+    dcpl = dsid.get_create_plist()
+    chunks = list(dcpl.get_chunk()) if dcpl.get_layout() == h5py.h5d.CHUNKED else None
     if chunks != expected["chunks"]:
         raise CacheError(f"{name} is chunked {chunks}; expected {expected['chunks']}")
-    if expected.get("fill") == "nan" and not np.isnan(ds.fillvalue):
-        raise CacheError(f"{name} has fill value {ds.fillvalue}; expected NaN")
-    return ds
+    if expected.get("fill") == "nan":
+        fill = np.zeros(1, dtype=np.float32)
+        dcpl.get_fill_value(fill)
+        if not np.isnan(fill[0]):
+            raise CacheError(f"{name} has fill value {fill[0]}; expected NaN")
 
 
 def check_codes_type(ds: h5py.Dataset) -> None:

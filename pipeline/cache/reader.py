@@ -96,11 +96,12 @@ class ActivationCache:
         if unlisted:
             raise CacheError(f"{unlisted[0]} has no recorded layout and hash")
         for name, entry in arrays.items():
-            ds = integrity.check_layout(self._file, name, entry)
-            if name in attrs and name.startswith("codes/") and integrity.plain_attrs(ds.attrs) != attrs[name]:
-                raise CacheError(f"the attributes of {name} differ from the recorded ones")
-            if not name.startswith(("codes/", BN_GROUP + "/")):
-                integrity.check_hash(name, ds[()], entry)
+            integrity.check_layout(self._file, name, entry)
+            if name.startswith("codes/"):
+                if integrity.plain_attrs(self._file[name].attrs) != attrs.get(name):
+                    raise CacheError(f"the attributes of {name} differ from the recorded ones")
+            elif not name.startswith(BN_GROUP + "/"):
+                integrity.check_hash(name, self._file[name][()], entry)
 
     def _select(self, values: np.ndarray) -> np.ndarray:
         return values if self._rows is None else values[self._rows]
