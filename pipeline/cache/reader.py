@@ -165,11 +165,10 @@ class ActivationCache:
         """The data's statistics at every BatchNorm input, next to ImageNet's (``extract --bn-stats``)."""
         if not self.manifest.get("bn_stats"):
             return None
+        state = self.bn_state()
         try:
-            return to_stats(self.bn_state())
-        except CacheError as exc:
-            raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            return to_stats(state)
+        except (KeyError, ValueError, TypeError) as exc:
             raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
 
     def bn_state(self) -> dict:
@@ -178,18 +177,24 @@ class ActivationCache:
             return {}
         state = self._read("bn_stats", lambda: read_state(self._file))
         if self._arrays is not None:
-            if sorted(f"{BN_GROUP}/{m}" for m in state) != sorted(a for a in self._arrays["attrs"]
-                                                               if a.startswith(BN_GROUP + "/")):
-                raise CacheError(f"{self.path}: the BatchNorm modules differ from the recorded ones")
-            for name, entry in state.items():
-                where = f"{BN_GROUP}/{name}"
-                for key in ("sum", "sumsq", "running_mean", "running_var"):
-                    integrity.check_hash(f"{where}/{key}", entry[key], self._arrays["arrays"][f"{where}/{key}"])
-                stored = {k: entry[k] for k in ("count", "depth", "stride")}
-                if stored != self._arrays["attrs"][where]:
-                    raise CacheError(f"{self.path}: the attributes of {where} ({stored}) differ from the recorded "
-                                     f"ones ({self._arrays['attrs'][where]}); the file " + _DAMAGED.format("bn_stats"))
+            try:
+                self._check_bn(state)
+            except CacheError as exc:
+                raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
         return state
+
+    def _check_bn(self, state: dict) -> None:
+        recorded = sorted(name for name in self._arrays["attrs"] if name.startswith(BN_GROUP + "/"))
+        if sorted(f"{BN_GROUP}/{m}" for m in state) != recorded:
+            raise CacheError("the BatchNorm modules differ from the recorded ones")
+        for name, entry in state.items():
+            where = f"{BN_GROUP}/{name}"
+            for key in ("sum", "sumsq", "running_mean", "running_var"):
+                integrity.check_hash(f"{where}/{key}", entry[key], self._arrays["arrays"][f"{where}/{key}"])
+            stored = {k: entry[k] for k in ("count", "depth", "stride")}
+            if stored != self._arrays["attrs"][where]:
+                raise CacheError(f"the attributes of {where} ({stored}) differ from the recorded ones "
+                                 f"({self._arrays['attrs'][where]})")
 
     # Codes --------------------------------------------------------------------
     @property
