@@ -29,9 +29,12 @@ OUTCOMES = ("exact", "error", "wrong", "traceback", "hang")
 
 
 # The small cache ------------------------------------------------------------------------------------
-def build_cache(path: Path, n: int = 160, seed: int = 0) -> Path:
+def build_cache(path: Path, n: int = 160, seed: int = 0, stop_after: int | None = None) -> Path:
     """A finished cache with every kind of array: three outputs (one chunk, and four chunks of a
-    1280-wide layer), groups and splits, BatchNorm sums of three modules and a dup_cluster column."""
+    1280-wide layer), groups and splits, BatchNorm sums of three modules and a dup_cluster column.
+
+    ``stop_after`` batches (of 48 rows) leaves ``<path>.partial`` unfinished instead; the same call
+    without it resumes and finishes it."""
     from pipeline.cache import CacheWriter, OutputSpec, RowTable, add_row_column, cache_key
 
     rng = np.random.default_rng(seed)
@@ -58,9 +61,12 @@ def build_cache(path: Path, n: int = 160, seed: int = 0) -> Path:
     try:
         writer.copy_rows(None, [], np.zeros(0, int), np.zeros(0, int))
         codes = {(o.layer, o.pooling): rng.normal(size=(n, o.channels)).astype(np.float32) for o in outputs}
-        for start in range(0, n, 48):
+        for batch, start in enumerate(range(0, n, 48)):
+            if batch == stop_after:
+                return path
             stop = min(n, start + 48)
-            writer.write(start, np.arange(start, stop), {k: v[start:stop] for k, v in codes.items()}, bn)
+            if start >= writer.rows_committed:
+                writer.write(start, np.arange(start, stop), {k: v[start:stop] for k, v in codes.items()}, bn)
         writer.finish(manifest, n)
     finally:
         writer.close()

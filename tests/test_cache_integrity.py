@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import open_cache
-from pipeline.cache import integrity, verify_cache
+from pipeline.cache import integrity, partial_path, verify_cache
 from pipeline.cache.format import metadata_digest
 from pipeline.cache.prechecks import check_global_heaps
 from pipeline.cli import main
@@ -163,6 +163,23 @@ def test_the_manifest_records_every_array(reference):
     with open_cache(path) as cache:  # the recorded hash is the hash of what reads back
         codes = cache.codes("blocks.0")
         assert arrays["arrays"]["codes/blocks.0/avg"]["hash"] == integrity.array_hash(codes, "rows")
+
+
+@pytest.mark.parametrize("running", ["kept", "lost"])
+def test_a_resumed_write_records_the_hash_of_the_whole_array(reference, tmp_path, running, caplog):
+    """Running hashes are saved with every commit; a partial file without them (from an earlier
+    layerprobe) gets them from its data when it is sealed. Either way the sealed cache reads exactly."""
+    path = tmp_path / "c.h5"
+    fuzz_harness.build_cache(path, stop_after=2)
+    if running == "lost":
+        with h5py.File(partial_path(path), "r+") as handle:
+            del handle["integrity/running"]
+    with caplog.at_level("INFO", logger="pipeline.cache.writer"):
+        fuzz_harness.build_cache(path)
+    assert "resuming" in caplog.text and "96 rows already committed" in caplog.text
+    assert ("has no running content hashes" in caplog.text) == (running == "lost")
+    assert fuzz_harness.same(fuzz_harness.snapshot(path), reference[1])
+    assert verify_cache(path, check_inputs=False).ok
 
 
 def test_the_row_hash_does_not_depend_on_the_order_rows_are_written():
