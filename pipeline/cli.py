@@ -272,8 +272,8 @@ def info(cache_path, as_json):
 def verify(cache_path, no_inputs):
     """Check a whole cache: structure, row counts, commit marker, checksums, values, inputs.
 
-    Reads every stored code (so HDF5's chunk checksums are checked), looks for
-    NaN or infinite values, and re-hashes the input images to find files that
+    Reads every stored code and the BatchNorm sums (so HDF5's chunk checksums
+    and the recorded content hashes are checked), looks for NaN or infinite values, and re-hashes the input images to find files that
     changed or disappeared since extraction. Exits 1 when anything is wrong.
 
     \b

@@ -287,6 +287,18 @@ def test_forged_shards_never_fill_a_value(corpus, tmp_path):
     assert not (tmp_path / "big.h5").exists()
 
 
+def test_a_shard_whose_codes_no_longer_match_their_hash_is_refused(corpus, tmp_path):
+    """Codes rewritten with a valid chunk checksum: only the content hash, summed as merge reads, sees it."""
+    _, _, _, (s0, s1, s2) = corpus
+    changed = shutil.copy(s1, tmp_path / "c.shard1-of-3.h5")
+    with h5py.File(changed, "r+") as handle:
+        handle["codes/pre_logits/none"][0, 0] += 1.0
+    with pytest.raises(CacheError, match=r"cannot merge: the codes of pre_logits/none read from .*c.shard1-of-3.h5 "
+                                         r"do not match their recorded hash"):
+        merge_shards([s0, changed, s2], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
 def test_the_output_must_be_a_new_or_earlier_merge(corpus, tmp_path):
     root, _, _, shards = corpus
     with pytest.raises(CacheError, match=r"--out .*c.shard1-of-3.h5 is one of the shards"):

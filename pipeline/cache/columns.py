@@ -16,10 +16,11 @@ import numpy as np
 
 from ..atomic import publish
 from ..errors import CacheError
+from . import integrity
 from .format import metadata_digest
 from .lock import WriterLock
 from .reader import open_cache
-from .writer import partial_path
+from .writer import column_entry, partial_path
 
 DERIVED_COLUMNS = ("dup_cluster",)
 
@@ -48,5 +49,9 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict)
             manifest = json.loads(handle.attrs["manifest"])
             manifest.setdefault("columns", {})[name] = about
             handle.attrs["manifest"] = json.dumps(manifest)
+            arrays = integrity.load(handle.attrs)
+            if arrays is not None:  # a cache with per-array hashes gets the new column's
+                arrays["arrays"][name] = column_entry(full)
+                handle.attrs[integrity.ATTR] = integrity.dumps(arrays["arrays"], arrays["attrs"])
             handle.attrs["digest"] = metadata_digest(handle)
         publish(work, path)

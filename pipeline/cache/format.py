@@ -3,7 +3,8 @@
 One HDF5 file per cache::
 
     /                 attrs: format, format_version, settings_key, key, digest,
-                             manifest (JSON), rows_committed, copied, complete
+                             manifest (JSON), arrays (JSON), rows_committed,
+                             copied, complete
     /ids              (N,) utf-8 image ids, sorted
     /active           (N,) bool: the row belongs to the latest input
     /labels           (N,) int32 index into attrs["class_names"], -1 = none
@@ -12,13 +13,17 @@ One HDF5 file per cache::
     /files/sha256     (N,) hex digest of each image file
     /dup_cluster      (N,) int64 near-duplicate cluster, present once `duplicates` ran
     /codes/<layer>/<pooling>  (N, C) float32, chunked by rows, fletcher32
+    /bn_stats/<module>/...    float64 BatchNorm sums, present with --bn-stats (see bnstats.py)
 
 ``settings_key`` hashes what makes a row's numbers (model, weights, preprocessing,
 precision, input root, format version); two caches with the same settings key
 can share rows. ``key`` hashes the whole content (rows, outputs, labels), so an
 equal key means an equal cache. ``digest`` is a sha256 over the manifest and the
-row metadata; the codes carry HDF5's fletcher32 chunk checksums. Together they
-turn on-disk damage into an error instead of wrong numbers.
+row metadata (and, with ``arrays``, the two keys); the codes carry HDF5's fletcher32 chunk checksums. ``arrays``
+(JSON, see ``integrity.py``) records every dataset's dtype, shape, chunking and
+a hash of its content, checked on open and on every whole read; codes have NaN
+as fill value. Together they turn on-disk damage into an error instead of wrong
+numbers. ``/integrity/running`` holds the hashes of a file still being written.
 
 While a cache is written, ``rows_committed`` counts the rows of the extraction
 plan whose codes are flushed; only finished (``complete``) files are read.
@@ -56,6 +61,9 @@ def metadata_digest(handle) -> str:
     digest = hashlib.sha256()
     digest.update(str(handle.attrs["manifest"]).encode())
     digest.update(str(handle["labels"].attrs["class_names"]).encode())
+    if "arrays" in handle.attrs:  # caches written since per-array hashes exist: those, and the keys too
+        for name in ("arrays", "key", "settings_key"):
+            digest.update(str(handle.attrs[name]).encode())
     for name in ROW_COLUMNS:
         if name in handle:
             digest.update(name.encode())

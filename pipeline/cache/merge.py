@@ -25,13 +25,14 @@ import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from ..errors import CacheError
+from . import integrity
 from .format import cache_key
 from .lock import WriterLock
 from .reader import ActivationCache, open_cache
@@ -66,6 +67,7 @@ class MergeResult:
 class _Shard:
     path: Path
     cache: ActivationCache
+    read: dict = field(default_factory=dict)  # output -> row hash of the rows read so far
 
     @property
     def info(self) -> dict:
@@ -308,6 +310,7 @@ def _copy_codes(writer: CacheWriter, shards: list[_Shard], specs: list[OutputSpe
     row_bytes = 4 * sum(s.channels for s in specs)
     block = max(1, BLOCK_BYTES // max(1, row_bytes))
     position = writer.rows_committed
+    whole = position == 0  # every row of every shard passes through here: check their content hashes after
     with tqdm(total=n, initial=position, unit="row", desc="merging", disable=not progress, file=sys.stderr) as bar:
         while position < n:
             stop = min(n, position + block)
@@ -315,7 +318,22 @@ def _copy_codes(writer: CacheWriter, shards: list[_Shard], specs: list[OutputSpe
             codes = {(s.layer, s.pooling): _gather(shards, s, here, there) for s in specs}
             bar.update(stop - position)
             position = writer.write(position, np.arange(position, stop), codes)
+    if whole:
+        _check_read(shards, specs)
+    else:
+        log.info("resumed merge: the shards' content hashes were checked only in the run that read them")
     return n * row_bytes
+
+
+def _check_read(shards: list[_Shard], specs: list[OutputSpec]) -> None:
+    """The codes read from each shard, block by block, against the shard's recorded content hashes."""
+    for shard in shards:
+        for spec in specs:
+            recorded = shard.cache.recorded_hash(spec.layer, spec.pooling)
+            read = shard.read.get((spec.layer, spec.pooling), 0)
+            if recorded is not None and integrity.rows_hash(read) != recorded:
+                raise CacheError(f"cannot merge: the codes of {spec.layer}/{spec.pooling} read from {shard.path} do not "
+                                 "match their recorded hash; the shard is damaged: extract it again")
 
 
 def _gather(shards: list[_Shard], spec: OutputSpec, source: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -326,7 +344,9 @@ def _gather(shards: list[_Shard], spec: OutputSpec, source: np.ndarray, local: n
             # A shard's rows are sorted by id like the merge, so its rows in any merged block are contiguous.
             rows = local[mine]
             span = slice(int(rows[0]), int(rows[-1]) + 1)
-            block[mine] = shard.cache.stored_codes(spec.layer, spec.pooling, rows=span)
+            block[mine] = values = shard.cache.stored_codes(spec.layer, spec.pooling, rows=span)
+            key = (spec.layer, spec.pooling)
+            shard.read[key] = shard.read.get(key, 0) + integrity.rows_sum(values, range(span.start, span.stop))
     return block
 
 

@@ -9,9 +9,12 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheInProgressError
+from . import integrity
+from .bnstats import GROUP as BN_GROUP
 from .bnstats import BNStat, read_state, to_stats
-from .format import FORMAT, FORMAT_VERSION, codes_path, metadata_digest
+from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_digest
 from .lock import is_locked
+from .prechecks import check_global_heaps, chunk_span
 from .writer import RowTable, partial_path
 
 _DAMAGED = "is damaged ({}); extract it again (`layerprobe verify` checks a whole cache)"
@@ -34,10 +37,13 @@ class ActivationCache:
             raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
                              "layerprobe cache") from None
         try:
+            check_global_heaps(self.path, chunk_span(self._file))  # before any string is read: HDF5 may loop
             self._open_checks()
-        except CacheError:
+        except CacheError as exc:
             self.close()
-            raise
+            if str(exc).startswith(str(self.path)):
+                raise
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             self.close()
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
@@ -58,26 +64,67 @@ class ActivationCache:
         self.manifest: dict = json.loads(attrs["manifest"])
         self.key: str = str(attrs["key"])
         self.settings_key: str = str(attrs["settings_key"])
+        self._arrays: dict | None = integrity.load(attrs)
+        self._indexed: set[str] = set()  # datasets whose chunk index was checked
         active = self._file["active"][()]
         self._rows = None if active.all() else np.flatnonzero(active)
         self.n_rows: int = int(active.sum())
         self.n_stored: int = len(active)
+        self._check_arrays()
+
+    @property
+    def has_hashes(self) -> bool:
+        """Whether the cache records per-array content hashes (caches written since they exist do)."""
+        return self._arrays is not None
+
+    def _check_arrays(self) -> None:
+        """Every dataset's datatype, shape and chunks as recorded; row columns against their hashes."""
+        outputs = [codes_path(l, p) for l, p in self.outputs]
+        if self._arrays is None:  # written before per-array hashes: check what the format fixes
+            for path in outputs:
+                ds = self._file[path]
+                integrity.check_codes_type(ds)
+                if ds.ndim != 2 or ds.shape[0] != self.n_stored or ds.chunks is None:
+                    raise CacheError(f"{path} has shape {ds.shape} for {self.n_stored} rows")
+            return
+        arrays, attrs = self._arrays["arrays"], self._arrays["attrs"]
+        expected = outputs + [c for c in ROW_COLUMNS if c in self._file]
+        if self.manifest.get("bn_stats"):
+            expected += [f"{BN_GROUP}/{m}/{k}" for m in self._file[BN_GROUP]
+                         for k in ("sum", "sumsq", "running_mean", "running_var")]
+        unlisted = [name for name in expected if name not in arrays]
+        if unlisted:
+            raise CacheError(f"{unlisted[0]} has no recorded layout and hash")
+        for name, entry in arrays.items():
+            integrity.check_layout(self._file, name, entry)
+            if name.startswith("codes/"):
+                if integrity.plain_attrs(self._file[name].attrs) != attrs.get(name):
+                    raise CacheError(f"the attributes of {name} differ from the recorded ones")
+            elif not name.startswith(BN_GROUP + "/"):
+                integrity.check_hash(name, self._file[name][()], entry)
 
     def _select(self, values: np.ndarray) -> np.ndarray:
         return values if self._rows is None else values[self._rows]
 
     # Row metadata -------------------------------------------------------------
+    def _read(self, what: str, read):
+        """``read()``, with whatever HDF5 raises about a damaged file turned into one CacheError line."""
+        try:
+            return read()
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CacheError(f"{self.path}: reading {what} failed, the file " + _DAMAGED.format(exc)) from None
+
     @property
     def ids(self) -> np.ndarray:
-        return self._select(self._file["ids"].asstr()[()])
+        return self._select(self._read("ids", lambda: self._file["ids"].asstr()[()]))
 
     @property
     def labels(self) -> np.ndarray:
-        return self._select(self._file["labels"][()])
+        return self._select(self._read("labels", lambda: self._file["labels"][()]))
 
     @property
     def class_names(self) -> list[str]:
-        return json.loads(self._file["labels"].attrs["class_names"])
+        return self._read("class names", lambda: json.loads(self._file["labels"].attrs["class_names"]))
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -90,13 +137,17 @@ class ActivationCache:
     @property
     def dup_cluster(self) -> np.ndarray | None:
         """Near-duplicate cluster of each row, once `layerprobe duplicates` stored them."""
-        return self._select(self._file["dup_cluster"][()]) if "dup_cluster" in self._file else None
+        return self._read("dup_cluster", lambda: self._select(self._file["dup_cluster"][()])
+                          if "dup_cluster" in self._file else None)
 
     def _column(self, name: str) -> np.ndarray | None:
-        return self._select(self._file[name].asstr()[()]) if name in self._file else None
+        return self._read(name, lambda: self._select(self._file[name].asstr()[()]) if name in self._file else None)
 
     def stored_rows(self) -> RowTable:
         """Every stored row, active or not: what a later extraction may reuse."""
+        return self._read("the row columns", self._stored_rows)
+
+    def _stored_rows(self) -> RowTable:
         f = self._file
         column = lambda n: f[n].asstr()[()].tolist() if n in f else None  # noqa: E731
         return RowTable(
@@ -114,9 +165,10 @@ class ActivationCache:
         """The data's statistics at every BatchNorm input, next to ImageNet's (``extract --bn-stats``)."""
         if not self.manifest.get("bn_stats"):
             return None
+        state = self.bn_state()
         try:
-            return to_stats(read_state(self._file))
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            return to_stats(state)
+        except (KeyError, ValueError, TypeError) as exc:
             raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
 
     def extras(self) -> dict[str, dict | None]:
@@ -144,8 +196,29 @@ class ActivationCache:
         return None if members is None else {k: list(v) for k, v in members.items()}
 
     def bn_state(self) -> dict:
-        """The raw BatchNorm sums, for an incremental extraction to continue from."""
-        return read_state(self._file) if self.manifest.get("bn_stats") else {}
+        """The raw BatchNorm sums, for an incremental extraction to continue from (checked against their hashes)."""
+        if not self.manifest.get("bn_stats"):
+            return {}
+        state = self._read("bn_stats", lambda: read_state(self._file))
+        if self._arrays is not None:
+            try:
+                self._check_bn(state)
+            except CacheError as exc:
+                raise CacheError(f"{self.path}: reading bn_stats failed, the file " + _DAMAGED.format(exc)) from None
+        return state
+
+    def _check_bn(self, state: dict) -> None:
+        recorded = sorted(name for name in self._arrays["attrs"] if name.startswith(BN_GROUP + "/"))
+        if sorted(f"{BN_GROUP}/{m}" for m in state) != recorded:
+            raise CacheError("the BatchNorm modules differ from the recorded ones")
+        for name, entry in state.items():
+            where = f"{BN_GROUP}/{name}"
+            for key in ("sum", "sumsq", "running_mean", "running_var"):
+                integrity.check_hash(f"{where}/{key}", entry[key], self._arrays["arrays"][f"{where}/{key}"])
+            stored = {k: entry[k] for k in ("count", "depth", "stride")}
+            if stored != self._arrays["attrs"][where]:
+                raise CacheError(f"the attributes of {where} ({stored}) differ from the recorded ones "
+                                 f"({self._arrays['attrs'][where]})")
 
     # Codes --------------------------------------------------------------------
     @property
@@ -155,18 +228,29 @@ class ActivationCache:
 
     def output_info(self, layer: str, pooling: str | None = None) -> dict:
         ds = self._dataset(layer, pooling)
-        return {**{k: _plain(v) for k, v in ds.attrs.items()}, "shape": (self.n_rows, ds.shape[1])}
+        attrs = self._read(f"the attributes of {ds.name}", lambda: {k: _plain(v) for k, v in ds.attrs.items()})
+        return {**attrs, "shape": (self.n_rows, ds.shape[1])}
 
     def codes(self, layer: str, pooling: str | None = None) -> np.ndarray:
         """The (rows, channels) float32 codes of one layer; ``layer`` may be ``name/pooling``."""
         return self._select(self.stored_codes(layer, pooling))
 
+    def recorded_hash(self, layer: str, pooling: str) -> str | None:
+        """The content hash the writer recorded for one output's stored rows (None in older caches)."""
+        return None if self._arrays is None else self._arrays["arrays"][codes_path(layer, pooling)]["hash"]
+
     def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
         ds = self._dataset(layer, pooling)
         try:
-            return ds[()] if rows is None else ds[rows]
-        except (OSError, RuntimeError, ValueError) as exc:
+            values = ds[()] if rows is None else ds[rows]
+            name = ds.name.lstrip("/")
+            if rows is None and self._arrays is not None:
+                integrity.check_hash(name, values, self._arrays["arrays"][name])
+            elif self._arrays is not None:  # a part cannot be hashed: the NaN fill value shows a lost chunk
+                integrity.check_no_fill(name, values, rows.start or 0)
+            return values
+        except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
     def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
@@ -182,10 +266,17 @@ class ActivationCache:
             pooling = poolings[0]
         if pooling not in poolings:
             raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {poolings}")
+        path = codes_path(layer, pooling)
         try:
-            return self._file[codes_path(layer, pooling)]
-        except (KeyError, OSError, RuntimeError, ValueError):
+            ds = self._file[path]
+            if path not in self._indexed:
+                integrity.check_chunks(ds)
+                self._indexed.add(path)
+            return ds
+        except KeyError:
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
+        except (OSError, RuntimeError, ValueError, TypeError, CacheError) as exc:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
 
     def close(self) -> None:
         if self._file.id.valid:

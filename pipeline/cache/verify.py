@@ -37,6 +37,10 @@ def verify_cache(path: str | Path, check_inputs: bool = True) -> VerifyReport:
     checks = [_check_structure, _check_codes] + ([_check_inputs] if check_inputs else [])
     with cache:
         report.checked.append("format, version, completeness and metadata digest")
+        report.checked.append(
+            "datatype, shape, chunks and content hash of every array" if cache.has_hashes else
+            "no per-array content hashes: this cache was written before they existed (its chunks are still "
+            "checked); extract it again into a new file to add them")
         for check in checks:
             try:
                 check(cache, report)
@@ -81,7 +85,10 @@ def _check_codes(cache, report: VerifyReport) -> None:
         bad = int((~np.isfinite(values)).any(axis=1).sum())
         if bad:
             report.problems.append(f"{layer}/{pooling}: {bad} row(s) hold NaN or infinite values")
-    report.checked.append("chunk checksums (fletcher32) and finite values of every output")
+    if cache.manifest.get("bn_stats"):
+        cache.bn_state()  # checked against the recorded hashes and counts
+    report.checked.append("chunk index, chunk checksums (fletcher32), content hashes and finite values of every output"
+                          + (" and the BatchNorm sums" if cache.manifest.get("bn_stats") else ""))
 
 
 def _check_inputs(cache, report: VerifyReport) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 
 from ..atomic import publish
 from ..errors import CacheError, CacheWriteError
+from . import integrity
+from .bnstats import GROUP as BN_GROUP
 from .bnstats import read_state, write_state
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
 
@@ -66,6 +68,23 @@ class OutputSpec:
     attrs: dict
 
 
+def row_arrays(rows: RowTable) -> dict[str, np.ndarray]:
+    """The row columns exactly as they are stored (and hashed)."""
+    arrays = {"ids": np.array(rows.ids, dtype=object), "active": rows.active_mask(),
+              "labels": np.asarray(rows.labels, dtype=np.int32)}
+    for name in ("groups", "split"):
+        if getattr(rows, name) is not None:
+            arrays[name] = np.array(getattr(rows, name), dtype=object)
+    arrays["files/size"] = np.asarray(rows.sizes, dtype=np.int64)
+    arrays["files/sha256"] = np.array(rows.sha256, dtype="S64")
+    return arrays
+
+
+def column_entry(values: np.ndarray) -> dict:
+    """The ``arrays`` manifest entry of a row column written whole."""
+    return integrity.entry(integrity.dtype_name(values), values.shape, None, integrity.whole_hash(values))
+
+
 def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
@@ -96,14 +115,19 @@ class CacheWriter:
         self.key = key
         self.outputs = outputs
         self.n_rows = len(rows.ids)
+        self.columns = row_arrays(rows)
+        self.hashes = _RunningHashes(outputs)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.file = self._resume() if self.partial.exists() else None
         if self.file is None:
             try:
+                if bn_state is not None:
+                    self.hashes.add_bn(bn_state)  # first, so that their slots are sized for them
                 self.file = self._create(settings_key, manifest, rows)
                 if bn_state is not None:
                     write_state(self.file, bn_state)
-                    self.file.flush()
+                self.hashes.save(self.file, [False, 0])
+                self.file.flush()
             except (OSError, RuntimeError, ValueError) as exc:  # h5py raises all three for failed writes
                 self.partial.unlink(missing_ok=True)  # nothing was committed yet
                 raise write_failure(self.partial, exc) from None
@@ -134,6 +158,7 @@ class CacheWriter:
             self.partial.unlink()
             return None
         log.info("resuming %s: %d rows already committed", self.partial, int(handle.attrs["rows_committed"]))
+        self.hashes.load(handle, [bool(handle.attrs["copied"]), int(handle.attrs["rows_committed"])])
         handle.attrs["complete"] = False  # a run killed while sealing is sealed again at the end
         return handle
 
@@ -150,16 +175,9 @@ class CacheWriter:
             copied=False,
             complete=False,
         )
-        handle.create_dataset("ids", data=np.array(rows.ids, dtype=object), dtype=_STR)
-        handle.create_dataset("active", data=rows.active_mask())
-        labels = handle.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int32))
-        labels.attrs["class_names"] = json.dumps(list(rows.class_names))
-        for name in ("groups", "split"):
-            values = getattr(rows, name)
-            if values is not None:
-                handle.create_dataset(name, data=np.array(values, dtype=object), dtype=_STR)
-        handle.create_dataset("files/size", data=np.asarray(rows.sizes, dtype=np.int64))
-        handle.create_dataset("files/sha256", data=np.array(rows.sha256, dtype="S64"))
+        for name, values in self.columns.items():
+            handle.create_dataset(name, data=values, **({"dtype": _STR} if values.dtype == object else {}))
+        handle["labels"].attrs["class_names"] = json.dumps(list(rows.class_names))
         for out in self.outputs:
             # Allocate every chunk now: a full disk then fails here, before any row is
             # committed, never half-way through (HDF5 cannot reopen a file whose last
@@ -172,9 +190,11 @@ class CacheWriter:
                 dtype=np.float32,
                 chunks=(chunk_rows(out.channels, n), out.channels),
                 fletcher32=True,
+                fillvalue=np.nan,  # a lost chunk reads as NaN, never as plausible zeros
                 dcpl=dcpl,
             )
             ds.attrs.update({k: ("" if v is None else v) for k, v in out.attrs.items()})
+        self.hashes.create(handle, n)
         handle.flush()
         return handle
 
@@ -186,7 +206,11 @@ class CacheWriter:
                 old = read_codes(layer, pooling)
                 target = self.file[codes_path(layer, pooling)]
                 for start in range(0, len(new_rows), block):
-                    target[new_rows[start : start + block]] = old[old_rows[start : start + block]]
+                    values = old[old_rows[start : start + block]]
+                    target[new_rows[start : start + block]] = values
+                    self.hashes.add_rows(codes_path(layer, pooling), values, new_rows[start : start + block])
+            self.file.flush()
+            self.hashes.save(self.file, [True, 0])
             self.file.flush()
             self.file.attrs["copied"] = True
             self.file.flush()
@@ -204,6 +228,7 @@ class CacheWriter:
             raise CacheError(f"batch starts at planned row {position}, but {self.rows_committed} are committed")
         try:
             self._write_data(rows, codes, bn_state)
+            self.hashes.save(self.file, [self.copied, position + len(rows)])
             self._commit(position + len(rows))
         except (OSError, RuntimeError) as exc:
             raise write_failure(self.partial, exc) from None
@@ -212,12 +237,14 @@ class CacheWriter:
     def _write_data(self, rows: np.ndarray, codes: dict[tuple[str, str], np.ndarray], bn_state: dict | None) -> None:
         for (layer, pooling), block in codes.items():
             target = self.file[codes_path(layer, pooling)]
+            self.hashes.add_rows(codes_path(layer, pooling), block, rows)
             if len(rows) and rows[-1] - rows[0] == len(rows) - 1:
                 target[int(rows[0]) : int(rows[-1]) + 1] = block  # contiguous: a plain slice
             else:
                 target[rows] = block
         if bn_state is not None:
             write_state(self.file, bn_state)  # the sums so far travel with the rows they cover
+            self.hashes.add_bn(bn_state)
         self.file.flush()
 
     def _commit(self, committed: int) -> None:
@@ -239,10 +266,24 @@ class CacheWriter:
     def _seal(self, manifest: dict, planned: int) -> None:
         self.file.attrs["manifest"] = json.dumps(manifest)
         self.file.attrs["rows_planned"] = planned
+        self.file.attrs[integrity.ATTR] = self.array_manifest()
         self.file.attrs["digest"] = metadata_digest(self.file)
         self.file.attrs["complete"] = True
         self.file.flush()
         self.file.close()
+
+    def array_manifest(self) -> str:
+        """Layout and content hash of every array written, for the root ``arrays`` attribute."""
+        arrays = {name: column_entry(values) for name, values in self.columns.items()}
+        attrs = {}
+        for out in self.outputs:
+            path = codes_path(out.layer, out.pooling)
+            arrays[path] = integrity.entry("<f4", (self.n_rows, out.channels), (chunk_rows(out.channels, self.n_rows),
+                                           out.channels), self.hashes.codes_hash(self.file, path), fill="nan")
+            attrs[path] = integrity.plain_attrs({k: ("" if v is None else v) for k, v in out.attrs.items()})
+        arrays.update(self.hashes.bn_entries(self.file))
+        attrs.update(self.hashes.bn_attrs(self.file))
+        return integrity.dumps(arrays, attrs)
 
     def _publish(self) -> None:
         publish(self.partial, self.final)
@@ -254,3 +295,88 @@ class CacheWriter:
                 self.file.close()
             except (OSError, RuntimeError):
                 pass
+
+
+class _RunningHashes:
+    """The content hashes of the codes and BatchNorm sums, kept up to date while they are written.
+
+    They are saved with every commit into ``integrity/running`` (two fixed-size
+    slots, written in place so the file never grows), each stamped with the
+    (copied, rows_committed) it belongs to; a resumed run continues from the slot
+    that matches the commit marker. A partial file without them (written by an
+    earlier layerprobe) gets its hashes from the data on disk when it is sealed.
+    """
+
+    NAME = "integrity/running"
+
+    def __init__(self, outputs: list[OutputSpec]):
+        self.sums: dict[str, int] | None = {codes_path(o.layer, o.pooling): 0 for o in outputs}
+        self.bn: dict[str, dict] | None = {}
+        self.slot = 0
+
+    def add_rows(self, path: str, block: np.ndarray, rows: np.ndarray) -> None:
+        if self.sums is not None:
+            self.sums[path] = (self.sums[path] + integrity.rows_sum(np.asarray(block, np.float32), rows)) % (1 << 256)
+
+    def add_bn(self, state: dict[str, dict]) -> None:
+        if self.bn is None:
+            return
+        for name, entry in state.items():
+            self.bn[name] = {"hash": {key: integrity.whole_hash(np.asarray(entry[key], np.float64))
+                                      for key in ("sum", "sumsq", "running_mean", "running_var")},
+                             "channels": int(np.asarray(entry["sum"]).shape[0]),
+                             "attrs": {"count": int(entry["count"]), "depth": int(entry["depth"]),
+                                       "stride": int(entry.get("stride") or 0)}}
+
+    def _payload(self, stamp) -> bytes:
+        return json.dumps({"at": stamp, "sums": {k: f"{v:064x}" for k, v in self.sums.items()},
+                           "bn": self.bn}, sort_keys=True).encode()
+
+    def create(self, handle: h5py.File, n_rows: int) -> None:
+        # room for the largest stamp and BatchNorm counts of up to 20 digits per module
+        size = len(self._payload([True, n_rows])) + 64 * (len(self.bn) + 1) + 256 + 4096
+        handle.create_dataset(self.NAME, shape=(2,), dtype=f"S{size}")
+
+    def save(self, handle: h5py.File, stamp: list) -> None:
+        if self.sums is None or self.NAME not in handle:
+            return
+        ds = handle[self.NAME]
+        payload = self._payload(stamp)
+        if len(payload) > ds.dtype.itemsize:
+            raise CacheError(f"the running hashes outgrew their {ds.dtype.itemsize} bytes in {handle.filename}")
+        self.slot = 1 - self.slot
+        ds[self.slot] = np.bytes_(payload)
+        handle.flush()
+
+    def load(self, handle: h5py.File, stamp: list) -> None:
+        for slot in (0, 1):
+            try:
+                found = json.loads(bytes(handle[self.NAME][slot]).decode())
+            except (KeyError, OSError, RuntimeError, ValueError):
+                continue
+            if found.get("at") == stamp and set(found["sums"]) == set(self.sums):
+                self.sums = {k: int(v, 16) for k, v in found["sums"].items()}
+                self.bn, self.slot = found["bn"], slot
+                return
+        log.warning("%s has no running content hashes for its committed rows; they are computed from the file "
+                    "when it is sealed", handle.filename)
+        self.sums = self.bn = None
+
+    def codes_hash(self, handle: h5py.File, path: str) -> str:
+        if self.sums is None:
+            return integrity.array_hash(handle[path][()], "rows")
+        return integrity.rows_hash(self.sums[path])
+
+    def _bn_state(self, handle: h5py.File) -> dict:
+        if self.bn is not None:
+            return self.bn
+        from_file = _RunningHashes([])
+        from_file.add_bn(read_state(handle))
+        return from_file.bn
+
+    def bn_entries(self, handle: h5py.File) -> dict:
+        return {f"{BN_GROUP}/{name}/{key}": integrity.entry("<f8", (e["channels"],), None, digest)
+                for name, e in self._bn_state(handle).items() for key, digest in e["hash"].items()}
+
+    def bn_attrs(self, handle: h5py.File) -> dict:
+        return {f"{BN_GROUP}/{name}": e["attrs"] for name, e in self._bn_state(handle).items()}
