@@ -7,11 +7,13 @@ carries results only (paths, tables, JSON); progress and logs go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 
 import click
@@ -196,17 +198,19 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
     if shard == "auto" or (shard is None and launched_in_parallel()):
         config = rank_config(config)
     try:
-        result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
+        with _sigterm_interrupts():
+            result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
     except CacheWriteError as exc:
         # HDF5 cannot always close a file after a failed write and may crash at
         # interpreter exit; committed rows are already on disk, so leave now.
         click.echo(f"Error: {exc}", err=True)
         sys.stderr.flush()
         os._exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         command = shlex.join(["layerprobe", *sys.argv[1:]])
-        click.echo(f"Interrupted; committed rows are kept. Resume with:\n  {command}", err=True)
-        sys.exit(130)
+        what = "Terminated" if isinstance(exc, _Terminated) else "Interrupted"
+        click.echo(f"{what}; committed rows are kept. Resume with:\n  {command}", err=True)
+        sys.exit(128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130)
     if result.reused:
         log.info("up to date: %s (%d rows)", result.path, result.rows)
     else:
@@ -214,6 +218,26 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
         skipped = f", skipped {len(result.skipped)} bad image(s)" if result.skipped else ""
         log.info("wrote %d rows to %s in %.1f s (%.1f img/s)%s", result.rows, result.path, result.seconds, rate, skipped)
     click.echo(str(result.path))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill`), handled like Ctrl-C: the writer closes and the lock is released."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    def interrupt(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _image_set(images, csv_file, dataset):

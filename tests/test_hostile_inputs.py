@@ -46,3 +46,90 @@ def test_extract_names_the_float_image_with_nan(tmp_path, tiny_config):
     _float_tiff(folder / "benign" / "scan.tif", np.nan)
     with pytest.raises(BadImageError, match=r"benign/scan.tif: 1 NaN and 0 infinite pixel"):
         extract(from_folder(folder), tiny_config(), out=tmp_path / "c.h5", progress=False)
+
+
+def test_a_latin1_csv_is_one_line_naming_the_file_and_the_fix(image_folder, tmp_path):
+    table = tmp_path / "table.csv"
+    first = sorted(p for p in image_folder.rglob("*.png"))[0]
+    table.write_bytes(f"path,label\n{first.relative_to(tmp_path).as_posix()},b\u00e9nin\n".encode("latin-1"))
+    with pytest.raises(InputError) as error:
+        from_csv(table)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{table} is not UTF-8 text (byte 0xe9 on line 2 cannot be decoded); save the table as UTF-8")
+
+
+def test_a_csv_alias_of_another_row_is_refused_naming_both(image_folder, tmp_path):
+    table = tmp_path / "table.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerow(["images/benign/img00.png", "benign"])
+        writer.writerow(["images/malignant/img00.png", "malignant"])
+        writer.writerow(["images/benign/../benign/img00.png", "malignant"])
+    with pytest.raises(InputError, match=r"rows 'images/benign/img00\.png' and 'images/benign/\.\./benign/img00\.png' "
+                                         r"are the same file \('.*/images/benign/img00\.png'\); list each image once"):
+        from_csv(table)
+
+
+def test_a_symlink_to_another_image_of_the_folder_is_an_alias(image_folder):
+    (image_folder / "malignant" / "copy.png").symlink_to(image_folder / "benign" / "img00.png")
+    with pytest.raises(InputError, match=r"rows 'benign/img00\.png' and 'malignant/copy\.png' are the same file"):
+        from_folder(image_folder)
+
+
+def test_dangling_and_looping_symlinks_among_the_images_are_named(image_folder):
+    (image_folder / "benign" / "gone.png").symlink_to(image_folder / "benign" / "nothere.png")
+    (image_folder / "benign" / "self.png").symlink_to(image_folder / "benign" / "self.png")
+    (image_folder / "malignant" / "again").symlink_to(image_folder / "malignant")
+    with pytest.raises(InputError) as error:
+        from_folder(image_folder)
+    message = str(error.value)
+    assert message.startswith("3 problem(s) in the input table of 'images':")
+    assert f"{str(image_folder / 'benign' / 'gone.png')!r} is a dangling symlink (its target " in message
+    assert f"{str(image_folder / 'benign' / 'self.png')!r} is a symlink loop; remove it" in message
+    assert f"{str(image_folder / 'malignant' / 'again')!r} is a folder symlink leading to " in message
+
+
+def test_a_followed_folder_symlink_adds_its_images(image_folder, tmp_path):
+    extra = make_folder(tmp_path / "extra", n_per_class=2, seed=5)
+    (image_folder / "benign" / "more").symlink_to(extra / "benign")
+    ids = [r.id for r in from_folder(image_folder).records]
+    assert ids.count("benign/more/img00.png") == 1 and len(ids) == 16 + 2
+
+
+def test_a_dangling_symlink_in_a_csv_is_named(image_folder, tmp_path):
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nothere.png")
+    table = tmp_path / "table.csv"
+    table.write_text("path,label\ngone.png,a\nimages/benign/img00.png,b\n")
+    with pytest.raises(InputError, match=r"'gone\.png': file '.*gone\.png' is a dangling symlink \(its target "):
+        from_csv(table)
+
+
+HARNESS = Path(__file__).with_name("crash_harness.py")
+
+
+def test_sigterm_during_extract_exits_like_ctrl_c_with_the_resume_command(tmp_path, tiny_config):
+    folder = make_folder(tmp_path / "images", n_per_class=8)
+    out = tmp_path / "c.h5"
+    args = ["extract", "--images", str(folder), "--model", TINY_MODEL, "--random-init", "--img-size", "64",
+            "--workers", "0", "--batch-size", "4", "--out", str(out), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(HARNESS.parent.parent), "SLOW_BATCH": "0.2"}
+    child = subprocess.Popen([sys.executable, str(HARNESS), *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not partial_path(out).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 143, stderr
+    assert "Terminated; committed rows are kept. Resume with:\n  layerprobe extract --images" in stderr
+    assert "Traceback" not in stderr
+    assert partial_path(out).exists() and not out.exists()
+    extract(from_folder(folder), tiny_config(batch_size=4), out=out, progress=False)
+    reference = extract(from_folder(folder), tiny_config(batch_size=4), out=tmp_path / "ref.h5", progress=False)
+    _, got = read_codes(out)
+    _, want = read_codes(reference.path)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
