@@ -391,13 +391,11 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
     """
     from pathlib import Path
 
-    from .duplicates import scan_cache, store_clusters, write_pairs
+    from .duplicates import scan_and_store, write_pairs
 
-    report = scan_cache(cache_path, layer, threshold)
+    report = scan_and_store(cache_path, layer, threshold, store=not no_store)
     pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
     write_pairs(report, pairs_path)
-    if not no_store:
-        store_clusters(report)
     summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
