@@ -24,12 +24,14 @@ def cache(tmp_path, image_folder, tiny_config):
 
 
 def test_clusters_of_an_older_cache_are_refused(cache, image_folder, tiny_config):
+    with open_cache(cache) as scanned:
+        key = scanned.key
     report = scan_cache(cache, threshold=0.999)
     # another extraction replaces the cache: same number of rows, one image changed
     (image_folder / "benign" / "img00.png").write_bytes((image_folder / "benign" / "img02.png").read_bytes())
     extract(from_folder(image_folder), tiny_config(), out=cache, progress=False)
     with open_cache(cache) as now:
-        assert now.n_rows == len(report.ids) and now.key != report.cache_key
+        assert now.n_rows == len(report.ids) and now.key != key
     with pytest.raises(CacheError, match=r"changed since its dup_cluster was computed \(content key [0-9a-f]{12}, now "
                                          r"[0-9a-f]{12}: another extraction replaced it\); nothing was stored"):
         store_clusters(report)
