@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +28,7 @@ from ..errors import ProbeError
 from ..atomic import atomic_write
 from .estimators import BoosterClassifier, PlattSVM
 from .fitted import FittedProbe
+from .lgbm_text import checked_model_text
 
 FORMAT = "layerprobe-probe"
 FORMAT_VERSION = 1
@@ -35,10 +38,16 @@ _MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Codec:
-    """How one estimator kind becomes JSON plus arrays, and back."""
+    """How one estimator kind becomes JSON plus arrays, and back.
+
+    ``shapes(params, n_classes)``, when given, names every array the step holds
+    and its allowed shapes (``None`` for a dimension of any length); a file is
+    checked against it before any array is read.
+    """
 
     dump: Callable[[object], tuple[dict, dict[str, np.ndarray]]]
     load: Callable[[dict, dict[str, np.ndarray]], object]
+    shapes: Callable[[dict, int], dict[str, list[tuple]]] | None = None
 
 
 def _restore(estimator, attrs: dict):
@@ -126,16 +135,50 @@ def _dump_lgbm(m):
 
 
 def _load_lgbm(p, a):
-    return BoosterClassifier.from_text(a["model_text"].tobytes().decode(), a["classes_"])
+    try:
+        text = a["model_text"].tobytes().decode()
+    except UnicodeDecodeError:
+        raise ProbeError("its LightGBM model text is not UTF-8 text") from None
+    return BoosterClassifier.from_text(checked_model_text(text, p["n_features_in_"], len(a["classes_"])), a["classes_"])
+
+
+def _rows(k: int) -> int:
+    """Rows of a linear model's coefficients: one for two classes, else one per class."""
+    return 1 if k == 2 else k
+
+
+def _shapes_scaler(p, k):
+    f = p["n_features_in_"]
+    return {"mean_": [(f,)], "scale_": [(f,)], "var_": [(f,)], "n_samples_seen_": [(), (f,)]}
+
+
+def _shapes_pca(p, k):
+    f, c = p["n_features_in_"], p["n_components_"]
+    return {"components_": [(c, f)], "mean_": [(f,)], "explained_variance_": [(c,)],
+            "explained_variance_ratio_": [(c,)], "singular_values_": [(c,)]}
+
+
+def _shapes_linear(p, k):
+    return {"coef_": [(_rows(k), p["n_features_in_"])], "intercept_": [(_rows(k),)], "classes_": [(k,)]}
+
+
+def _shapes_platt(p, k):
+    svm = {f"svm_.{name}": shape for name, shape in _shapes_linear(p["svm_"], k).items()}
+    calibrator = {f"calibrator_.{name}": shape for name, shape in _shapes_linear(p["calibrator_"], k).items()}
+    return {"classes_": [(k,)], **svm, **calibrator}
+
+
+def _shapes_lgbm(p, k):
+    return {"classes_": [(k,)], "model_text": [(None,)]}
 
 
 CODECS: dict[str, Codec] = {
-    "StandardScaler": Codec(_dump_scaler, _load_scaler),
-    "PCA": Codec(_dump_pca, _load_pca),
-    "LogisticRegression": Codec(_dump_logistic, _load_logistic),
-    "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc),
-    "PlattSVM": Codec(_dump_platt, _load_platt),
-    "LightGBM": Codec(_dump_lgbm, _load_lgbm),
+    "StandardScaler": Codec(_dump_scaler, _load_scaler, _shapes_scaler),
+    "PCA": Codec(_dump_pca, _load_pca, _shapes_pca),
+    "LogisticRegression": Codec(_dump_logistic, _load_logistic, _shapes_linear),
+    "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc, _shapes_linear),
+    "PlattSVM": Codec(_dump_platt, _load_platt, _shapes_platt),
+    "LightGBM": Codec(_dump_lgbm, _load_lgbm, _shapes_lgbm),
 }
 # Fitted classes that are saved as another kind.
 _SAVED_AS = {"LogisticRegressionCV": "LogisticRegression", "LGBMClassifier": "LightGBM",
@@ -162,32 +205,174 @@ def save_probe(probe: FittedProbe, path: str | Path) -> Path:
 
 
 def load_probe(path: str | Path) -> FittedProbe:
-    """Read a probe file; no pickle is ever loaded, and unknown step kinds are refused."""
+    """Read a probe file; no pickle is ever loaded, and unknown step kinds are refused.
+
+    Before any array is read, every member's declared dtype, shape and size are
+    checked (plain numbers or strings, within :data:`LIMITS`, matching the manifest);
+    LightGBM model text is checked before LightGBM parses it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ProbeError(f"probe file {str(path)!r} does not exist; create one with `layerprobe fit`")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            members = _declared_members(path, archive)
+            manifest = _read_manifest(path, archive, members)
+            _check_steps(path, manifest, members)
+            arrays = {name: _read_member(archive, name) for name in members if name != _MANIFEST}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ProbeError(f"{path} is not a readable probe file ({exc})") from None
-    try:
-        manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
-    if manifest.get("format") != FORMAT:
-        raise ProbeError(f"{path} is not a layerprobe probe file (format {manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
-                         f"reads version {FORMAT_VERSION}: fit the probe again")
     steps = []
     for step in manifest.pop("steps"):
-        kind = step["kind"]
-        if kind not in CODECS:
-            raise ProbeError(f"{path} has a step of unknown kind {kind!r}; known: {', '.join(CODECS)}")
         prefix = f"{step['name']}/"
         step_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        steps.append((step["name"], CODECS[kind].load(step["params"], step_arrays)))
+        try:
+            steps.append((step["name"], CODECS[step["kind"]].load(step["params"], step_arrays)))
+        except ProbeError as exc:
+            raise ProbeError(f"{path}: step {step['name']!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProbeError(f"{path}: step {step['name']!r} cannot be rebuilt ({type(exc).__name__}: {exc})") from None
     for key in ("format", "format_version"):
         manifest.pop(key)
     return FittedProbe(Pipeline(steps), manifest)
+
+
+# Bounds on what a probe file may ask for; a file past them is refused before any work.
+LIMITS = {"channels": 1 << 16, "classes": 10_000, "img_size": 4096, "batch_size": 4096,
+          "member_bytes": 4 << 30, "inflated_bytes": 256 << 20, "manifest_bytes": 16 << 20}
+_DTYPE_KINDS = "biufSU"  # booleans, numbers and fixed-width strings; never Python objects
+
+
+def _declared_members(path: Path, archive: zipfile.ZipFile) -> dict[str, tuple[tuple, np.dtype]]:
+    """Each member's (shape, dtype) from its .npy header, checked against the zip entry and the size caps."""
+    members, total = {}, 0
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise ProbeError(f"{path} is not a layerprobe probe file (member {info.filename!r} is not an array)")
+        name = info.filename[: -len(".npy")]
+        with archive.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in ((1, 0), (2, 0)):
+                raise ProbeError(f"{path}: member {name!r} has .npy format version {version}; 1.0 or 2.0 expected")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            offset = handle.tell()
+        if dtype.hasobject:
+            raise ProbeError(f"{path} is not a readable probe file (member {name!r} holds pickled Python objects; "
+                             "probe files are read with allow_pickle=False)")
+        if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None:
+            raise ProbeError(f"{path}: member {name!r} has dtype {dtype}; only numbers and strings are allowed")
+        size = math.prod(shape) * dtype.itemsize
+        if size > LIMITS["member_bytes"]:
+            raise ProbeError(f"{path}: member {name!r} declares shape {shape} of {dtype} ({size / 1e9:.1f} GB); "
+                             f"at most {LIMITS['member_bytes'] / 1e9:.1f} GB per array")
+        if info.file_size != offset + size:
+            raise ProbeError(f"{path}: member {name!r} declares shape {shape} of {dtype} ({size} bytes), but the "
+                             f"archive holds {info.file_size - offset} bytes for it")
+        members[name], total = (shape, dtype), total + size
+    allowed = path.stat().st_size + LIMITS["inflated_bytes"]
+    if total > allowed:
+        raise ProbeError(f"{path}: its arrays would take {total / 1e9:.1f} GB in memory from a "
+                         f"{path.stat().st_size / 1e6:.1f} MB file; refused (at most "
+                         f"{LIMITS['inflated_bytes'] >> 20} MB more than the file's size)")
+    return members
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(name + ".npy") as handle:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+
+
+def _read_manifest(path: Path, archive: zipfile.ZipFile, members: dict) -> dict:
+    shape, dtype = members.get(_MANIFEST, ((), None))
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > LIMITS["manifest_bytes"]:
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)")
+    try:
+        manifest = json.loads(_read_member(archive, _MANIFEST).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ProbeError(f"{path} is not a layerprobe probe file (format {found!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
+                         f"reads version {FORMAT_VERSION}: fit the probe again")
+    _check_numbers(path, manifest)
+    return manifest
+
+
+def _bounded(path: Path, what: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProbeError(f"{path}: its manifest gives {what} {value!r}; allowed {low} to {high}")
+    return value
+
+
+def _check_numbers(path: Path, manifest: dict) -> None:
+    """Bound what the manifest makes layerprobe allocate: image size, batch, channels, classes."""
+    _bounded(path, "channels", manifest.get("channels"), 1, LIMITS["channels"])
+    names = manifest.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ProbeError(f"{path}: its manifest has no list of class names")
+    _bounded(path, "the number of classes", len(names), 2, LIMITS["classes"])
+    saved = manifest.get("extract_config") or {}
+    if not isinstance(saved, dict):
+        raise ProbeError(f"{path}: its manifest's extract_config is not a table")
+    for key in ("img_size", "batch_size"):
+        if saved.get(key) is not None:
+            _bounded(path, f"{key}", saved[key], 1, LIMITS[key])
+    size = (manifest.get("preprocessing") or {}).get("input_size")
+    if size is not None:
+        if not isinstance(size, list) or len(size) != 3:
+            raise ProbeError(f"{path}: its manifest gives input_size {size!r}; [channels, height, width] expected")
+        _bounded(path, "input channels", size[0], 1, 4)
+        for side in size[1:]:
+            _bounded(path, "an input side", side, 1, LIMITS["img_size"])
+
+
+def _check_steps(path: Path, manifest: dict, members: dict) -> None:
+    """Every step of a known kind, every array it holds present with an allowed shape, nothing else."""
+    steps = manifest.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ProbeError(f"{path} is not a layerprobe probe file (no steps in its manifest)")
+    k, owned = len(manifest["class_names"]), set()
+    for position, step in enumerate(steps):
+        kind = step.get("kind") if isinstance(step, dict) else None
+        if kind not in CODECS:
+            raise ProbeError(f"{path} has a step of unknown kind {kind!r}; known: {', '.join(CODECS)}")
+        name, params = step.get("name"), step.get("params")
+        if not isinstance(name, str) or not isinstance(params, dict):
+            raise ProbeError(f"{path}: step {position} has no name or parameters")
+        width = _bounded(path, f"n_features_in_ of step {name!r}", params.get("n_features_in_"), 1,
+                         LIMITS["channels"])
+        if position == 0 and width != manifest["channels"]:
+            raise ProbeError(f"{path}: step {name!r} takes {width} features, the manifest says {manifest['channels']} "
+                             "channels")
+        prefix = f"{name}/"
+        mine = {m[len(prefix):]: members[m] for m in members if m.startswith(prefix)}
+        owned |= {prefix + m for m in mine}
+        if CODECS[kind].shapes is not None:
+            _check_shapes(path, name, mine, _expected(path, name, CODECS[kind].shapes, params, k))
+    stray = sorted(set(members) - owned - {_MANIFEST})
+    if stray:
+        raise ProbeError(f"{path}: member {stray[0]!r} belongs to no step")
+
+
+def _expected(path: Path, name: str, shapes, params: dict, k: int) -> dict:
+    try:
+        return shapes(params, k)
+    except (KeyError, TypeError) as exc:
+        raise ProbeError(f"{path}: step {name!r} lacks parameter {exc}") from None
+
+
+def _check_shapes(path: Path, step: str, found: dict, expected: dict) -> None:
+    fits = lambda shape, want: len(shape) == len(want) and all(w is None or s == w for s, w in zip(shape, want))  # noqa: E731
+    for member, allowed in expected.items():
+        if member not in found:
+            raise ProbeError(f"{path}: step {step!r} has no array {member!r}")
+        shape = found[member][0]
+        if not any(fits(shape, want) for want in allowed):
+            shown = " or ".join(str(tuple("any" if w is None else w for w in want)) for want in allowed)
+            raise ProbeError(f"{path}: array {step}/{member} has shape {shape}; the manifest requires {shown}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ProbeError(f"{path}: step {step!r} holds an unexpected array {extra[0]!r}")
