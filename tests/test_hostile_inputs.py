@@ -56,7 +56,8 @@ def test_a_latin1_csv_is_one_line_naming_the_file_and_the_fix(image_folder, tmp_
         from_csv(table)
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith(f"{table} is not UTF-8 text (byte 0xe9 on line 2 cannot be decoded); save the table as UTF-8")
+    assert message.startswith(f"{table} is not UTF-8 text (byte 0xe9 on line 2 cannot be decoded); "
+                              "save the table as UTF-8")
 
 
 def test_a_csv_alias_of_another_row_is_refused_naming_both(image_folder, tmp_path):

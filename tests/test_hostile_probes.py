@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.errors import ProbeError
 from pipeline.probes import fit_probe, load_probe, save_probe
-from pipeline.probes import persist
+from pipeline.probes import archive
 
 from .probe_data import make_codes, write_cache
 
@@ -129,7 +129,7 @@ def test_compressed_zeros_that_would_inflate_past_the_cap_are_refused(fitted, tm
     arrays["model/coef_"] = np.zeros((1, 8_000_000))  # 64 MB of zeros, compressed to about 60 kB
     path = tmp_path / "zeros.probe.npz"
     np.savez_compressed(path, **arrays)
-    monkeypatch.setitem(persist.LIMITS, "inflated_bytes", 1 << 20)
+    monkeypatch.setitem(archive.LIMITS, "inflated_bytes", 1 << 20)
     _forbid_reading(monkeypatch)
     with pytest.raises(ProbeError, match=r"its arrays would take 0\.1 GB in memory from a 0\.\d MB file; refused"):
         load_probe(path)

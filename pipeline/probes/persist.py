@@ -4,14 +4,16 @@ A probe file is one ``.npz`` archive read with ``allow_pickle=False``. It holds
 the manifest and a description of each pipeline step as JSON, the learned
 arrays of linear steps, and LightGBM models as their model text. Loading only
 rebuilds estimator kinds named in :data:`CODECS` from those numbers and
-strings, so a probe file from a colleague cannot run code.
+strings, so a probe file from a colleague cannot run code. Nor can it exhaust
+memory or crash the process: every array's declared dtype, shape and size is
+checked (against the zip entry, :data:`LIMITS` and the step's shapes) before any
+array is read, and LightGBM model text is checked before LightGBM parses it.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from ..errors import ProbeError
 from ..atomic import atomic_write
 from .estimators import BoosterClassifier, PlattSVM
 from .fitted import FittedProbe
+from .archive import LIMITS, bounded, check_numbers, check_shapes, declared_members, read_member
 from .lgbm_text import checked_model_text
 
 FORMAT = "layerprobe-probe"
@@ -38,16 +41,10 @@ _MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Codec:
-    """How one estimator kind becomes JSON plus arrays, and back.
-
-    ``shapes(params, n_classes)``, when given, names every array the step holds
-    and its allowed shapes (``None`` for a dimension of any length); a file is
-    checked against it before any array is read.
-    """
+    """How one estimator kind becomes JSON plus arrays, and back."""
 
     dump: Callable[[object], tuple[dict, dict[str, np.ndarray]]]
     load: Callable[[dict, dict[str, np.ndarray]], object]
-    shapes: Callable[[dict, int], dict[str, list[tuple]]] | None = None
 
 
 def _restore(estimator, attrs: dict):
@@ -173,12 +170,22 @@ def _shapes_lgbm(p, k):
 
 
 CODECS: dict[str, Codec] = {
-    "StandardScaler": Codec(_dump_scaler, _load_scaler, _shapes_scaler),
-    "PCA": Codec(_dump_pca, _load_pca, _shapes_pca),
-    "LogisticRegression": Codec(_dump_logistic, _load_logistic, _shapes_linear),
-    "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc, _shapes_linear),
-    "PlattSVM": Codec(_dump_platt, _load_platt, _shapes_platt),
-    "LightGBM": Codec(_dump_lgbm, _load_lgbm, _shapes_lgbm),
+    "StandardScaler": Codec(_dump_scaler, _load_scaler),
+    "PCA": Codec(_dump_pca, _load_pca),
+    "LogisticRegression": Codec(_dump_logistic, _load_logistic),
+    "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc),
+    "PlattSVM": Codec(_dump_platt, _load_platt),
+    "LightGBM": Codec(_dump_lgbm, _load_lgbm),
+}
+# Every array a step of each kind holds, with its allowed shapes given the step's parameters and
+# the number of classes (None: any length). A kind not listed gets the generic checks only.
+SHAPES: dict[str, Callable[[dict, int], dict[str, list[tuple]]]] = {
+    "StandardScaler": _shapes_scaler,
+    "PCA": _shapes_pca,
+    "LogisticRegression": _shapes_linear,
+    "LinearSVC": _shapes_linear,
+    "PlattSVM": _shapes_platt,
+    "LightGBM": _shapes_lgbm,
 }
 # Fitted classes that are saved as another kind.
 _SAVED_AS = {"LogisticRegressionCV": "LogisticRegression", "LGBMClassifier": "LightGBM",
@@ -216,10 +223,10 @@ def load_probe(path: str | Path) -> FittedProbe:
         raise ProbeError(f"probe file {str(path)!r} does not exist; create one with `layerprobe fit`")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = _declared_members(path, archive)
+            members = declared_members(path, archive)
             manifest = _read_manifest(path, archive, members)
             _check_steps(path, manifest, members)
-            arrays = {name: _read_member(archive, name) for name in members if name != _MANIFEST}
+            arrays = {name: read_member(archive, name) for name in members if name != _MANIFEST}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ProbeError(f"{path} is not a readable probe file ({exc})") from None
     steps = []
@@ -237,98 +244,6 @@ def load_probe(path: str | Path) -> FittedProbe:
     return FittedProbe(Pipeline(steps), manifest)
 
 
-# Bounds on what a probe file may ask for; a file past them is refused before any work.
-LIMITS = {"channels": 1 << 16, "classes": 10_000, "img_size": 4096, "batch_size": 4096,
-          "member_bytes": 4 << 30, "inflated_bytes": 256 << 20, "manifest_bytes": 16 << 20}
-_DTYPE_KINDS = "biufSU"  # booleans, numbers and fixed-width strings; never Python objects
-
-
-def _declared_members(path: Path, archive: zipfile.ZipFile) -> dict[str, tuple[tuple, np.dtype]]:
-    """Each member's (shape, dtype) from its .npy header, checked against the zip entry and the size caps."""
-    members, total = {}, 0
-    for info in archive.infolist():
-        if not info.filename.endswith(".npy"):
-            raise ProbeError(f"{path} is not a layerprobe probe file (member {info.filename!r} is not an array)")
-        name = info.filename[: -len(".npy")]
-        with archive.open(info) as handle:
-            version = np.lib.format.read_magic(handle)
-            if version not in ((1, 0), (2, 0)):
-                raise ProbeError(f"{path}: member {name!r} has .npy format version {version}; 1.0 or 2.0 expected")
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(handle)
-            offset = handle.tell()
-        if dtype.hasobject:
-            raise ProbeError(f"{path} is not a readable probe file (member {name!r} holds pickled Python objects; "
-                             "probe files are read with allow_pickle=False)")
-        if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None:
-            raise ProbeError(f"{path}: member {name!r} has dtype {dtype}; only numbers and strings are allowed")
-        size = math.prod(shape) * dtype.itemsize
-        if size > LIMITS["member_bytes"]:
-            raise ProbeError(f"{path}: member {name!r} declares shape {shape} of {dtype} ({size / 1e9:.1f} GB); "
-                             f"at most {LIMITS['member_bytes'] / 1e9:.1f} GB per array")
-        if info.file_size != offset + size:
-            raise ProbeError(f"{path}: member {name!r} declares shape {shape} of {dtype} ({size} bytes), but the "
-                             f"archive holds {info.file_size - offset} bytes for it")
-        members[name], total = (shape, dtype), total + size
-    allowed = path.stat().st_size + LIMITS["inflated_bytes"]
-    if total > allowed:
-        raise ProbeError(f"{path}: its arrays would take {total / 1e9:.1f} GB in memory from a "
-                         f"{path.stat().st_size / 1e6:.1f} MB file; refused (at most "
-                         f"{LIMITS['inflated_bytes'] >> 20} MB more than the file's size)")
-    return members
-
-
-def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
-    with archive.open(name + ".npy") as handle:
-        return np.lib.format.read_array(handle, allow_pickle=False)
-
-
-def _read_manifest(path: Path, archive: zipfile.ZipFile, members: dict) -> dict:
-    shape, dtype = members.get(_MANIFEST, ((), None))
-    if dtype != np.uint8 or len(shape) != 1 or shape[0] > LIMITS["manifest_bytes"]:
-        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)")
-    try:
-        manifest = json.loads(_read_member(archive, _MANIFEST).tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise ProbeError(f"{path} is not a layerprobe probe file (format {found!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
-                         f"reads version {FORMAT_VERSION}: fit the probe again")
-    _check_numbers(path, manifest)
-    return manifest
-
-
-def _bounded(path: Path, what: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ProbeError(f"{path}: its manifest gives {what} {value!r}; allowed {low} to {high}")
-    return value
-
-
-def _check_numbers(path: Path, manifest: dict) -> None:
-    """Bound what the manifest makes layerprobe allocate: image size, batch, channels, classes."""
-    _bounded(path, "channels", manifest.get("channels"), 1, LIMITS["channels"])
-    names = manifest.get("class_names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ProbeError(f"{path}: its manifest has no list of class names")
-    _bounded(path, "the number of classes", len(names), 2, LIMITS["classes"])
-    saved = manifest.get("extract_config") or {}
-    if not isinstance(saved, dict):
-        raise ProbeError(f"{path}: its manifest's extract_config is not a table")
-    for key in ("img_size", "batch_size"):
-        if saved.get(key) is not None:
-            _bounded(path, f"{key}", saved[key], 1, LIMITS[key])
-    size = (manifest.get("preprocessing") or {}).get("input_size")
-    if size is not None:
-        if not isinstance(size, list) or len(size) != 3:
-            raise ProbeError(f"{path}: its manifest gives input_size {size!r}; [channels, height, width] expected")
-        _bounded(path, "input channels", size[0], 1, 4)
-        for side in size[1:]:
-            _bounded(path, "an input side", side, 1, LIMITS["img_size"])
-
-
 def _check_steps(path: Path, manifest: dict, members: dict) -> None:
     """Every step of a known kind, every array it holds present with an allowed shape, nothing else."""
     steps = manifest.get("steps")
@@ -342,16 +257,17 @@ def _check_steps(path: Path, manifest: dict, members: dict) -> None:
         name, params = step.get("name"), step.get("params")
         if not isinstance(name, str) or not isinstance(params, dict):
             raise ProbeError(f"{path}: step {position} has no name or parameters")
-        width = _bounded(path, f"n_features_in_ of step {name!r}", params.get("n_features_in_"), 1,
-                         LIMITS["channels"])
-        if position == 0 and width != manifest["channels"]:
-            raise ProbeError(f"{path}: step {name!r} takes {width} features, the manifest says {manifest['channels']} "
-                             "channels")
+        if "n_features_in_" in params:
+            width = bounded(path, f"n_features_in_ of step {name!r}", params["n_features_in_"], 1,
+                            LIMITS["channels"])
+            if position == 0 and width != manifest["channels"]:
+                raise ProbeError(f"{path}: step {name!r} takes {width} features, the manifest says "
+                                 f"{manifest['channels']} channels")
         prefix = f"{name}/"
         mine = {m[len(prefix):]: members[m] for m in members if m.startswith(prefix)}
         owned |= {prefix + m for m in mine}
-        if CODECS[kind].shapes is not None:
-            _check_shapes(path, name, mine, _expected(path, name, CODECS[kind].shapes, params, k))
+        if kind in SHAPES:
+            check_shapes(path, name, mine, _expected(path, name, SHAPES[kind], params, k))
     stray = sorted(set(members) - owned - {_MANIFEST})
     if stray:
         raise ProbeError(f"{path}: member {stray[0]!r} belongs to no step")
@@ -364,15 +280,19 @@ def _expected(path: Path, name: str, shapes, params: dict, k: int) -> dict:
         raise ProbeError(f"{path}: step {name!r} lacks parameter {exc}") from None
 
 
-def _check_shapes(path: Path, step: str, found: dict, expected: dict) -> None:
-    fits = lambda shape, want: len(shape) == len(want) and all(w is None or s == w for s, w in zip(shape, want))  # noqa: E731
-    for member, allowed in expected.items():
-        if member not in found:
-            raise ProbeError(f"{path}: step {step!r} has no array {member!r}")
-        shape = found[member][0]
-        if not any(fits(shape, want) for want in allowed):
-            shown = " or ".join(str(tuple("any" if w is None else w for w in want)) for want in allowed)
-            raise ProbeError(f"{path}: array {step}/{member} has shape {shape}; the manifest requires {shown}")
-    extra = sorted(set(found) - set(expected))
-    if extra:
-        raise ProbeError(f"{path}: step {step!r} holds an unexpected array {extra[0]!r}")
+def _read_manifest(path: Path, archive: zipfile.ZipFile, members: dict) -> dict:
+    shape, dtype = members.get(_MANIFEST, ((), None))
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > LIMITS["manifest_bytes"]:
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)")
+    try:
+        manifest = json.loads(read_member(archive, _MANIFEST).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ProbeError(f"{path} is not a layerprobe probe file (format {found!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
+                         f"reads version {FORMAT_VERSION}: fit the probe again")
+    check_numbers(path, manifest)
+    return manifest
