@@ -134,3 +134,16 @@ def test_sigterm_during_extract_exits_like_ctrl_c_with_the_resume_command(tmp_pa
     _, want = read_codes(reference.path)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_predict_names_a_dangling_symlink_among_loose_images(tmp_path):
+    from pipeline.predict import images_from_paths
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (folder / "b.png").symlink_to(folder / "gone.png")
+    with pytest.raises(InputError, match=r"1 problem\(s\) in '.*new': '.*b\.png' is a dangling symlink"):
+        images_from_paths([folder])
+    (folder / "b.png").unlink()
+    assert [r.id for r in images_from_paths([folder]).records] == ["a.png"]

@@ -86,7 +86,7 @@ def from_folder(root: str | os.PathLike, name: str | None = None, source: str = 
         raise InputError(f"{str(root)!r} is not a folder; --images takes a folder with one sub-folder per class")
     records, problems = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in _image_files(class_dir, problems):
+        for path in image_files(class_dir, problems):
             records.append(ImageRecord(path.relative_to(root).as_posix(), path, class_dir.name))
     if problems:
         _refuse(root.name if name is None else name, problems)
@@ -104,8 +104,8 @@ def from_folder(root: str | os.PathLike, name: str | None = None, source: str = 
     return _validated(name or root.name, source, root, records)
 
 
-def _image_files(folder: Path, problems: list[str]) -> list[Path]:
-    """Image files under ``folder``, sorted, following folder symlinks once; broken links are problems."""
+def image_files(folder: Path, problems: list[str]) -> list[Path]:
+    """Image files under ``folder``, sorted, following folder symlinks once; broken links are added to ``problems``."""
     found, seen = [], set()
 
     def visit(current: Path) -> None:
