@@ -71,19 +71,34 @@ def _array(fields: dict, key: str, count: int, parse, where: str, required: bool
     return [parse(t, f"{key} of {where}") for t in tokens]
 
 
-def _is_setting(token: str) -> bool:
-    """``name:number``, as LightGBM writes objective settings (``sigmoid:1``, ``num_class:3``)."""
-    name, sep, value = token.partition(":")
-    try:
-        return bool(sep) and name.isidentifier() and math.isfinite(float(value))
-    except ValueError:
-        return False
+def _check_objective(text: str, n_classes: int) -> None:
+    """``binary sigmoid:S`` (S > 0) for two classes, ``multiclass[ova] num_class:K ...`` for K classes."""
+    name, *tokens = text.split() or [""]
+    settings = {}
+    for token in tokens:
+        key, sep, value = token.partition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not key.isidentifier() or not math.isfinite(number):
+            raise _fail(f"objective setting {token[:40]!r} is not name:number")
+        settings[key] = number
+    if n_classes == 2:
+        if name != "binary" or not settings.get("sigmoid", 0) > 0:
+            raise _fail(f"objective {text[:60]!r}; 'binary sigmoid:<positive>' expected for two classes")
+    elif name not in ("multiclass", "multiclassova") or settings.get("num_class") != n_classes:
+        raise _fail(f"objective {text[:60]!r}; 'multiclass num_class:{n_classes}' expected")
+    elif name == "multiclassova" and not settings.get("sigmoid", 0) > 0:
+        raise _fail(f"objective {text[:60]!r}; multiclassova needs sigmoid:<positive>")
 
 
 def _check_tree(fields: dict, n_features: int, where: str) -> None:
     leaves = _int(fields.get("num_leaves", ""), f"num_leaves of {where}")
     if not 1 <= leaves <= MAX_LEAVES:
         raise _fail(f"{where} has {leaves} leaves (allowed 1 to {MAX_LEAVES})")
+    if "num_cat" not in fields:
+        raise _fail(f"{where} has no num_cat")
     for key in ("num_cat", "is_linear"):
         if _int(fields.get(key, "0"), f"{key} of {where}") != 0:
             raise _fail(f"{where} has {key} != 0 (categorical or linear trees are never made by layerprobe)")
@@ -157,10 +172,10 @@ def checked_model_text(text: str, n_features: int, n_classes: int) -> str:
         found = _int(header.get(key, ""), key)
         if found != per_iteration:
             raise _fail(f"{key} is {found}, but the probe has {n_classes} classes ({per_iteration} expected)")
-    objective = header.get("objective", "").split()
-    wanted = ("binary",) if n_classes == 2 else ("multiclass", "multiclassova")
-    if not objective or objective[0] not in wanted or not all(_is_setting(t) for t in objective[1:]):
-        raise _fail(f"objective {header.get('objective', '')[:60]!r}; {' or '.join(wanted)} expected")
+    _check_objective(header.get("objective", ""), n_classes)
+    missing = [key for key in ("version", "label_index", "feature_names", "feature_infos") if key not in header]
+    if missing:
+        raise _fail(f"the header has no {missing[0]}")
     if len(starts) % per_iteration:
         raise _fail(f"{len(starts)} trees do not split into iterations of {per_iteration}")
     blocks = []

@@ -136,7 +136,13 @@ def _load_lgbm(p, a):
         text = a["model_text"].tobytes().decode()
     except UnicodeDecodeError:
         raise ProbeError("its LightGBM model text is not UTF-8 text") from None
-    return BoosterClassifier.from_text(checked_model_text(text, p["n_features_in_"], len(a["classes_"])), a["classes_"])
+    checked = checked_model_text(text, p["n_features_in_"], len(a["classes_"]))
+    from lightgbm.basic import LightGBMError
+
+    try:
+        return BoosterClassifier.from_text(checked, a["classes_"])
+    except LightGBMError as exc:
+        raise ProbeError(f"LightGBM cannot read its model text ({str(exc).strip()})") from None
 
 
 def _rows(k: int) -> int:
