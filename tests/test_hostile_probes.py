@@ -179,3 +179,21 @@ def test_manifest_numbers_are_bounded(fitted, tmp_path, change, message):
     with pytest.raises(ProbeError, match=message) as error:
         load_probe(path)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("num_cat=0\n", "", 1), r"tree 0 has no num_cat"),
+    (lambda t: t.replace("objective=binary sigmoid:1", "objective=binary", 1),
+     r"objective 'binary'; 'binary sigmoid:<positive>' expected"),
+    (lambda t: re.sub(r"label_index=\d+\n", "", t), r"the header has no label_index"),
+    (lambda t: re.sub(r"max_feature_idx=\d+", "max_feature_idx=6", t), r"max_feature_idx says 7 features, the probe "
+                                                                        r"takes 6 channels"),
+    (lambda t: t.replace("Tree=1\n", "Tree=7\n", 1), r"tree 1 is labelled 'Tree=7'"),
+], ids=["no-num_cat", "no-sigmoid", "no-label_index", "more-features", "tree-number"])
+def test_what_lightgbm_would_refuse_or_misread_is_refused_first(fitted, edit, message):
+    from pipeline.probes.lgbm_text import checked_model_text
+
+    text = _arrays(fitted[1]["lgbm"])["model/model_text"].tobytes().decode()
+    assert checked_model_text(text, 6, 2)
+    with pytest.raises(ProbeError, match=message):
+        checked_model_text(edit(text), 6, 2)
