@@ -372,8 +372,9 @@ class _Threshold(click.ParamType):
 @click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
               help="CSV of every pair found (default: beside the cache, <cache>.duplicates.csv).")
 @click.option("--no-store", is_flag=True, help="Only report; do not write the dup_cluster column into the cache.")
+@click.option("--wait", is_flag=True, help="Wait for an extraction into the same cache instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
+def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json):
     """Find near-duplicate images from their cached codes and store them as groups.
 
     Codes are centred on the data set's mean and compared by cosine similarity,
@@ -393,7 +394,7 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
 
     from .duplicates import scan_and_store, write_pairs
 
-    report = scan_and_store(cache_path, layer, threshold, store=not no_store)
+    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait)
     pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
     write_pairs(report, pairs_path)
     summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}

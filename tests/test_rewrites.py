@@ -1,6 +1,7 @@
 """Rewrites of a finished cache (duplicates) are locked, keyed and never touch an extraction's work."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,24 @@ def test_duplicates_never_touches_an_interrupted_extraction(tmp_path, image_fold
     assert ids == ref_ids and len(ids) == 24
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_duplicates_fails_fast_while_another_process_writes_the_cache(cache):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pipeline.cache import WriterLock; "
+                               f"lock = WriterLock(__import__('pathlib').Path({str(cache)!r})).acquire(); "
+                               "print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(Path(__file__).parent.parent)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(main, ["duplicates", str(cache), "--threshold", "0.999"])
+        assert result.exit_code == 1
+        assert f"is being written by process {holder.pid}; wait for it to finish (or pass --wait)" in result.output
+        with open_cache(cache) as stored:
+            assert stored.dup_cluster is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert CliRunner().invoke(main, ["duplicates", str(cache), "--wait", "--threshold", "0.999"]).exit_code == 0

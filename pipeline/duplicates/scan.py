@@ -120,11 +120,14 @@ def store_clusters(report: DuplicateReport, locked: bool = False) -> None:
 
 
 def scan_and_store(path: str | Path, output: str | None = None, threshold: float | str = DEFAULT_THRESHOLD,
-                   block: int = BLOCK_ROWS, store: bool = True) -> DuplicateReport:
-    """:func:`scan_cache`, then :func:`store_clusters`, holding the writer lock across both when storing."""
+                   block: int = BLOCK_ROWS, store: bool = True, wait: bool = False) -> DuplicateReport:
+    """:func:`scan_cache`, then :func:`store_clusters`, holding the writer lock across both when storing.
+
+    ``wait``: wait for another writer of the cache instead of failing at once.
+    """
     if not store:
         return scan_cache(path, output, threshold, block)
-    with WriterLock(Path(path)):
+    with WriterLock(Path(path), wait=wait):
         report = scan_cache(path, output, threshold, block)
         store_clusters(report, locked=True)
     return report
