@@ -7,11 +7,13 @@ carries results only (paths, tables, JSON); progress and logs go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 
 import click
@@ -200,17 +202,19 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
     if shard == "auto" or (shard is None and launched_in_parallel()):
         config = rank_config(config)
     try:
-        result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
+        with _sigterm_interrupts():
+            result = run_extract(image_set, config, out=out, cache_dir=cache_dir, progress=not quiet)
     except CacheWriteError as exc:
         # HDF5 cannot always close a file after a failed write and may crash at
         # interpreter exit; committed rows are already on disk, so leave now.
         click.echo(f"Error: {exc}", err=True)
         sys.stderr.flush()
         os._exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         command = shlex.join(["layerprobe", *sys.argv[1:]])
-        click.echo(f"Interrupted; committed rows are kept. Resume with:\n  {command}", err=True)
-        sys.exit(130)
+        what = "Terminated" if isinstance(exc, _Terminated) else "Interrupted"
+        click.echo(f"{what}; committed rows are kept. Resume with:\n  {command}", err=True)
+        sys.exit(128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130)
     if result.reused:
         log.info("up to date: %s (%d rows)", result.path, result.rows)
     else:
@@ -218,6 +222,26 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
         skipped = f", skipped {len(result.skipped)} bad image(s)" if result.skipped else ""
         log.info("wrote %d rows to %s in %.1f s (%.1f img/s)%s", result.rows, result.path, result.seconds, rate, skipped)
     click.echo(str(result.path))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill`), handled like Ctrl-C: the writer closes and the lock is released."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    def interrupt(signum, frame):
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _image_set(images, csv_file, dataset):
@@ -353,8 +377,9 @@ class _Threshold(click.ParamType):
 @click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
               help="CSV of every pair found (default: beside the cache, <cache>.duplicates.csv).")
 @click.option("--no-store", is_flag=True, help="Only report; do not write the dup_cluster column into the cache.")
+@click.option("--wait", is_flag=True, help="Wait for an extraction into the same cache instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
+def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json):
     """Find near-duplicate images from their cached codes and store them as groups.
 
     Codes are centred on the data set's mean and compared by cosine similarity,
@@ -372,13 +397,11 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, as_json):
     """
     from pathlib import Path
 
-    from .duplicates import scan_cache, store_clusters, write_pairs
+    from .duplicates import scan_and_store, write_pairs
 
-    report = scan_cache(cache_path, layer, threshold)
+    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait)
     pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
     write_pairs(report, pairs_path)
-    if not no_store:
-        store_clusters(report)
     summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import InputError, ProbeError
 from .inputs import ImageRecord, ImageSet, from_csv, from_folder
-from .inputs.records import IMAGE_SUFFIXES
+from .inputs.records import IMAGE_SUFFIXES, image_files
 from .probes import FittedProbe, Predictions, apply_probe, check_compatible, load_probe
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ def images_from_paths(paths: list[str | Path]) -> ImageSet:
         root = paths[0]
         if any(p.is_dir() for p in root.iterdir()) and not any(_is_image(p) for p in root.iterdir()):
             return from_folder(root)
-        files = sorted(p for p in root.rglob("*") if _is_image(p))
+        problems = []
+        files = image_files(root, problems)
+        if problems:
+            raise InputError(f"{len(problems)} problem(s) in {str(root)!r}: {'; '.join(problems[:10])}")
         return _unlabelled(root.name, root, files)
     bad = [str(p) for p in paths if not _is_image(p)]
     if bad:

@@ -4,6 +4,7 @@ Environment:
   CRASH_AT=after_data:N | after_commit:N | finalise   SIGKILL this process at that point
   SLOW_BATCH=seconds                                  sleep per batch, so kills land mid-run
   FSIZE_LIMIT=bytes                                   RLIMIT_FSIZE, with SIGXFSZ ignored
+  FSIZE_AT_SEAL=bytes                                 the same, set when sealing starts: the file may grow by bytes
 """
 
 import os
@@ -51,9 +52,20 @@ def plant_faults():
 
         LayerTap.run = slow_run
     if os.environ.get("FSIZE_LIMIT"):
-        limit = int(os.environ["FSIZE_LIMIT"])
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        _limit_file_size(int(os.environ["FSIZE_LIMIT"]))
+    if os.environ.get("FSIZE_AT_SEAL"):
+        extra, finish = int(os.environ["FSIZE_AT_SEAL"]), CacheWriter.finish
+
+        def limited_finish(self, *args):
+            _limit_file_size(self.partial.stat().st_size + extra)
+            return finish(self, *args)
+
+        CacheWriter.finish = limited_finish
+
+
+def _limit_file_size(limit):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ def test_kill_at_random_times_then_resume(corpus, tmp_path):
     _assert_identical(out, reference)
 
 
-def test_ctrl_c_exits_130_and_prints_the_resume_command(corpus, tmp_path):
+@pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_exit_printing_the_resume_command(corpus, tmp_path, sent, code, said):
     folder, reference, _ = corpus
     out = tmp_path / "c.h5"
     child = _spawn(_cli_args(folder, out), SLOW_BATCH=0.2)
@@ -106,11 +108,12 @@ def test_ctrl_c_exits_130_and_prints_the_resume_command(corpus, tmp_path):
     while not partial_path(out).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(sent)
     _, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130
-    assert "Interrupted; committed rows are kept. Resume with:" in stderr
-    assert "layerprobe extract --images" in stderr
+    assert child.returncode == code, stderr
+    assert f"{said}; committed rows are kept. Resume with:\n  layerprobe extract --images" in stderr
+    assert "Traceback" not in stderr
+    assert partial_path(out).exists() and not out.exists()
     _resume_in_process(corpus, out)
     _assert_identical(out, reference)
 

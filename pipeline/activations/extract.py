@@ -332,8 +332,9 @@ def _output_specs(layers: list[LayerSpec], outputs) -> list[OutputSpec]:
 
 
 def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:
-    """Refuse to start a run that cannot fit on the disk."""
-    needed = int(rows * sum(s.channels for s in specs) * 4 * 1.05) + rows * 200 + (1 << 20)
+    """Refuse to start a run that cannot fit on the disk: the cache twice, as it is sealed on a copy."""
+    size = int(rows * sum(s.channels for s in specs) * 4 * 1.05) + rows * 200 + (1 << 20)
+    needed = 2 * size
     partial = partial_path(path)
     if partial.exists():
         needed -= partial.stat().st_size
@@ -341,7 +342,7 @@ def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:
     if needed > free:
         raise CacheError(
             f"the cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are free on "
-            f"{path.parent}; free space or choose another --out"
+            f"{path.parent} (it is sealed on a copy, so it needs its size twice); free space or choose another --out"
         )
 
 

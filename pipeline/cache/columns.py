@@ -2,13 +2,20 @@
 
 The codes are never touched, but the file is: so the change is made on a copy,
 sealed with a new metadata digest, and renamed over the original under the
-writer lock. A crash leaves either the old file or the new one.
+writer lock. A crash leaves either the old file or the new one. The copy has its
+own name (``<cache>.rewrite``), never extraction's ``<cache>.partial``, so a
+rewrite cannot destroy the committed rows of an interrupted extraction.
+
+A column computed from a cache's codes belongs to those codes: the caller passes
+the content key it read them under, and the column is refused when the cache
+has been replaced since.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import h5py
@@ -20,27 +27,47 @@ from . import integrity
 from .format import metadata_digest
 from .lock import WriterLock
 from .reader import open_cache
-from .writer import column_entry, partial_path
+from .writer import column_entry
 
 DERIVED_COLUMNS = ("dup_cluster",)
+REWRITE_SUFFIX = ".rewrite"
 
 
-def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict) -> None:
+def rewrite_path(cache: Path) -> Path:
+    """The working copy of a column rewrite (only the writer-lock holder touches it)."""
+    return cache.with_name(cache.name + REWRITE_SUFFIX)
+
+
+def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict, expected_key: str | None = None,
+                   locked: bool = False) -> None:
     """Store ``values`` (one per active row, int) as column ``name``; hidden rows get -1.
 
-    ``about`` (JSON-able) goes into the manifest under ``columns[name]``.
+    ``about`` (JSON-able) goes into the manifest under ``columns[name]``. With
+    ``expected_key`` (the cache's content key when ``values`` were computed) a
+    cache replaced since then is refused. ``locked=True``: the caller already
+    holds the cache's :class:`WriterLock` (for a scan and its store together).
     """
     if name not in DERIVED_COLUMNS:
         raise CacheError(f"unknown derived column {name!r}; known: {', '.join(DERIVED_COLUMNS)}")
     path = Path(path)
-    with WriterLock(path):
+    with nullcontext() if locked else WriterLock(path):
         with open_cache(path) as cache:
+            if expected_key is not None and cache.key != expected_key:
+                raise CacheError(
+                    f"{path} changed since its {name} was computed (content key {expected_key[:12]}, now "
+                    f"{cache.key[:12]}: another extraction replaced it); nothing was stored, run the command again"
+                )
             if len(values) != cache.n_rows:
                 raise CacheError(f"{name}: got {len(values)} values for {cache.n_rows} rows")
             active = np.asarray(cache.stored_rows().active, bool)
         full = np.full(len(active), -1, dtype=np.int64)
         full[active] = values
-        work = partial_path(path)
+        _rewrite(path, name, full, about)
+
+
+def _rewrite(path: Path, name: str, full: np.ndarray, about: dict) -> None:
+    work = rewrite_path(path)
+    try:
         shutil.copyfile(path, work)
         with h5py.File(work, "r+") as handle:
             if name in handle:
@@ -55,3 +82,9 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict)
                 handle.attrs[integrity.ATTR] = integrity.dumps(arrays["arrays"], arrays["attrs"])
             handle.attrs["digest"] = metadata_digest(handle)
         publish(work, path)
+    except (OSError, RuntimeError) as exc:
+        work.unlink(missing_ok=True)
+        raise CacheError(f"storing {name} in {path} failed ({exc}); the cache is unchanged") from None
+    except BaseException:
+        work.unlink(missing_ok=True)
+        raise

@@ -293,12 +293,13 @@ def _output_specs(cache: ActivationCache) -> list[OutputSpec]:
 
 
 def _check_free_space(target: Path, shards: list[_Shard]) -> None:
-    needed = int(sum(s.path.stat().st_size for s in shards) * 1.05)
+    needed = 2 * int(sum(s.path.stat().st_size for s in shards) * 1.05)  # twice: it is sealed on a copy
     target.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target.parent).free
     if needed > free:
         raise CacheError(f"the merged cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are "
-                         f"free on {target.parent}; free space or choose another --out")
+                         f"free on {target.parent} (it is sealed on a copy, so it needs its size twice); free space "
+                         "or choose another --out")
 
 
 def _copy_codes(writer: CacheWriter, shards: list[_Shard], specs: list[OutputSpec], source: np.ndarray,

@@ -3,8 +3,11 @@
 The cache is built under ``<path>.partial``. Rows reused from an earlier cache
 are copied first; then each computed batch is written and flushed, and only
 then does the commit marker move past it (flushed too). When the plan is done
-the file gets its metadata digest, is marked complete, fsynced and atomically
-renamed to its final name, so a file under the final name is always whole.
+a copy of the file (``<path>.sealing``) gets its metadata digest, is marked
+complete, fsynced and atomically renamed to its final name, so a file under the
+final name is always whole. The partial file itself is never modified by the
+seal: HDF5 cannot always reopen a file whose metadata write failed, so a full
+disk while sealing would otherwise lose every committed row.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +93,14 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
+SEALING_SUFFIX = ".sealing"
+
+
+def sealing_path(final: Path) -> Path:
+    """Where the finished copy of the partial file is sealed before it is renamed into place."""
+    return final.with_name(final.name + SEALING_SUFFIX)
+
+
 _FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file size limit was reached",
          errno.EDQUOT: "the disk quota is exhausted"}
 
@@ -105,6 +117,13 @@ def write_failure(path: Path, exc: Exception) -> CacheWriteError:
     )
 
 
+def _readable_key(handle: h5py.File) -> bool:
+    try:
+        return isinstance(handle.attrs["key"], str)
+    except (KeyError, OSError, RuntimeError):
+        return False
+
+
 class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
@@ -112,6 +131,7 @@ class CacheWriter:
                  outputs: list[OutputSpec], bn_state: dict | None = None):
         self.final = Path(final)
         self.partial = partial_path(self.final)
+        self.sealing = sealing_path(self.final)
         self.key = key
         self.outputs = outputs
         self.n_rows = len(rows.ids)
@@ -153,8 +173,9 @@ class CacheWriter:
             self.partial.unlink()
             return None
         if not same:
+            why = "made with other settings or inputs" if _readable_key(handle) else "that is damaged (no readable key)"
             handle.close()
-            log.warning("removing leftover %s made with other settings or inputs", self.partial)
+            log.warning("removing leftover %s %s", self.partial, why)
             self.partial.unlink()
             return None
         log.info("resuming %s: %d rows already committed", self.partial, int(handle.attrs["rows_committed"]))
@@ -253,24 +274,32 @@ class CacheWriter:
         self.file.flush()
 
     def finish(self, manifest: dict, planned: int) -> Path:
-        """Seal (digest, complete), fsync and rename into place; returns the final path."""
+        """Seal a copy (digest, complete), fsync and rename it into place; returns the final path.
+
+        If sealing fails (full disk, file size limit) the partial file is left as it
+        was, with every row committed, and the next run seals it again.
+        """
         if self.rows_committed != planned or not self.copied:
             raise CacheError(f"only {self.rows_committed} of {planned} planned rows were written")
         try:
             self._seal(manifest, planned)
+            self._publish()
         except (OSError, RuntimeError) as exc:
+            self.sealing.unlink(missing_ok=True)
             raise write_failure(self.partial, exc) from None
-        self._publish()
         return self.final
 
     def _seal(self, manifest: dict, planned: int) -> None:
-        self.file.attrs["manifest"] = json.dumps(manifest)
-        self.file.attrs["rows_planned"] = planned
-        self.file.attrs[integrity.ATTR] = self.array_manifest()
-        self.file.attrs["digest"] = metadata_digest(self.file)
-        self.file.attrs["complete"] = True
+        arrays = self.array_manifest()  # hashes read from the partial file before it closes
         self.file.flush()
         self.file.close()
+        shutil.copyfile(self.partial, self.sealing)
+        with h5py.File(self.sealing, "r+") as handle:
+            handle.attrs["manifest"] = json.dumps(manifest)
+            handle.attrs["rows_planned"] = planned
+            handle.attrs[integrity.ATTR] = arrays
+            handle.attrs["digest"] = metadata_digest(handle)
+            handle.attrs["complete"] = True
 
     def array_manifest(self) -> str:
         """Layout and content hash of every array written, for the root ``arrays`` attribute."""
@@ -286,7 +315,8 @@ class CacheWriter:
         return integrity.dumps(arrays, attrs)
 
     def _publish(self) -> None:
-        publish(self.partial, self.final)
+        publish(self.sealing, self.final)
+        self.partial.unlink()
 
     def close(self) -> None:
         """Close without finishing: committed rows stay for the next run to resume."""

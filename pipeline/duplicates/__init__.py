@@ -2,7 +2,8 @@
 
 from .find import DEFAULT_THRESHOLD, Pairs, auto_threshold, clusters, normalise, similar_pairs
 from .groups import auto_groups, duplicate_clusters
-from .scan import DuplicateReport, default_output, leaked_rows, scan_cache, store_clusters, write_pairs
+from .scan import (DuplicateReport, default_output, leaked_rows, scan_and_store, scan_cache, store_clusters,
+                   write_pairs)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -15,6 +16,7 @@ __all__ = [
     "default_output",
     "leaked_rows",
     "normalise",
+    "scan_and_store",
     "scan_cache",
     "similar_pairs",
     "store_clusters",

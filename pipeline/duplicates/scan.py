@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
-from ..cache import add_row_column, open_cache
+from ..cache import WriterLock, add_row_column, open_cache
 from ..errors import PipelineError
 from .find import DEFAULT_THRESHOLD, BLOCK_ROWS, Pairs, auto_threshold, clusters, similar_pairs
 
@@ -32,6 +32,7 @@ class DuplicateReport:
     pairs: Pairs
     cluster: np.ndarray  # one cluster index per row; singletons have their own
     extra: dict = field(default_factory=dict)
+    cache_key: str | None = None  # the cache's content key when it was scanned
 
     def groups(self) -> list[np.ndarray]:
         """Row indices of every cluster with two or more members, largest first."""
@@ -92,7 +93,7 @@ def scan_cache(path: str | Path, output: str | None = None, threshold: float | s
     with open_cache(path) as cache:
         output = output or default_output(cache.outputs)
         codes = cache.codes(output)
-        ids, labels, class_names, split = cache.ids, cache.labels, cache.class_names, cache.split
+        ids, labels, class_names, split, key = cache.ids, cache.labels, cache.class_names, cache.split, cache.key
     if isinstance(threshold, str):
         if threshold != "auto":
             raise PipelineError(f"threshold must be a number between -1 and 1 or 'auto', got {threshold!r}")
@@ -102,16 +103,34 @@ def scan_cache(path: str | Path, output: str | None = None, threshold: float | s
         value, source = float(threshold), ("default" if threshold == DEFAULT_THRESHOLD else "given")
     pairs = similar_pairs(codes, value, block)
     cluster = clusters(len(ids), pairs.i, pairs.j)
-    return DuplicateReport(Path(path), output, value, source, ids, labels, class_names, split, pairs, cluster)
+    return DuplicateReport(Path(path), output, value, source, ids, labels, class_names, split, pairs, cluster,
+                           cache_key=key)
 
 
-def store_clusters(report: DuplicateReport) -> None:
-    """Write the clusters into the cache as its ``dup_cluster`` column (codes untouched)."""
+def store_clusters(report: DuplicateReport, locked: bool = False) -> None:
+    """Write the clusters into the cache as its ``dup_cluster`` column (codes untouched).
+
+    Refused when the cache was replaced after the scan (its content key changed).
+    """
     summary = report.summary()
     about = {key: summary[key] for key in ("output", "threshold", "threshold_source", "pairs", "clusters",
                                           "rows_in_clusters")}
     about["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    add_row_column(report.cache, "dup_cluster", report.cluster, about)
+    add_row_column(report.cache, "dup_cluster", report.cluster, about, expected_key=report.cache_key, locked=locked)
+
+
+def scan_and_store(path: str | Path, output: str | None = None, threshold: float | str = DEFAULT_THRESHOLD,
+                   block: int = BLOCK_ROWS, store: bool = True, wait: bool = False) -> DuplicateReport:
+    """:func:`scan_cache`, then :func:`store_clusters`, holding the writer lock across both when storing.
+
+    ``wait``: wait for another writer of the cache instead of failing at once.
+    """
+    if not store:
+        return scan_cache(path, output, threshold, block)
+    with WriterLock(Path(path), wait=wait):
+        report = scan_cache(path, output, threshold, block)
+        store_clusters(report, locked=True)
+    return report
 
 
 def write_pairs(report: DuplicateReport, path: str | Path) -> Path:

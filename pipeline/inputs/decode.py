@@ -19,11 +19,12 @@ from PIL import Image, ImageOps
 BACKGROUND = (0, 0, 0)
 
 COLOUR_POLICY = {
-    "version": 1,
+    "version": 2,
     "orientation": "EXIF orientation applied (image rotated upright)",
     "frames": "first frame of multi-frame files (GIF, TIFF)",
     "alpha": f"composited onto background {BACKGROUND}",
     "high_bit_depth": "16-bit and 32-bit greyscale scaled linearly from the image's own min..max to 0..255",
+    "non_finite": "float images with NaN or infinite pixels are refused as undecodable, never scaled to black",
     "greyscale": "replicated to three channels",
     "cmyk": "converted with PIL's CMYK->RGB",
     "max_pixels": Image.MAX_IMAGE_PIXELS,
@@ -80,6 +81,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _scale_to_8bit(values: np.ndarray) -> Image.Image:
     if values.ndim == 3:
         values = values[..., 0]
+    finite = np.isfinite(values)
+    if not finite.all():
+        # min..max scaling would turn a single NaN or inf into an all-black image, silently
+        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        raise UndecodableImage(
+            f"{nan} NaN and {inf} infinite pixel(s) of {values.size} in a float image; replace them with "
+            "finite values (e.g. numpy.nan_to_num) and save the image again"
+        )
     low, high = float(np.min(values)), float(np.max(values))
     scaled = np.zeros_like(values) if high <= low else (values - low) * (255.0 / (high - low))
     grey = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")

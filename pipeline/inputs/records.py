@@ -8,6 +8,7 @@ collected and reported at once, before any image is decoded.
 from __future__ import annotations
 
 import csv
+import errno
 import importlib.resources
 import os
 from collections import defaultdict
@@ -83,11 +84,12 @@ def from_folder(root: str | os.PathLike, name: str | None = None, source: str = 
         raise InputError(f"image folder {str(root)!r} does not exist; pass a folder with one sub-folder per class")
     if not root.is_dir():
         raise InputError(f"{str(root)!r} is not a folder; --images takes a folder with one sub-folder per class")
-    records = []
+    records, problems = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(class_dir.rglob("*")):
-            if _is_image(path):
-                records.append(ImageRecord(path.relative_to(root).as_posix(), path, class_dir.name))
+        for path in image_files(class_dir, problems):
+            records.append(ImageRecord(path.relative_to(root).as_posix(), path, class_dir.name))
+    if problems:
+        _refuse(root.name if name is None else name, problems)
     if not records:
         loose = [p.name for p in root.iterdir() if _is_image(p)]
         hint = (
@@ -102,6 +104,58 @@ def from_folder(root: str | os.PathLike, name: str | None = None, source: str = 
     return _validated(name or root.name, source, root, records)
 
 
+def image_files(folder: Path, problems: list[str]) -> list[Path]:
+    """Image files under ``folder``, sorted, following folder symlinks once; broken links are added to ``problems``."""
+    found, seen = [], set()
+
+    def visit(current: Path) -> None:
+        real = current.resolve()
+        if real in seen:
+            problems.append(f"{str(current)!r} is a folder symlink leading to {str(real)!r}, which is already read "
+                            "(a symlink loop or a second path to it); remove the link")
+            return
+        seen.add(real)
+        for entry in sorted(current.iterdir()):
+            broken = _broken_link(entry)
+            if broken:
+                problems.append(f"{str(entry)!r} {broken}; remove it or point it at an image")
+            elif entry.is_dir():
+                visit(entry)
+            elif _is_image(entry):
+                found.append(entry)
+
+    visit(folder)
+    return sorted(found)
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why a symlink cannot be followed (a loop, or a missing target), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop"
+        return f"is a dangling symlink (its target {os.readlink(path)!r} does not exist)"
+    return None
+
+
+def _missing(path: Path) -> str:
+    """Why a listed path is not a readable file."""
+    broken = _broken_link(path)
+    if broken:
+        return broken
+    if path.is_dir():
+        return "is a folder, not an image file"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "cannot be reached: its path goes through a symlink loop"
+    return "does not exist"
+
+
 def from_csv(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     """Read a table with columns ``path`` and optional ``label``, ``group``, ``split``.
 
@@ -110,16 +164,23 @@ def from_csv(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"CSV file {str(path)!r} does not exist")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        if "path" not in columns:
-            raise InputError(
-                f"{path}: found columns {columns}, but a 'path' column is required "
-                "(optional: label, group, split)"
-            )
-        reader.fieldnames = columns
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            if "path" not in columns:
+                raise InputError(
+                    f"{path}: found columns {columns}, but a 'path' column is required "
+                    "(optional: label, group, split)"
+                )
+            reader.fieldnames = columns
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line} cannot be decoded); "
+            "save the table as UTF-8 (in a spreadsheet: 'CSV UTF-8'), e.g. iconv -f latin1 -t utf-8"
+        ) from None
     if not rows:
         raise InputError(f"{path}: the table has a header but no rows")
     root = path.parent
@@ -165,7 +226,8 @@ def _validated(name, source, root, records, problems=None) -> ImageSet:
     for r in records:
         by_id[r.id].append(r)
     problems += [f"duplicate id {i!r} ({len(rs)} rows)" for i, rs in by_id.items() if len(rs) > 1]
-    problems += [f"{r.id!r}: file {str(r.path)!r} does not exist" for r in records if not r.path.is_file()]
+    problems += [f"{r.id!r}: file {str(r.path)!r} {_missing(r.path)}" for r in records if not r.path.is_file()]
+    problems += _aliases(records)
     labels = sorted({r.label for r in records if r.label is not None})
     spelled = defaultdict(set)
     for label in labels:
@@ -178,15 +240,34 @@ def _validated(name, source, root, records, problems=None) -> ImageSet:
     if labels and any(r.label is None for r in records) and source != "csv":
         problems.append("some images have no label")
     if problems:
-        shown = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        raise InputError(f"{len(problems)} problem(s) in the input table of {name!r}:\n  {shown}{more}")
+        _refuse(name, problems)
     if len(labels) == 1:
         raise InputError(
             f"only one class ({labels[0]!r}) in {name!r}; a labelled image set needs at least two "
             "(leave the label column out of a CSV for an unlabelled set)"
         )
     return ImageSet(name, source, Path(root), tuple(records), tuple(labels))
+
+
+def _aliases(records) -> list[str]:
+    """Rows whose paths differ but name the same file (``a/../a/x.jpg``, a symlink, a hard link)."""
+    first, problems = {}, []
+    for r in records:
+        try:
+            st = os.stat(r.path)
+        except OSError:
+            continue  # reported as missing
+        seen = first.setdefault((st.st_dev, st.st_ino), r)
+        if seen.id != r.id:
+            problems.append(f"rows {seen.id!r} and {r.id!r} are the same file ({os.path.realpath(r.path)!r}); "
+                            "list each image once")
+    return problems
+
+
+def _refuse(name: str, problems: list[str]) -> None:
+    shown = "\n  ".join(problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    raise InputError(f"{len(problems)} problem(s) in the input table of {name!r}:\n  {shown}{more}")
 
 
 def stratified_subset(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:

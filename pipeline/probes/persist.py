@@ -4,13 +4,17 @@ A probe file is one ``.npz`` archive read with ``allow_pickle=False``. It holds
 the manifest and a description of each pipeline step as JSON, the learned
 arrays of linear steps, and LightGBM models as their model text. Loading only
 rebuilds estimator kinds named in :data:`CODECS` from those numbers and
-strings, so a probe file from a colleague cannot run code.
+strings, so a probe file from a colleague cannot run code. Nor can it exhaust
+memory or crash the process: every array's declared dtype, shape and size is
+checked (against the zip entry, :data:`LIMITS` and the step's shapes) before any
+array is read, and LightGBM model text is checked before LightGBM parses it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +30,8 @@ from ..errors import ProbeError
 from ..atomic import atomic_write
 from .estimators import BoosterClassifier, PlattSVM
 from .fitted import FittedProbe
+from .archive import LIMITS, bounded, check_numbers, check_shapes, declared_members, read_member
+from .lgbm_text import checked_model_text
 
 FORMAT = "layerprobe-probe"
 FORMAT_VERSION = 1
@@ -126,7 +132,47 @@ def _dump_lgbm(m):
 
 
 def _load_lgbm(p, a):
-    return BoosterClassifier.from_text(a["model_text"].tobytes().decode(), a["classes_"])
+    try:
+        text = a["model_text"].tobytes().decode()
+    except UnicodeDecodeError:
+        raise ProbeError("its LightGBM model text is not UTF-8 text") from None
+    checked = checked_model_text(text, p["n_features_in_"], len(a["classes_"]))
+    from lightgbm.basic import LightGBMError
+
+    try:
+        return BoosterClassifier.from_text(checked, a["classes_"])
+    except LightGBMError as exc:
+        raise ProbeError(f"LightGBM cannot read its model text ({str(exc).strip()})") from None
+
+
+def _rows(k: int) -> int:
+    """Rows of a linear model's coefficients: one for two classes, else one per class."""
+    return 1 if k == 2 else k
+
+
+def _shapes_scaler(p, k):
+    f = p["n_features_in_"]
+    return {"mean_": [(f,)], "scale_": [(f,)], "var_": [(f,)], "n_samples_seen_": [(), (f,)]}
+
+
+def _shapes_pca(p, k):
+    f, c = p["n_features_in_"], p["n_components_"]
+    return {"components_": [(c, f)], "mean_": [(f,)], "explained_variance_": [(c,)],
+            "explained_variance_ratio_": [(c,)], "singular_values_": [(c,)]}
+
+
+def _shapes_linear(p, k):
+    return {"coef_": [(_rows(k), p["n_features_in_"])], "intercept_": [(_rows(k),)], "classes_": [(k,)]}
+
+
+def _shapes_platt(p, k):
+    svm = {f"svm_.{name}": shape for name, shape in _shapes_linear(p["svm_"], k).items()}
+    calibrator = {f"calibrator_.{name}": shape for name, shape in _shapes_linear(p["calibrator_"], k).items()}
+    return {"classes_": [(k,)], **svm, **calibrator}
+
+
+def _shapes_lgbm(p, k):
+    return {"classes_": [(k,)], "model_text": [(None,)]}
 
 
 CODECS: dict[str, Codec] = {
@@ -136,6 +182,16 @@ CODECS: dict[str, Codec] = {
     "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc),
     "PlattSVM": Codec(_dump_platt, _load_platt),
     "LightGBM": Codec(_dump_lgbm, _load_lgbm),
+}
+# Every array a step of each kind holds, with its allowed shapes given the step's parameters and
+# the number of classes (None: any length). A kind not listed gets the generic checks only.
+SHAPES: dict[str, Callable[[dict, int], dict[str, list[tuple]]]] = {
+    "StandardScaler": _shapes_scaler,
+    "PCA": _shapes_pca,
+    "LogisticRegression": _shapes_linear,
+    "LinearSVC": _shapes_linear,
+    "PlattSVM": _shapes_platt,
+    "LightGBM": _shapes_lgbm,
 }
 # Fitted classes that are saved as another kind.
 _SAVED_AS = {"LogisticRegressionCV": "LogisticRegression", "LGBMClassifier": "LightGBM",
@@ -162,32 +218,87 @@ def save_probe(probe: FittedProbe, path: str | Path) -> Path:
 
 
 def load_probe(path: str | Path) -> FittedProbe:
-    """Read a probe file; no pickle is ever loaded, and unknown step kinds are refused."""
+    """Read a probe file; no pickle is ever loaded, and unknown step kinds are refused.
+
+    Before any array is read, every member's declared dtype, shape and size are
+    checked (plain numbers or strings, within :data:`LIMITS`, matching the manifest);
+    LightGBM model text is checked before LightGBM parses it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ProbeError(f"probe file {str(path)!r} does not exist; create one with `layerprobe fit`")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            members = declared_members(path, archive)
+            manifest = _read_manifest(path, archive, members)
+            _check_steps(path, manifest, members)
+            arrays = {name: read_member(archive, name) for name in members if name != _MANIFEST}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ProbeError(f"{path} is not a readable probe file ({exc})") from None
-    try:
-        manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
-    if manifest.get("format") != FORMAT:
-        raise ProbeError(f"{path} is not a layerprobe probe file (format {manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
-                         f"reads version {FORMAT_VERSION}: fit the probe again")
     steps = []
     for step in manifest.pop("steps"):
-        kind = step["kind"]
-        if kind not in CODECS:
-            raise ProbeError(f"{path} has a step of unknown kind {kind!r}; known: {', '.join(CODECS)}")
         prefix = f"{step['name']}/"
         step_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        steps.append((step["name"], CODECS[kind].load(step["params"], step_arrays)))
+        try:
+            steps.append((step["name"], CODECS[step["kind"]].load(step["params"], step_arrays)))
+        except ProbeError as exc:
+            raise ProbeError(f"{path}: step {step['name']!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProbeError(f"{path}: step {step['name']!r} cannot be rebuilt ({type(exc).__name__}: {exc})") from None
     for key in ("format", "format_version"):
         manifest.pop(key)
     return FittedProbe(Pipeline(steps), manifest)
+
+
+def _check_steps(path: Path, manifest: dict, members: dict) -> None:
+    """Every step of a known kind, every array it holds present with an allowed shape, nothing else."""
+    steps = manifest.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ProbeError(f"{path} is not a layerprobe probe file (no steps in its manifest)")
+    k, owned = len(manifest["class_names"]), set()
+    for position, step in enumerate(steps):
+        kind = step.get("kind") if isinstance(step, dict) else None
+        if kind not in CODECS:
+            raise ProbeError(f"{path} has a step of unknown kind {kind!r}; known: {', '.join(CODECS)}")
+        name, params = step.get("name"), step.get("params")
+        if not isinstance(name, str) or not isinstance(params, dict):
+            raise ProbeError(f"{path}: step {position} has no name or parameters")
+        if "n_features_in_" in params:
+            width = bounded(path, f"n_features_in_ of step {name!r}", params["n_features_in_"], 1,
+                            LIMITS["channels"])
+            if position == 0 and width != manifest["channels"]:
+                raise ProbeError(f"{path}: step {name!r} takes {width} features, the manifest says "
+                                 f"{manifest['channels']} channels")
+        prefix = f"{name}/"
+        mine = {m[len(prefix):]: members[m] for m in members if m.startswith(prefix)}
+        owned |= {prefix + m for m in mine}
+        if kind in SHAPES:
+            check_shapes(path, name, mine, _expected(path, name, SHAPES[kind], params, k))
+    stray = sorted(set(members) - owned - {_MANIFEST})
+    if stray:
+        raise ProbeError(f"{path}: member {stray[0]!r} belongs to no step")
+
+
+def _expected(path: Path, name: str, shapes, params: dict, k: int) -> dict:
+    try:
+        return shapes(params, k)
+    except (KeyError, TypeError) as exc:
+        raise ProbeError(f"{path}: step {name!r} lacks parameter {exc}") from None
+
+
+def _read_manifest(path: Path, archive: zipfile.ZipFile, members: dict) -> dict:
+    shape, dtype = members.get(_MANIFEST, ((), None))
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > LIMITS["manifest_bytes"]:
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)")
+    try:
+        manifest = json.loads(read_member(archive, _MANIFEST).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProbeError(f"{path} is not a layerprobe probe file (no readable manifest)") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ProbeError(f"{path} is not a layerprobe probe file (format {found!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ProbeError(f"{path} has probe format version {manifest.get('format_version')}; this layerprobe "
+                         f"reads version {FORMAT_VERSION}: fit the probe again")
+    check_numbers(path, manifest)
+    return manifest
