@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ModelError
 from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, classifier_name
-from .pooling import NO_POOLING, get_pooling
+from ..model.layout import check_shape
+from .pooling import NO_POOLING, check_poolings, get_pooling
 
 
 def output_keys(layers: list[LayerSpec], pools: tuple[str, ...]) -> list[tuple[str, str]]:
     """The (layer, pooling) pairs a set of layers yields, in depth order."""
     keys = []
     for layer in layers:
-        keys += [(layer.name, NO_POOLING)] if layer.stride is None else [(layer.name, p) for p in pools]
+        keys += [(layer.name, p) for p in pools] if layer.layout.spatial else [(layer.name, NO_POOLING)]
     return keys
 
 
@@ -31,6 +33,7 @@ class LayerTap:
     def __init__(self, loaded: LoadedModel, layers: list[LayerSpec], pools: tuple[str, ...], full_pass: bool = False):
         self.model = loaded.module
         self.layers = sorted(layers, key=lambda s: s.depth)
+        check_poolings(self.layers, pools)
         self.keys = output_keys(self.layers, pools)
         self._pools = {p: get_pooling(p) for p in pools}
         self._outputs: dict[tuple[str, str], torch.Tensor] = {}
@@ -56,13 +59,23 @@ class LayerTap:
         value = value[0] if isinstance(value, (tuple, list)) else value
         if spec.name in {k[0] for k in self._outputs}:
             return  # a module that runs twice: keep its first output
-        if spec.stride is None:
-            self._outputs[(spec.name, NO_POOLING)] = value.float().flatten(1)
-        else:
+        check_shape(spec.layout, tuple(value.shape), spec.name)
+        if spec.layout.spatial:
             for name, fn in self._pools.items():
-                self._outputs[(spec.name, name)] = fn(value)
+                self._store(spec, name, fn(value, spec.layout))
+        else:
+            self._store(spec, NO_POOLING, value.float().flatten(1))
         if spec.name == self._last:
             raise _StopForward
+
+    def _store(self, spec: LayerSpec, pooling: str, code: torch.Tensor) -> None:
+        """Keep a code only if its width is the channels `layers` lists: a mismatch never reaches the cache."""
+        if code.ndim != 2 or code.shape[1] != spec.channels:
+            raise ModelError(
+                f"layer {spec.name!r} pooled with {pooling!r} gives codes of shape {tuple(code.shape)}, but the layer "
+                f"has {spec.channels} channels ({spec.layout.describe()}); nothing was stored"
+            )
+        self._outputs[(spec.name, pooling)] = code
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
@@ -74,7 +87,9 @@ class LayerTap:
         except _StopForward:
             logits = None
         if logits is not None and any(s.name == LOGITS for s in self.layers):
-            self._outputs[(LOGITS, NO_POOLING)] = logits.float()
+            spec = next(s for s in self.layers if s.name == LOGITS)
+            check_shape(spec.layout, tuple(logits.shape), LOGITS)
+            self._store(spec, NO_POOLING, logits.float())
         missing = [k for k in self.keys if k not in self._outputs]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output in the forward pass")
