@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModelError
-from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, classifier_name
+from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel
+from ..model.layers import head_outputs
 from ..model.layout import check_shape
 from .pooling import NO_POOLING, check_poolings, get_pooling
 
@@ -31,29 +32,23 @@ class LayerTap:
     """Registers pooling hooks on a model; :meth:`run` returns pooled float32 codes."""
 
     def __init__(self, loaded: LoadedModel, layers: list[LayerSpec], pools: tuple[str, ...], full_pass: bool = False):
+        self.loaded = loaded
         self.model = loaded.module
         self.layers = sorted(layers, key=lambda s: s.depth)
         check_poolings(self.layers, pools)
         self.keys = output_keys(self.layers, pools)
         self._pools = {p: get_pooling(p) for p in pools}
         self._outputs: dict[tuple[str, str], torch.Tensor] = {}
-        stop_early = self.layers and not full_pass and not any(s.name == LOGITS for s in self.layers)
+        self._special = {s.name: s for s in self.layers if s.name in (PRE_LOGITS, LOGITS)}
+        self._full = full_pass or LOGITS in self._special
+        stop_early = self.layers and not self._full and not self._special
         self._last = self.layers[-1].name if stop_early else None
         self.forward_passes = 0
         modules = dict(self.model.named_modules())
-        self._handles = []
-        for spec in self.layers:
-            if spec.name == LOGITS:
-                continue
-            if spec.name == PRE_LOGITS:
-                hook = modules[classifier_name(loaded)].register_forward_pre_hook(
-                    lambda m, inputs, s=spec: self._capture(s, inputs[0])
-                )
-            else:
-                hook = modules[spec.name].register_forward_hook(
-                    lambda m, inputs, output, s=spec: self._capture(s, output)
-                )
-            self._handles.append(hook)
+        self._handles = [
+            modules[spec.name].register_forward_hook(lambda m, inputs, output, s=spec: self._capture(s, output))
+            for spec in self.layers if spec.name not in self._special
+        ]
 
     def _capture(self, spec: LayerSpec, value) -> None:
         value = value[0] if isinstance(value, (tuple, list)) else value
@@ -83,13 +78,13 @@ class LayerTap:
         self._outputs = {}
         self.forward_passes += 1
         try:
-            logits = self.model(images)
+            pre, logits = head_outputs(self.loaded, images, logits=self._full)
         except _StopForward:
-            logits = None
-        if logits is not None and any(s.name == LOGITS for s in self.layers):
-            spec = next(s for s in self.layers if s.name == LOGITS)
-            check_shape(spec.layout, tuple(logits.shape), LOGITS)
-            self._store(spec, NO_POOLING, logits.float())
+            pre = logits = None
+        if PRE_LOGITS in self._special:
+            self._capture(self._special[PRE_LOGITS], pre)
+        if LOGITS in self._special:
+            self._capture(self._special[LOGITS], logits)
         missing = [k for k in self.keys if k not in self._outputs]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output in the forward pass")

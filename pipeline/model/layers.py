@@ -61,12 +61,42 @@ def classifier_name(loaded: LoadedModel) -> str:
     return names[-1]
 
 
+def head_outputs(loaded: LoadedModel, x: torch.Tensor, logits: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the model on ``x``; return ``(pre_logits, logits)`` as the model's own head defines them.
+
+    timm: ``pre_logits`` is ``forward_head(features, pre_logits=True)`` (for DeiT's
+    distilled models the mean of the class and distillation tokens, not the input
+    of either classifier) and ``logits`` the classifier applied to it, or
+    ``forward_head(features)`` where a distillation head joins two classifiers.
+    Other models: the classifier's input and the model's output. Every module runs
+    once, so hooks on them (BatchNorm statistics) count each image once.
+    """
+    module = loaded.module
+    if loaded.family == "timm" and hasattr(module, "forward_features") and hasattr(module, "forward_head"):
+        features = module.forward_features(x)
+        pre = module.forward_head(features, pre_logits=True)
+        if not logits:
+            return pre, None
+        classifier = module.get_classifier() if hasattr(module, "get_classifier") else None
+        if hasattr(module, "head_dist") or not isinstance(classifier, torch.nn.Module):
+            return pre, module.forward_head(features)
+        return pre, classifier(pre)
+    seen = []
+    handle = dict(module.named_modules())[classifier_name(loaded)].register_forward_pre_hook(
+        lambda m, inputs: seen.append(inputs[0]))
+    try:
+        out = module(x)
+    finally:
+        handle.remove()
+    return seen[0], out
+
+
 @torch.inference_mode()
 def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[int, ...]]]:
     """Run one dummy image through the model; return {name: (firing order, output shape)}."""
     module = loaded.module
     modules = dict(module.named_modules())
-    head = classifier_name(loaded)
+    classifier_name(loaded)  # a model without a classifier has no pre_logits/logits: say so first
     seen: dict[str, tuple[int, tuple[int, ...]]] = {}
     handles = []
 
@@ -79,12 +109,12 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
         if name in SPECIAL:
             continue
         handles.append(modules[name].register_forward_hook(lambda m, i, o, n=name: record(n, o)))
-    handles.append(modules[head].register_forward_pre_hook(lambda m, i: record(PRE_LOGITS, i[0])))
     try:
-        out = module(torch.zeros((1, *loaded.preprocessing.input_size)))
+        pre, out = head_outputs(loaded, torch.zeros((1, *loaded.preprocessing.input_size)))
     finally:
         for h in handles:
             h.remove()
+    record(PRE_LOGITS, pre)
     record(LOGITS, out)
     return seen
 
