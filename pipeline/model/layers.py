@@ -55,6 +55,8 @@ def classifier_name(loaded: LoadedModel) -> str:
     """Name of the module whose input is ``pre_logits`` (the final linear classifier)."""
     module = loaded.module
     target = module.get_classifier() if hasattr(module, "get_classifier") else None
+    if isinstance(target, (tuple, list)):  # DeiT's distilled models: (class-token head, distillation head)
+        target = target[0]
     names = [n for n, m in module.named_modules() if (m is target if target is not None else isinstance(m, torch.nn.Linear))]
     if not names:
         raise ModelError(f"{loaded.name} has no linear classifier, so it has no pre_logits/logits outputs")
