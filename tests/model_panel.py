@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pipeline.model import LoadedModel, Preprocessing, WeightsInfo
+from pipeline.activations.pooling import GEM_EPS, GEM_P
 from pipeline.model.layout import NCHW, NHWC, NLC
 
 SEED = 0
@@ -110,3 +111,62 @@ def load(entry: PanelModel) -> LoadedModel:
     # the weights' identity for the cache key: seed and constructor, which fix every random-init tensor
     digest = hashlib.sha256(repr((entry.name, entry.kwargs, SEED)).encode()).hexdigest()
     return LoadedModel(entry.name, module, WeightsInfo("random-init", digest), preprocessing)
+
+
+# The independent reference ------------------------------------------------------------------------------------
+def _reduce(positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pool (N, P, C) positions by hand: the reference for each pooling."""
+    positions = positions.float()
+    gem = positions.clamp(min=GEM_EPS).pow(GEM_P).mean(1).pow(1 / GEM_P)
+    avg, mx = positions.mean(1), positions.amax(1)
+    return {"avg": avg, "max": mx, "avgmax": 0.5 * (avg + mx), "gem": gem}
+
+
+def _positions(value: torch.Tensor, layout: str, prefix: int) -> torch.Tensor:
+    """(N, P, C) from a map or token tensor whose layout the panel declares."""
+    if layout == NCHW:
+        return value.flatten(2).transpose(1, 2)
+    if layout == NHWC:
+        return value.flatten(1, 2)
+    return value[:, prefix:]  # NLC
+
+
+@torch.inference_mode()
+def _timm_reference(entry: PanelModel, model, x) -> dict[str, torch.Tensor]:
+    stages = [f["module"] for f in model.feature_info]
+    tokens = entry.layout == NLC
+    final, inter = model.forward_intermediates(x, **({"return_prefix_tokens": True} if tokens else {}))
+    ref = {}
+    for name, value in zip(stages, inter, strict=True):
+        fmap, prefix = value if tokens else (value, None)
+        ref.update({f"{name}/{p}": v for p, v in _reduce(_positions(fmap, NCHW, 0)).items()})  # timm returns NCHW
+        if entry.class_token:
+            ref[f"{name}/token"] = prefix[:, 0]
+    ref["pre_logits/none"] = model.forward_head(final, pre_logits=True)
+    ref["logits/none"] = model(x)
+    return ref
+
+
+@torch.inference_mode()
+def _torchvision_reference(entry: PanelModel, model, x, stages: list[str]) -> dict[str, torch.Tensor]:
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    nodes = get_graph_node_names(model)[1]
+    pre_node = nodes[nodes.index(entry.head) - 1]  # the node that feeds the classifier
+    out = create_feature_extractor(model, return_nodes=[*stages, pre_node])(x)
+    ref = {}
+    for name in stages:
+        ref.update({f"{name}/{p}": v for p, v in _reduce(_positions(out[name], entry.layout, entry.prefix_tokens)).items()})
+        if entry.class_token:
+            ref[f"{name}/token"] = out[name][:, 0]
+    ref["pre_logits/none"] = out[pre_node]
+    ref["logits/none"] = model(x)
+    return ref
+
+
+def reference_codes(entry: PanelModel, model, x: torch.Tensor, stages: list[str]) -> dict[str, torch.Tensor]:
+    """Every ``layer/pooling`` code of ``x`` from the model's own API, pooled here over the declared axes."""
+    if entry.torchvision:
+        return _torchvision_reference(entry, model, x, stages)
+    assert stages == [f["module"] for f in model.feature_info]
+    return _timm_reference(entry, model, x)

@@ -20,14 +20,13 @@ import torch
 from pipeline import open_cache
 from pipeline.activations.extract import ExtractConfig, extract
 from pipeline.activations.loader import ImageFiles
-from pipeline.activations.pooling import GEM_EPS, GEM_P, accepted_poolings
+from pipeline.activations.pooling import accepted_poolings
 from pipeline.errors import PipelineError
 from pipeline.inputs import from_folder
 from pipeline.model import available_layers
-from pipeline.model.layout import NCHW, NHWC, NLC
 
 from .conftest import make_folder
-from .model_panel import PANEL, PanelModel, load
+from .model_panel import PANEL, load, reference_codes
 
 extract_stage = sys.modules["pipeline.activations.extract"]  # the module; the package exports the function
 
@@ -37,57 +36,6 @@ N_IMAGES = 2  # in two batches of one
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return from_folder(make_folder(tmp_path_factory.mktemp("panel") / "images", n_per_class=1, classes=("a", "b")))
-
-
-def _reduce(positions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Pool (N, P, C) positions by hand: the reference for each pooling."""
-    positions = positions.float()
-    gem = positions.clamp(min=GEM_EPS).pow(GEM_P).mean(1).pow(1 / GEM_P)
-    avg, mx = positions.mean(1), positions.amax(1)
-    return {"avg": avg, "max": mx, "avgmax": 0.5 * (avg + mx), "gem": gem}
-
-
-def _positions(value: torch.Tensor, layout: str, prefix: int) -> torch.Tensor:
-    """(N, P, C) from a map or token tensor whose layout the panel declares."""
-    if layout == NCHW:
-        return value.flatten(2).transpose(1, 2)
-    if layout == NHWC:
-        return value.flatten(1, 2)
-    assert layout == NLC
-    return value[:, prefix:]
-
-
-@torch.inference_mode()
-def _timm_reference(entry: PanelModel, model, x) -> dict[str, torch.Tensor]:
-    stages = [f["module"] for f in model.feature_info]
-    tokens = entry.layout == NLC
-    final, inter = model.forward_intermediates(x, **({"return_prefix_tokens": True} if tokens else {}))
-    ref = {}
-    for name, value in zip(stages, inter, strict=True):
-        fmap, prefix = value if tokens else (value, None)
-        ref.update({f"{name}/{p}": v for p, v in _reduce(_positions(fmap, NCHW, 0)).items()})  # timm returns NCHW
-        if entry.class_token:
-            ref[f"{name}/token"] = prefix[:, 0]
-    ref["pre_logits/none"] = model.forward_head(final, pre_logits=True)
-    ref["logits/none"] = model(x)
-    return ref
-
-
-@torch.inference_mode()
-def _torchvision_reference(entry: PanelModel, model, x, stages: list[str]) -> dict[str, torch.Tensor]:
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
-    nodes = get_graph_node_names(model)[1]
-    pre_node = nodes[nodes.index(entry.head) - 1]  # the node that feeds the classifier
-    out = create_feature_extractor(model, return_nodes=[*stages, pre_node])(x)
-    ref = {}
-    for name in stages:
-        ref.update({f"{name}/{p}": v for p, v in _reduce(_positions(out[name], entry.layout, entry.prefix_tokens)).items()})
-        if entry.class_token:
-            ref[f"{name}/token"] = out[name][:, 0]
-    ref["pre_logits/none"] = out[pre_node]
-    ref["logits/none"] = model(x)
-    return ref
 
 
 @pytest.mark.parametrize("entry", PANEL, ids=[e.id for e in PANEL])
@@ -120,10 +68,7 @@ def test_stored_codes_equal_the_reference(entry, images, tmp_path, monkeypatch):
 
     x = torch.stack([ImageFiles([images.root / i], loaded.preprocessing.transform())[0][1] for i in ids])
     loaded.module.to(memory_format=torch.contiguous_format)
-    if entry.torchvision:
-        ref = _torchvision_reference(entry, loaded.module, x, [s.name for s in stages])
-    else:
-        ref = _timm_reference(entry, loaded.module, x)
+    ref = reference_codes(entry, loaded.module, x, [s.name for s in stages])
 
     assert sorted(stored) == sorted(ref)
     for key, expected in ref.items():
