@@ -7,6 +7,7 @@ enter the classifier) and ``logits`` (the ImageNet head's output).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
@@ -132,8 +133,20 @@ def _stage_entries(loaded: LoadedModel) -> list[dict]:
     return [{"module": name} for name in _stages_from_trace(loaded)]
 
 
+# stages found by tracing, per model and input size: each resolve would otherwise trace the model again
+_TRACED_STAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _stages_from_trace(loaded: LoadedModel) -> list[str]:
     """For models without feature_info (torchvision): the last module at each stride whose layout is known."""
+    known = _TRACED_STAGES.setdefault(loaded.module, {})
+    size = tuple(loaded.preprocessing.input_size)
+    if size not in known:
+        known[size] = _find_stages(loaded)
+    return list(known[size])
+
+
+def _find_stages(loaded: LoadedModel) -> list[str]:
     names = [n for n, _ in loaded.module.named_modules() if n and n.count(".") <= 1]
     # a `features` sequence (torchvision's CNNs, ConvNeXt, Swin) holds the stages; what follows it is the head
     candidates = [n for n in names if n.startswith("features.")] or names
