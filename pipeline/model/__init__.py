@@ -1,6 +1,7 @@
 """Model: building pretrained networks, their weights, preprocessing and layers."""
 
 from .build import LoadedModel, Preprocessing, build_model
+from .layout import Layout
 from .layers import LOGITS, PRE_LOGITS, LayerSpec, available_layers, classifier_name, resolve_layers
 from .weights import KNOWN_SOURCES, WeightsInfo
 
@@ -9,6 +10,7 @@ __all__ = [
     "LOGITS",
     "PRE_LOGITS",
     "LayerSpec",
+    "Layout",
     "LoadedModel",
     "Preprocessing",
     "WeightsInfo",

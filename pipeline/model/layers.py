@@ -1,8 +1,10 @@
 """Which layers of a model can be extracted, and resolving a user's choice of them.
 
-Stages come from timm's ``feature_info``; any other module can be named too. Two
-special outputs exist for every model: ``pre_logits`` (the pooled features that
-enter the classifier) and ``logits`` (the ImageNet head's output).
+Stages come from timm's ``feature_info`` (torchvision: the encoder layers of a
+ViT, else the last block at each stride of a traced pass); any other module can be
+named too. Two special outputs exist for every model: ``pre_logits`` (what the
+model's head calls pre-logits) and ``logits`` (the ImageNet head's output). Every
+output carries its :class:`~pipeline.model.layout.Layout`, read from the model.
 """
 
 from __future__ import annotations
