@@ -101,9 +101,11 @@ def main(ctx, verbose):
 def layers(model_name, weights, random_init, img_size, as_json):
     """List the layers of MODEL that can be extracted.
 
-    Index and module name of every stage, its channels and stride, and the two
-    special outputs pre_logits (pooled final features) and logits (ImageNet head).
-    Any of these, or any other module name, can be passed to `extract --layers`.
+    Index and module name of every stage, its channels and stride, its layout
+    (NCHW or NHWC map, NLC tokens with K prefix tokens and the patch grid, NC
+    vector) and the poolings it accepts, and the two special outputs
+    pre_logits (pooled final features) and logits (ImageNet head). Any of
+    these, or any other module name, can be passed to `extract --layers`.
     Lists the architecture: no pretrained weights are needed or downloaded
     (--weights FILE is checked against it when given).
 
@@ -111,17 +113,20 @@ def layers(model_name, weights, random_init, img_size, as_json):
     Example:
       layerprobe layers tf_efficientnet_lite0
     """
+    from .activations.pooling import accepted_poolings
     from .model import available_layers, build_architecture, build_model
 
     loaded = (build_model(model_name, weights, random_init, img_size) if weights
               else build_architecture(model_name, img_size))
     specs = available_layers(loaded)
     if as_json:
-        click.echo(json.dumps([s.as_dict() for s in specs], indent=2))
+        click.echo(json.dumps([{**s.as_dict(), "poolings": accepted_poolings(s.layout)} for s in specs], indent=2))
         return
-    rows = [("index", "layer", "kind", "channels", "stride")]
+    rows = [("index", "layer", "kind", "channels", "stride", "layout", "poolings")]
     for s in specs:
-        rows.append(("" if s.index is None else str(s.index), s.name, s.kind, str(s.channels), "" if s.stride is None else str(s.stride)))
+        rows.append(("" if s.index is None else str(s.index), s.name, s.kind, str(s.channels),
+                     "" if s.stride is None else str(s.stride), s.layout.describe(),
+                     ",".join(accepted_poolings(s.layout))))
     click.echo(_table(rows))
 
 
@@ -152,7 +157,7 @@ class _Shard(click.ParamType):
 @model_options
 @click.option("--layers", "layer_tokens", multiple=True, default=["all"], show_default=True,
               help="'all' (every stage + pre_logits), stage indices such as 1,3,-1, module names, pre_logits, logits.")
-@click.option("--pool", "pools", multiple=True, default=["avg"], show_default=True, help="Pooling(s): avg, max, avgmax, gem (comma-separated or repeated).")
+@click.option("--pool", "pools", multiple=True, default=["avg"], show_default=True, help="Pooling(s): avg, max, avgmax, gem over positions (patch tokens only for token outputs), token (the class token of token outputs); comma-separated or repeated.")
 @click.option("--img-size", type=click.IntRange(min=8), help="Input side in pixels (default: the model's data config).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

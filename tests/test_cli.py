@@ -30,11 +30,24 @@ def test_layers_table_and_json(runner):
     result = runner.invoke(main, ["layers", TINY_MODEL, "--random-init", "--img-size", "64"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["index", "layer", "kind", "channels", "stride"]
-    assert lines[1].split() == ["0", "blocks.0", "stage", "16", "2"]
-    assert lines[-1].split() == ["logits", "logits", "1000"]
+    assert lines[0].split() == ["index", "layer", "kind", "channels", "stride", "layout", "poolings"]
+    assert lines[1].split() == ["0", "blocks.0", "stage", "16", "2", "NCHW", "32x32", "avg,max,avgmax,gem"]
+    assert lines[-2].split() == ["pre_logits", "pre_logits", "256", "NC", "none"]
+    assert lines[-1].split() == ["logits", "logits", "1000", "NC", "none"]
     data = json.loads(runner.invoke(main, ["layers", TINY_MODEL, "--random-init", "--json"]).stdout)
-    assert data[5]["name"] == "pre_logits" and data[5]["channels"] == 256
+    assert data[5]["name"] == "pre_logits" and data[5]["channels"] == 256 and data[5]["poolings"] == ["none"]
+    assert (data[0]["layout"], data[0]["grid"], data[0]["poolings"]) == ("NCHW", [80, 80], ["avg", "max", "avgmax", "gem"])
+
+
+def test_a_pooling_the_layer_does_not_accept_is_a_one_line_error(runner, image_folder, tmp_path):
+    result = runner.invoke(main, ["extract", "--images", str(image_folder), *TINY, "--pool", "avg,token",
+                                  "--out", str(tmp_path / "c.h5")])
+    assert result.exit_code == 1
+    assert [l for l in result.stderr.splitlines() if "random weights" not in l] == [
+        "Error: pooling 'token' does not apply to layer 'blocks.0' (NCHW 32x32); it accepts avg, max, avgmax, gem "
+        "(`layerprobe layers MODEL` lists each layer's poolings)"
+    ]
+    assert not (tmp_path / "c.h5").exists()
 
 
 def test_extract_prints_only_the_path_then_info_describes_it(runner, image_folder, tmp_path):

@@ -5,6 +5,9 @@ import torch
 from pipeline.activations import LayerTap
 from pipeline.activations.pooling import avg_pool, gem_pool
 from pipeline.model import resolve_layers
+from pipeline.model.layout import NCHW, Layout
+
+CHW = Layout(NCHW)
 
 
 def _batch(seed=0):
@@ -35,8 +38,8 @@ def test_codes_equal_pooling_of_timm_intermediates(tiny_model):
         codes = tap.run(x)
     for i, fmap in enumerate(maps):
         name = layers[i].name
-        torch.testing.assert_close(codes[(name, "avg")], avg_pool(fmap))
-        torch.testing.assert_close(codes[(name, "gem")], gem_pool(fmap))
+        torch.testing.assert_close(codes[(name, "avg")], avg_pool(fmap, CHW))
+        torch.testing.assert_close(codes[(name, "gem")], gem_pool(fmap, CHW))
     torch.testing.assert_close(codes[("pre_logits", "none")], pre_logits)
     torch.testing.assert_close(codes[("logits", "none")], logits)
 

@@ -23,9 +23,9 @@ from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .bnstats import BatchNormStats, empty_state
-from .manifest import build_manifest, now, update_summary
+from .manifest import build_manifest, now, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
-from .pooling import get_pooling
+from .pooling import check_poolings, get_pooling
 from .tap import LayerTap, output_keys
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ExtractConfig:
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
         if not self.pools:
-            raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem")
+            raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
         for name in self.pools:
             get_pooling(name)
 
@@ -106,6 +106,7 @@ def extract(
         images = _shard_subset(images, config.shard)
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
     requested = resolve_layers(loaded, config.layers)
+    check_poolings(requested, config.pools)
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     precision = "float16-autocast" if device.type == "cuda" else "float32"
@@ -328,7 +329,8 @@ def _union(loaded: LoadedModel, requested: list[LayerSpec], pools, previous):
 
 def _output_specs(layers: list[LayerSpec], outputs) -> list[OutputSpec]:
     by_name = {s.name: s for s in layers}
-    return [OutputSpec(layer, pooling, by_name[layer].channels, by_name[layer].as_dict()) for layer, pooling in outputs]
+    return [OutputSpec(layer, pooling, by_name[layer].channels, {**by_name[layer].as_dict(), **pooled(by_name[layer], pooling)})
+            for layer, pooling in outputs]
 
 
 def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:

@@ -13,6 +13,7 @@ import torch
 from .. import __version__
 from ..cache.plan import Plan
 from ..cache.writer import input_fingerprint
+from .pooling import NO_POOLING, get_pooling
 
 
 def update_summary(plan: Plan) -> dict:
@@ -38,6 +39,7 @@ def build_manifest(images, config, loaded, layers, pools, outputs, rows, notes, 
         "layers": [s.as_dict() for s in layers],
         "poolings": list(pools),
         "outputs": [f"{l}/{p}" for l, p in outputs],
+        "output_layouts": output_layouts(layers, outputs),
         "preprocessing": loaded.preprocessing.as_dict(),
         "input": {
             "name": images.name,
@@ -66,6 +68,18 @@ def build_manifest(images, config, loaded, layers, pools, outputs, rows, notes, 
             "packages": _versions(),
         },
     }
+
+
+def pooled(spec, pooling: str) -> dict:
+    """How one (layer, pooling) code was made from its layer's output: the pooling and what it pooled over."""
+    over = get_pooling(pooling).pooled_over(spec.layout) if pooling != NO_POOLING else "nothing (a vector)"
+    return {"pooling": pooling, "pooled_over": over}
+
+
+def output_layouts(layers, outputs) -> dict:
+    """Per stored output: the layer's layout (format, grid, prefix tokens, class token) and its pooling."""
+    by_name = {s.name: s for s in layers}
+    return {f"{l}/{p}": {**by_name[l].layout.as_dict(), **pooled(by_name[l], p)} for l, p in outputs}
 
 
 def _device_name(device: torch.device) -> str:

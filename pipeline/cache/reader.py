@@ -290,6 +290,9 @@ class ActivationCache:
 
 
 def _plain(value):
+    """HDF5 attributes as plain Python values (a layer's grid is stored as a small array)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     return value.item() if isinstance(value, np.generic) else value
 
 

@@ -2,6 +2,7 @@
 
 from .bnorder import BatchNormMembers, batchnorm_members, batchnorm_modules
 from .build import LoadedModel, Preprocessing, build_architecture, build_model
+from .layout import Layout
 from .layers import LOGITS, PRE_LOGITS, LayerSpec, available_layers, classifier_name, resolve_layers
 from .weights import KNOWN_SOURCES, WeightsInfo
 
@@ -11,6 +12,7 @@ __all__ = [
     "LOGITS",
     "PRE_LOGITS",
     "LayerSpec",
+    "Layout",
     "LoadedModel",
     "Preprocessing",
     "WeightsInfo",

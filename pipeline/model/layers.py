@@ -1,19 +1,36 @@
 """Which layers of a model can be extracted, and resolving a user's choice of them.
 
-Stages come from timm's ``feature_info``; any other module can be named too. Two
-special outputs exist for every model: ``pre_logits`` (the pooled features that
-enter the classifier) and ``logits`` (the ImageNet head's output).
+Stages come from timm's ``feature_info`` (torchvision: the encoder layers of a
+ViT, else the last block at each stride of a traced pass); any other module can be
+named too. Two special outputs exist for every model: ``pre_logits`` (what the
+model's head calls pre-logits) and ``logits`` (the ImageNet head's output). Every
+output carries its :class:`~pipeline.model.layout.Layout`, read from the model.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 
 from ..errors import ModelError
 from .build import LoadedModel
+from .layout import (
+    NCHW,
+    NHWC,
+    NLC,
+    VECTOR,
+    Layout,
+    check_shape,
+    map_layout,
+    module_layout,
+    timm_stage_layout,
+    torchvision_family,
+    torchvision_token_layout,
+)
 
+FAMILY_BLOCKS = ("features", "blocks")
 PRE_LOGITS = "pre_logits"
 LOGITS = "logits"
 SPECIAL = (PRE_LOGITS, LOGITS)
@@ -21,27 +38,62 @@ SPECIAL = (PRE_LOGITS, LOGITS)
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One extractable output of a model, in forward (depth) order."""
+    """One extractable output of a model, in forward (depth) order, with the layout its tensor has."""
 
     name: str  # module name, or pre_logits / logits
     kind: str  # "stage", "module", "pre_logits" or "logits"
     index: int | None  # position among the stages
     channels: int
-    stride: int | None  # input pixels per output pixel; None for vectors
+    stride: int | None  # input pixels per output pixel (or per patch); None for vectors
     depth: int  # firing order in the forward pass, 0-based over all known outputs
+    layout: Layout = VECTOR
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """Flat (HDF5 attributes hold no nested values): the layout's fields sit beside the others."""
+        plain = {k: v for k, v in asdict(self).items() if k != "layout"}
+        return {**plain, **self.layout.as_dict()}
 
 
 def classifier_name(loaded: LoadedModel) -> str:
     """Name of the module whose input is ``pre_logits`` (the final linear classifier)."""
     module = loaded.module
     target = module.get_classifier() if hasattr(module, "get_classifier") else None
+    if isinstance(target, (tuple, list)):  # DeiT's distilled models: (class-token head, distillation head)
+        target = target[0]
     names = [n for n, m in module.named_modules() if (m is target if target is not None else isinstance(m, torch.nn.Linear))]
     if not names:
         raise ModelError(f"{loaded.name} has no linear classifier, so it has no pre_logits/logits outputs")
     return names[-1]
+
+
+def head_outputs(loaded: LoadedModel, x: torch.Tensor, logits: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the model on ``x``; return ``(pre_logits, logits)`` as the model's own head defines them.
+
+    timm: ``pre_logits`` is ``forward_head(features, pre_logits=True)`` (for DeiT's
+    distilled models the mean of the class and distillation tokens, not the input
+    of either classifier) and ``logits`` the classifier applied to it, or
+    ``forward_head(features)`` where a distillation head joins two classifiers.
+    Other models: the classifier's input and the model's output. Every module runs
+    once, so hooks on them (BatchNorm statistics) count each image once.
+    """
+    module = loaded.module
+    if loaded.family == "timm" and hasattr(module, "forward_features") and hasattr(module, "forward_head"):
+        features = module.forward_features(x)
+        pre = module.forward_head(features, pre_logits=True)
+        if not logits:
+            return pre, None
+        classifier = module.get_classifier() if hasattr(module, "get_classifier") else None
+        if hasattr(module, "head_dist") or not isinstance(classifier, torch.nn.Module):
+            return pre, module.forward_head(features)
+        return pre, classifier(pre)
+    seen = []
+    handle = dict(module.named_modules())[classifier_name(loaded)].register_forward_pre_hook(
+        lambda m, inputs: seen.append(inputs[0]))
+    try:
+        out = module(x)
+    finally:
+        handle.remove()
+    return seen[0], out
 
 
 @torch.inference_mode()
@@ -49,7 +101,7 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
     """Run one dummy image through the model; return {name: (firing order, output shape)}."""
     module = loaded.module
     modules = dict(module.named_modules())
-    head = classifier_name(loaded)
+    classifier_name(loaded)  # a model without a classifier has no pre_logits/logits: say so first
     seen: dict[str, tuple[int, tuple[int, ...]]] = {}
     handles = []
 
@@ -62,52 +114,92 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
         if name in SPECIAL:
             continue
         handles.append(modules[name].register_forward_hook(lambda m, i, o, n=name: record(n, o)))
-    handles.append(modules[head].register_forward_pre_hook(lambda m, i: record(PRE_LOGITS, i[0])))
     try:
-        out = module(torch.zeros((1, *loaded.preprocessing.input_size)))
+        pre, out = head_outputs(loaded, torch.zeros((1, *loaded.preprocessing.input_size)))
     finally:
         for h in handles:
             h.remove()
+    record(PRE_LOGITS, pre)
     record(LOGITS, out)
     return seen
 
 
-def _spec(name, kind, index, shape, order, input_px) -> LayerSpec:
-    channels, stride = _channels_stride(shape, input_px)
-    return LayerSpec(name, kind, index, channels, stride, order)
+def _stage_entries(loaded: LoadedModel) -> list[dict]:
+    """The stages as feature_info-like dicts (``module`` and, for timm, ``num_chs``), shallow to deep."""
+    module = loaded.module
+    info = getattr(module, "feature_info", None)
+    if loaded.family == "timm" and isinstance(info, list) and info and isinstance(info[0], dict):
+        return [dict(f) for f in info]
+    if loaded.family == "torchvision" and torchvision_family(module) == NLC:
+        return [{"module": f"encoder.layers.{n}"} for n, _ in module.encoder.layers.named_children()]
+    return [{"module": name} for name in _stages_from_trace(loaded)]
 
 
-def _channels_stride(shape: tuple[int, ...], input_px: int) -> tuple[int, int | None]:
-    if len(shape) == 4:  # NCHW map
-        return shape[1], max(1, round(input_px / shape[2]))
-    if len(shape) == 3:  # NLC tokens (vision transformers): stride of the patch grid
-        tokens = shape[1]
-        side = int(tokens**0.5)
-        return shape[2], (max(1, round(input_px / side)) if side else None)
-    if len(shape) == 2:
-        return shape[1], None
-    raise ModelError(f"cannot extract an output of shape {shape}: expected a map, tokens or a vector")
-
-
-def _stage_modules(loaded: LoadedModel) -> list[str]:
-    info = getattr(loaded.module, "feature_info", None)
-    if isinstance(info, list) and info and isinstance(info[0], dict):
-        return [f["module"] for f in info]
-    return _stages_from_trace(loaded)
+# stages found by tracing, per model and input size: each resolve would otherwise trace the model again
+_TRACED_STAGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _stages_from_trace(loaded: LoadedModel) -> list[str]:
-    """For models without feature_info (torchvision): the last module at each stride."""
-    candidates = [n for n, _ in loaded.module.named_modules() if n and n.count(".") <= 1]
+    """For models without feature_info (torchvision): the last module at each stride whose layout is known."""
+    known = _TRACED_STAGES.setdefault(loaded.module, {})
+    size = tuple(loaded.preprocessing.input_size)
+    if size not in known:
+        known[size] = _find_stages(loaded)
+    return list(known[size])
+
+
+def _find_stages(loaded: LoadedModel) -> list[str]:
+    names = [n for n, _ in loaded.module.named_modules() if n and n.count(".") <= 1]
+    # a `features` sequence (torchvision's CNNs, ConvNeXt, Swin) holds the stages; what follows it is the head
+    candidates = [n for n in names if n.startswith("features.")] or names
     traced = trace(loaded, candidates)
-    px = loaded.preprocessing.input_size[-1]
     stages: dict[int, tuple[int, str]] = {}
     for name, (order, shape) in traced.items():
-        if name not in SPECIAL and len(shape) == 4 and shape[2] > 1:  # 1x1: already pooled
-            stride = _channels_stride(shape, px)[1]
+        if name in SPECIAL or len(shape) != 4:
+            continue
+        try:
+            layout = _torchvision_layout(loaded, name, shape)
+        except ModelError:
+            continue  # a block whose layout is unknown is no stage
+        if layout.grid[0] > 1:  # 1x1: already pooled
+            stride = _stride(loaded, layout)
             if stride not in stages or order > stages[stride][0]:
                 stages[stride] = (order, name)
     return [name for _, (_, name) in sorted(stages.items())]
+
+
+def _input_hw(loaded: LoadedModel) -> tuple[int, int]:
+    return tuple(int(v) for v in loaded.preprocessing.input_size[1:])
+
+
+def _stride(loaded: LoadedModel, layout: Layout) -> int | None:
+    if layout.grid is None:
+        return None
+    return max(1, round(_input_hw(loaded)[0] / layout.grid[0]))
+
+
+def _torchvision_layout(loaded: LoadedModel, name: str, shape) -> Layout:
+    model = loaded.module
+    family = torchvision_family(model)
+    if family == NLC and len(shape) == 3:
+        return torchvision_token_layout(model, _input_hw(loaded))
+    if family in (NCHW, NHWC) and len(shape) == 4 and name.count(".") == 1 and name.split(".")[0] in FAMILY_BLOCKS:
+        return map_layout(family, shape)  # the blocks of such a family's `features` / `blocks` share its layout
+    modules = dict(model.named_modules())
+    return module_layout(model, loaded.family, name, modules[name], shape, _input_hw(loaded), classifier_name(loaded))
+
+
+def layout_of(loaded: LoadedModel, name: str, kind: str, shape, entries: dict[str, dict]) -> Layout:
+    """The layout of output ``name`` from the model's metadata; an error naming the layer when it is ambiguous."""
+    if kind in SPECIAL:
+        return VECTOR
+    model = loaded.module
+    if loaded.family == "timm":
+        if kind == "stage":
+            return timm_stage_layout(model, entries[name], shape, _input_hw(loaded))
+        modules = dict(model.named_modules())
+        return module_layout(model, "timm", name, modules[name], shape, _input_hw(loaded), classifier_name(loaded))
+    return _torchvision_layout(loaded, name, shape)
 
 
 def available_layers(loaded: LoadedModel) -> list[LayerSpec]:
@@ -121,7 +213,8 @@ def resolve_layers(loaded: LoadedModel, requested: list[str] | tuple[str, ...]) 
     ``all`` means every stage plus ``pre_logits``. The result is in forward order,
     without repeats.
     """
-    stages = _stage_modules(loaded)
+    entries = {e["module"]: e for e in _stage_entries(loaded)}
+    stages = list(entries)
     modules = dict(loaded.module.named_modules())
     chosen: list[str] = []
     for token in requested:
@@ -150,7 +243,6 @@ def resolve_layers(loaded: LoadedModel, requested: list[str] | tuple[str, ...]) 
     if not chosen:
         raise ModelError("no layers requested; pass --layers all, or indices, names, pre_logits, logits")
     traced = trace(loaded, chosen)
-    px = loaded.preprocessing.input_size[-1]
     specs = []
     for name in chosen:
         if name not in traced:
@@ -158,7 +250,9 @@ def resolve_layers(loaded: LoadedModel, requested: list[str] | tuple[str, ...]) 
         order, shape = traced[name]
         kind = name if name in SPECIAL else ("stage" if name in stages else "module")
         index = stages.index(name) if name in stages else None
-        specs.append(_spec(name, kind, index, shape, order, px))
+        layout = layout_of(loaded, name, kind, shape, entries)
+        channels = check_shape(layout, shape, name)
+        specs.append(LayerSpec(name, kind, index, channels, _stride(loaded, layout), order, layout))
     return sorted(specs, key=lambda s: s.depth)
 
 
