@@ -540,7 +540,7 @@ def _metric_option(func):
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--probes", "probe_names", multiple=True, default=["logreg,svm,lgbm"], show_default=True,
-              help="Probes to fit: logreg, svm, lgbm (comma-separated or repeated).")
+              help="Probes to fit: logreg, svm, lgbm, knn (comma-separated or repeated).")
 @click.option("--layers", "layer_tokens", multiple=True,
               help="Outputs to probe: layer/pooling, a layer name or an index (default: every output in the cache).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
@@ -659,7 +659,7 @@ def report(results_path, out, metric, compare_splits, no_similarity):
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--layer", required=True, help="The output to fit on: layer/pooling, a layer name or an index.")
-@click.option("--probe", "probe_name", required=True, help="logreg, svm or lgbm.")
+@click.option("--probe", "probe_name", required=True, help="logreg, svm, lgbm or knn.")
 @click.option("--groups", help="Group column for the inner folds that choose C ('none' or a stored column).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Probe file (default: beside the cache, *.probe.npz).")

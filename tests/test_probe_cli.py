@@ -68,7 +68,7 @@ def test_probe_logs_to_stderr_only(runner, cache):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--probes", "logreg,rf"], "Error: unknown probe 'rf'; available: lgbm, logreg, svm"),
+    (["--probes", "logreg,rf"], "Error: unknown probe 'rf'; available: knn, lgbm, logreg, svm"),
     (["--layers", "blocks.7"], "Error: 'blocks.7' is not a layer of mri.h5; it holds blocks.0/avg, blocks.1/avg"),
     (["--folds", "40"], "Error: class 'no' has 30 labelled image(s), fewer than --folds 40: use --folds 30 or fewer"),
     (["--groups", "groups"], "Error: --groups groups: mri.h5 has no such column"),
@@ -113,7 +113,7 @@ def test_fit_then_predict_a_cache(runner, cache, tmp_path):
 
 def test_fit_errors(runner, cache):
     result = runner.invoke(main, ["fit", str(cache), "--layer", "blocks.1/avg", "--probe", "forest"])
-    assert result.exit_code == 1 and "Error: unknown probe 'forest'; available: lgbm, logreg, svm" in result.stderr
+    assert result.exit_code == 1 and "Error: unknown probe 'forest'; available: knn, lgbm, logreg, svm" in result.stderr
     result = runner.invoke(main, ["fit", str(cache), "--probe", "svm"])
     assert result.exit_code == 2 and "Missing option '--layer'" in result.stderr
 
