@@ -55,3 +55,12 @@ def test_old_results_files_without_comparisons_still_advise(tmp_path):
     result = CliRunner().invoke(main, ["advise", str(cache), "--results", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].split()[0] == "imagenet"
+
+
+def test_repeats_default_to_auto_and_refuse_nonsense(tmp_path):
+    cache = _cache(tmp_path, n=40)
+    result = CliRunner().invoke(main, ["probe", str(cache), "--repeats", "0"])
+    assert result.exit_code == 2
+    assert "'0' is neither a positive whole number nor 'auto'; pass e.g. --repeats 5" in result.output
+    help_text = CliRunner().invoke(main, ["probe", "--help"]).output
+    assert "--repeats N|AUTO" in help_text and "[default: auto]" in help_text

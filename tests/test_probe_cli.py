@@ -27,7 +27,7 @@ def cache(tmp_path):
 
 
 def test_probe_prints_the_table_and_writes_results_beside_the_cache(runner, cache):
-    result = runner.invoke(main, ["probe", str(cache), "--folds", "3", "--bootstrap", "50", "-q"])
+    result = runner.invoke(main, ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "50", "-q"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["layer", "probe", "roc_auc", "95%", "CI", "best"]
@@ -62,7 +62,7 @@ def test_probe_without_bootstrap_has_no_interval(runner, cache):
 
 
 def test_probe_logs_to_stderr_only(runner, cache):
-    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--bootstrap", "10"])
+    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "1", "--bootstrap", "10"])
     assert result.exit_code == 0, result.output
     assert "results: " in result.stderr and "results: " not in result.stdout
 
@@ -86,7 +86,7 @@ def test_probe_on_a_missing_cache(runner, tmp_path):
 
 
 def test_report_prints_the_html_path(runner, cache, tmp_path):
-    assert runner.invoke(main, ["probe", str(cache), "--folds", "3", "--bootstrap", "20", "-q"]).exit_code == 0
+    assert runner.invoke(main, ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "20", "-q"]).exit_code == 0
     result = runner.invoke(main, ["report", str(cache.parent / "mri.probes.json"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'r.html'}\n"
@@ -130,7 +130,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 r = CliRunner()
 cache = {str(cache)!r}
-for args in (["probe", cache, "--folds", "3", "--bootstrap", "10", "-q"],
+for args in (["probe", cache, "--folds", "3", "--repeats", "1", "--bootstrap", "10", "-q"],
              ["report", cache.replace(".h5", ".probes.json")],
              ["fit", cache, "--layer", "0", "--probe", "lgbm", "--out", {str(tmp_path / "p.probe.npz")!r}],
              ["predict", {str(tmp_path / "p.probe.npz")!r}, cache]):
