@@ -90,3 +90,17 @@ def test_balanced_accuracy_chance_depends_on_the_classes():
     assert not compare_rows(rows, "balanced_accuracy", 0.25, 2).signal  # but not above 1/2
     with pytest.raises(ProbeError, match="roc_auc or balanced_accuracy, not 'log_loss'"):
         compare_rows(rows, "log_loss", 0.25, 2)
+
+
+def test_one_output_alone_is_never_a_verdict():
+    from pipeline.similarity import Curve, advise
+
+    rows = rows_from_folds({"pre_logits/none": {"roc_auc": np.full(25, 0.9) + 0.001 * np.arange(25)}})
+    c = compare_rows(rows, "roc_auc", 0.25, 2)
+    assert (c.verdict, c.chosen, c.tied, c.beats_last_by_at_most) == ("uncertain", "pre_logits/none",
+                                                                      ("pre_logits/none",), 0.0)
+    advice = advise(400, 2, None, Curve("logme", ("pre_logits/none",), (0.1,)), c)
+    found = {f.topic: f.text for f in advice.findings}
+    assert found["similarity"] == ("Uncertain whether the data set is like ImageNet: only pre_logits/none was probed "
+                                   "(0.912); probe the other layers (`layerprobe probe` without --layers) to compare "
+                                   "them.")

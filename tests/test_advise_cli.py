@@ -64,3 +64,17 @@ def test_repeats_default_to_auto_and_refuse_nonsense(tmp_path):
     assert "'0' is neither a positive whole number nor 'auto'; pass e.g. --repeats 5" in result.output
     help_text = CliRunner().invoke(main, ["probe", "--help"]).output
     assert "--repeats N|AUTO" in help_text and "[default: auto]" in help_text
+
+
+def test_probe_marks_the_layers_tied_with_the_best(tmp_path):
+    cache = _cache(tmp_path)
+    args = ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "3", "--bootstrap", "10", "-q"]
+    result = CliRunner().invoke(main, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["output"]: r for r in json.loads(result.stdout)["rows"]}
+    stored = load_results(tmp_path / "c.probes.json").comparisons["roc_auc"]["logreg"]
+    assert [o for o, r in rows.items() if r["tied"]] == stored["tied"]
+    assert rows["blocks.0/avg"]["tied"] is False  # the uninformative layer is worse than the best
+    table = CliRunner().invoke(main, args).stdout.splitlines()
+    marks = {line.split()[0]: line.split()[-1] for line in table[1:]}
+    assert all(marks[o] in ("*", "=") for o in stored["tied"]) and marks["blocks.0/avg"] not in ("*", "=")

@@ -234,7 +234,7 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
     beats = max(ahead) if ahead else 0.0
     signal = by[best].interval[0] > chance
     saturated = any(by[o].mean >= CEILING for o in tied)
-    if not signal:
+    if not signal or len(names) == 1:  # one output alone says nothing about the others
         verdict = "uncertain"
     elif not by[last].tied:
         verdict = "different"

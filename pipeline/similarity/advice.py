@@ -195,7 +195,10 @@ def _similarity_finding(c: Comparison) -> Finding:
                "best_low": best.interval[0], "best_high": best.interval[1], "chance": c.chance, "gap": gap.mean,
                "gap_low": gap.low, "gap_high": gap.high, "p_last_worse": c.p_last_worse,
                "beats_last_by_at_most": c.beats_last_by_at_most, "margin": c.margin, "confidence": c.confidence}
-    if not c.signal:
+    if len(c.outputs) == 1:
+        text = (f"Uncertain whether the data set is like ImageNet: only {c.last} was probed ({last.mean:.3f}); "
+                "probe the other layers (`layerprobe probe` without --layers) to compare them.")
+    elif not c.signal:
         text = (f"Uncertain whether the data set is like ImageNet: no layer is shown to beat chance ({c.chance:.3f}); "
                 f"the best, {c.best}, scores {best.mean:.3f} (95% interval {best.interval[0]:.3f} to "
                 f"{best.interval[1]:.3f}).")
