@@ -13,7 +13,8 @@ from tests.advice_tables import KINDS, OUTPUTS, synthetic_table
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?%?")
 OPENING = {"similar": "Similar to ImageNet", "different": "Different from ImageNet",
            "uncertain": "Uncertain whether"}
-FINE_TUNE = {"likely": "Fine-tuning is likely", "unlikely": "Fine-tuning is unlikely", "uncertain": "Fine-tuning: uncertain"}
+FINE_TUNE = {"likely": "Fine-tuning is likely", "unlikely": "Fine-tuning is unlikely",
+             "uncertain": "Fine-tuning: uncertain"}
 
 
 def _values(numbers) -> list[float]:

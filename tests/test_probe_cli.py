@@ -62,7 +62,8 @@ def test_probe_without_bootstrap_has_no_interval(runner, cache):
 
 
 def test_probe_logs_to_stderr_only(runner, cache):
-    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "1", "--bootstrap", "10"])
+    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "1",
+                                  "--bootstrap", "10"])
     assert result.exit_code == 0, result.output
     assert "results: " in result.stderr and "results: " not in result.stdout
 
@@ -86,7 +87,8 @@ def test_probe_on_a_missing_cache(runner, tmp_path):
 
 
 def test_report_prints_the_html_path(runner, cache, tmp_path):
-    assert runner.invoke(main, ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "20", "-q"]).exit_code == 0
+    args = ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "20", "-q"]
+    assert runner.invoke(main, args).exit_code == 0
     result = runner.invoke(main, ["report", str(cache.parent / "mri.probes.json"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'r.html'}\n"
