@@ -9,6 +9,8 @@
 """
 
 from .backends import BACKENDS, get_backend
+from .compare import Comparison, Difference, compare_all, compare_outputs, corrected_t, default_repeats
+from .curve import CurvePoint, LearningCurve, learning_curve
 from .data import (
     GROUP_SOURCES,
     LayerSource,
@@ -42,7 +44,11 @@ __all__ = [
     "N_BOOT",
     "PROBES",
     "PROBE_SUFFIX",
+    "Comparison",
+    "CurvePoint",
+    "Difference",
     "FittedProbe",
+    "LearningCurve",
     "Folds",
     "LayerSource",
     "Output",
@@ -54,7 +60,11 @@ __all__ = [
     "apply_probe",
     "bootstrap_weights",
     "build_probe",
+    "compare_all",
+    "compare_outputs",
     "comparison_path",
+    "corrected_t",
+    "default_repeats",
     "check_compatible",
     "default_results_path",
     "fit_probe",
@@ -62,6 +72,7 @@ __all__ = [
     "get_metric",
     "get_probe",
     "inner_splits",
+    "learning_curve",
     "load_probe",
     "load_probe_data",
     "load_results",

@@ -28,7 +28,7 @@ from sklearn.svm import LinearSVC
 
 from ..errors import ProbeError
 from ..atomic import atomic_write
-from .estimators import BoosterClassifier, PlattSVM
+from .estimators import BoosterClassifier, CosineKNN, PlattSVM
 from .fitted import FittedProbe
 from .archive import LIMITS, bounded, check_numbers, check_shapes, declared_members, read_member
 from .lgbm_text import checked_model_text
@@ -175,6 +175,16 @@ def _shapes_lgbm(p, k):
     return {"classes_": [(k,)], "model_text": [(None,)]}
 
 
+def _dump_knn(m: CosineKNN):
+    """The training codes and labels are the model; refitting a kNN on them only stores them again."""
+    return ({"ks": list(m.ks), "k_": int(m.k_), "cv_brier_": list(m.cv_brier_)},
+            {"X_train_": m.X_train_, "y_train_": m.y_train_})
+
+
+def _load_knn(p, a):
+    return CosineKNN.from_arrays(p["ks"], p["k_"], a["X_train_"], a["y_train_"], p["cv_brier_"])
+
+
 CODECS: dict[str, Codec] = {
     "StandardScaler": Codec(_dump_scaler, _load_scaler),
     "PCA": Codec(_dump_pca, _load_pca),
@@ -182,6 +192,7 @@ CODECS: dict[str, Codec] = {
     "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc),
     "PlattSVM": Codec(_dump_platt, _load_platt),
     "LightGBM": Codec(_dump_lgbm, _load_lgbm),
+    "CosineKNN": Codec(_dump_knn, _load_knn),
 }
 # Every array a step of each kind holds, with its allowed shapes given the step's parameters and
 # the number of classes (None: any length). A kind not listed gets the generic checks only.

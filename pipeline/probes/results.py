@@ -34,6 +34,7 @@ class ProbeResults:
     runtime: dict = field(default_factory=dict)
     created: str = ""
     version: str = ""
+    comparisons: dict = field(default_factory=dict)  # compare.compare_all(); absent from files before it
 
     def row(self, output: str, probe: str) -> dict | None:
         return next((r for r in self.rows if r["output"] == output and r["probe"] == probe), None)
@@ -56,6 +57,7 @@ class ProbeResults:
             "format": FORMAT, "format_version": FORMAT_VERSION, "layerprobe": self.version, "created": self.created,
             "cache": self.cache, "config": self.config, "data": self.data, "outputs": self.outputs,
             "folds": self.folds.as_dict(), "runtime": self.runtime, "rows": self.rows,
+            "comparisons": self.comparisons,
         }
 
 
@@ -101,14 +103,22 @@ def load_results(path: str | Path) -> ProbeResults:
     return ProbeResults(
         cache=doc["cache"], config=doc["config"], data=doc["data"], folds=Folds.from_dict(doc["folds"]),
         outputs=doc["outputs"], rows=doc["rows"], runtime=doc.get("runtime", {}), created=doc.get("created", ""),
-        version=doc.get("layerprobe", ""),
+        version=doc.get("layerprobe", ""), comparisons=doc.get("comparisons", {}),
     )
 
 
 def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
     """One flat record per row for tables and ``--json``: value, spread, interval, best mark."""
+    from .compare import ADVICE_METRICS, compare_outputs
+
     get_metric(metric)
     best = {id(r) for r in results.best(metric).values()}
+    tied = set()
+    for probe in dict.fromkeys(r["probe"] for r in results.rows) if metric in ADVICE_METRICS else ():
+        try:
+            tied.update((o, probe) for o in compare_outputs(results, metric, probe).tied)
+        except ProbeError:  # no feature layer of this probe
+            continue
     out = []
     for r in results.rows:
         m = r["metrics"].get(metric)
@@ -116,7 +126,7 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         out.append({"output": r["output"], "depth": r["depth"], "probe": r["probe"], "metric": metric,
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": id(r) in best, "chosen": r.get("chosen", [])})
+                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", [])})
     return out
 
 
