@@ -1,0 +1,287 @@
+"""Advice on tasks with known answers: is `layerprobe advise` right where the answer is known?
+
+Each task of ``tests/panel_data.py`` (low-level labels where an early layer must
+win, scene-content labels where the top must win, a saturated task, a task with
+random labels) is written as image files, a small training set and a large
+held-out test set, and extracted with the bundled EfficientNet-Lite0 through
+layerprobe's own extract (every stage and pre_logits, 128 px).
+
+* Truth, from the held-out set: a logistic-regression probe per output fitted on
+  the training set and scored on the test set; the best output and the outputs
+  tied with it (the 95% paired bootstrap interval of the difference to the best,
+  over test images or their groups, covers 0).
+* The advice, from the training set alone, as a user would get it: the probe
+  grid with 5-fold CV and ``advise`` with ROC AUC and with balanced accuracy.
+
+Prints one table (and the checks against the targets): whether the chosen layer
+lies in the held-out tied set, the verdicts, whether they agree with the
+held-out truth, and, on the no-signal task, whether every verdict is
+"uncertain" and every ROC AUC interval covers 0.5. Figures the installed
+library cannot give yet are printed as "n/a" and named at the end.
+
+Images and codes are kept under --cache-dir, so a re-run only re-fits.
+
+Usage: .venv/bin/python bench/advice.py [--train 200] [--test 800] [--tasks noise blur ...] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.panel_data
+
+from tests.panel_data import TASKS, make_split, write_samples  # noqa: E402
+
+METRICS = ("roc_auc", "balanced_accuracy")
+PROBE = "logreg"
+N_BOOT = 1000
+
+
+@dataclass
+class HeldOut:
+    """Per output, the held-out score, its interval, and the outputs tied with the best."""
+
+    outputs: list[str]
+    value: dict[str, list[float]]
+    ci: dict[str, list[tuple[float, float]]]
+    tied: dict[str, list[str]]
+
+    def best(self, metric: str) -> str:
+        values = self.value[metric]
+        return self.outputs[int(np.argmax(values))]
+
+
+@dataclass
+class TaskResult:
+    name: str
+    answer: str
+    n_train: int
+    n_test: int
+    held_out: HeldOut
+    advice: dict[str, dict] = field(default_factory=dict)  # metric -> read_advice()
+    cv_ci: list[tuple[float, float]] = field(default_factory=list)  # ROC AUC interval per output
+    seconds: float = 0.0
+
+
+def extract_split(folder: Path, samples, config) -> Path:
+    """Writes the images once, then extracts (a re-run reuses the cache: no forward pass)."""
+    from pipeline.activations import extract
+    from pipeline.inputs import from_csv
+
+    table = folder / "images.csv"
+    if not table.exists():
+        write_samples(folder, samples)
+    return extract(from_csv(table), config, out=folder.with_suffix(".h5"), progress=False).path
+
+
+def held_out(train: Path, test: Path, seed: int) -> HeldOut:
+    """Each output's probe fitted on ``train``, scored on ``test``; paired bootstrap over test groups."""
+    from pipeline.cache import open_cache
+    from pipeline.probes import METRICS as ALL, bootstrap_weights, fit_probe
+
+    with open_cache(test) as cache:
+        y, names, groups = cache.labels, list(cache.class_names), cache.groups
+        outputs = [f"{layer}/{pool}" for layer, pool in cache.outputs]
+        codes = {o: cache.codes(*o.split("/")) for o in outputs}
+    weights = bootstrap_weights(len(y), groups, N_BOOT, seed)
+    value, ci, boot = {m: [] for m in METRICS}, {m: [] for m in METRICS}, {m: [] for m in METRICS}
+    for o in outputs:
+        probe = fit_probe(train, o, PROBE, seed=seed)
+        if probe.class_names != names:
+            raise SystemExit(f"{train} and {test} have different classes: {probe.class_names} vs {names}")
+        proba = probe.predict_proba(codes[o])
+        for m in METRICS:
+            value[m].append(float(ALL[m].point(y, proba)))
+            b = ALL[m].weighted(weights, y, proba)
+            boot[m].append(b)
+            ci[m].append(tuple(float(v) for v in np.percentile(b, [2.5, 97.5])))
+    tied = {}
+    for m in METRICS:
+        best = int(np.argmax(value[m]))
+        tied[m] = [o for i, o in enumerate(outputs)
+                   if i == best or np.percentile(boot[m][best] - boot[m][i], 2.5) <= 0.0]
+    return HeldOut(outputs, value, ci, tied)
+
+
+def read_advice(advice) -> dict:
+    """The figures the panel checks, from whichever Advice the installed library gives.
+
+    Today's API: ``different`` is a bool and the layer finding lists ties within a
+    fold sd. Keys missing from the library are None (printed as n/a).
+    """
+    d = advice.as_dict()
+    layer = next((f for f in d["findings"] if f["topic"] == "layer"), {"numbers": {}})
+    different = d.get("different")
+    if isinstance(different, bool):
+        different = "different" if different else "similar"
+    tied = d.get("tied")
+    if tied is None:
+        tied = [d["layer"], *layer["numbers"].get("ties", [])]
+    return {"layer": d["layer"], "different": different, "fine_tune": d.get("fine_tune"), "tied": tied,
+            "tied_rule": "paired" if "tied" in d else "fold sd",
+            "saturated": d.get("saturated"),
+            "metrics_disagree": any(f["topic"] in ("metrics", "disagreement") for f in d["findings"]),
+            "text": advice.text()}
+
+
+def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list]:
+    from pipeline.probes import ProbeConfig, run_probes
+    from pipeline.similarity import advise_cache
+
+    out = folder / "train.probes.json"
+    results = run_probes(train, ProbeConfig(probes=(PROBE,), folds=5, seed=seed), out=out, jobs=jobs, progress=False)
+    ci = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
+    return {m: read_advice(advise_cache(train, out, m)) for m in METRICS}, ci
+
+
+def run_task(name: str, root: Path, n_train: int, n_test: int, seed: int, jobs: int, config) -> TaskResult:
+    started = time.perf_counter()
+    task = TASKS[name]
+    folder = root / f"{name}-seed{seed}-{n_train}-{n_test}"
+    train_samples = test_samples = None
+    if not (folder / "train" / "images.csv").exists() or not (folder / "test" / "images.csv").exists():
+        train_samples, test_samples = make_split(task, n_train, n_test, seed)
+    train = extract_split(folder / "train", train_samples, config)
+    test = extract_split(folder / "test", test_samples, config)
+    truth = held_out(train, test, seed)
+    advice, ci = cv_advice(train, folder, seed, jobs)
+    return TaskResult(name, task.answer, n_train, n_test, truth, advice, ci, time.perf_counter() - started)
+
+
+def truth_verdict(r: TaskResult) -> str:
+    """What the held-out set says: no signal, or whether the last output is tied with the best."""
+    if r.answer == "none":
+        return "none"
+    return "similar" if r.held_out.outputs[-1] in r.held_out.tied["roc_auc"] else "different"
+
+
+def short(output: str) -> str:
+    return output.split("/")[0].replace("blocks.", "b").replace("pre_logits", "pl")
+
+
+def row(r: TaskResult) -> tuple:
+    h, auc, ba = r.held_out, r.advice["roc_auc"], r.advice["balanced_accuracy"]
+    best = h.best("roc_auc")
+    i = h.outputs.index(best)
+    chosen_in = auc["layer"] in h.tied["roc_auc"]
+    truth = truth_verdict(r)
+    verdict = auc["different"] or "n/a"
+    agree = ("yes" if verdict == truth else "uncertain" if verdict == "uncertain" else "NO")
+    if truth == "none":
+        agree = "yes" if verdict == "uncertain" else "NO"
+    flip = auc["different"] != ba["different"]
+    flip_text = "no" if not flip else ("said" if auc["metrics_disagree"] or ba["metrics_disagree"] else "SILENT")
+    return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][i]:.3f}",
+            ",".join(short(o) for o in h.tied["roc_auc"]), short(auc["layer"]),
+            ",".join(short(o) for o in auc["tied"]), "yes" if chosen_in else "NO", truth, verdict, agree,
+            ba["different"] or "n/a", flip_text, auc["fine_tune"] or "n/a", f"{r.seconds:.0f}")
+
+
+HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "CV chosen", "CV tied", "chosen in tied",
+        "held-out says", "CV verdict (AUC)", "agrees", "CV verdict (bal. acc.)", "metric flip", "fine-tune", "s")
+
+
+def table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def curves(results: list[TaskResult]) -> str:
+    """Held-out ROC AUC per output, with its 95% interval, for every task."""
+    outputs = results[0].held_out.outputs
+    rows = [("task", *(short(o) for o in outputs))]
+    for r in results:
+        h = r.held_out
+        rows.append((r.name, *(f"{v:.3f} [{lo:.2f},{hi:.2f}]" for v, (lo, hi) in zip(h.value["roc_auc"],
+                                                                                      h.ci["roc_auc"]))))
+    return table(rows)
+
+
+def checks(results: list[TaskResult]) -> list[str]:
+    lines = []
+    inside = [r for r in results if r.advice["roc_auc"]["layer"] in r.held_out.tied["roc_auc"]]
+    lines.append(f"chosen layer in the held-out tied set: {len(inside)} of {len(results)} tasks"
+                 + ("" if len(inside) == len(results) else " (missed: " + ", ".join(
+                     r.name for r in results if r not in inside) + ")"))
+    for r in (r for r in results if r.answer == "none"):
+        verdicts = [r.advice[m][k] for m in METRICS for k in ("different", "fine_tune")]
+        wrong = [v for v in verdicts if v in ("different", "similar", "likely", "unlikely", "possible")]
+        lines.append(f"{r.name}: {len(wrong)} of {len(verdicts)} verdicts not 'uncertain' ({', '.join(map(str, verdicts))})")
+        cover_cv = sum(lo <= 0.5 <= hi for lo, hi in r.cv_ci)
+        cover_ho = sum(lo <= 0.5 <= hi for lo, hi in r.held_out.ci["roc_auc"])
+        lines.append(f"{r.name}: ROC AUC intervals covering 0.5: CV {cover_cv} of {len(r.cv_ci)}, held-out "
+                     f"{cover_ho} of {len(r.held_out.outputs)}")
+    flips = [r.name for r in results if r.advice["roc_auc"]["different"] != r.advice["balanced_accuracy"]["different"]]
+    silent = [n for n in flips if not any(r.advice[m]["metrics_disagree"] for r in results if r.name == n
+                                          for m in METRICS)]
+    lines.append(f"verdict differs between ROC AUC and balanced accuracy: {len(flips)} task(s) "
+                 f"{flips or ''}; without saying so: {len(silent)} {silent or ''}".rstrip())
+    sat = [r for r in results if r.answer == "saturated"]
+    for r in sat:
+        lines.append(f"{r.name}: saturated named by advise: {r.advice['roc_auc']['saturated'] if r.advice['roc_auc']['saturated'] is not None else 'n/a'}")
+    return lines
+
+
+def missing(results: list[TaskResult]) -> list[str]:
+    a = results[0].advice["roc_auc"]
+    notes = []
+    if a["tied_rule"] != "paired":
+        notes.append("CV tied set: the installed advise names ties within one fold sd, not a paired test")
+    if a["different"] in ("different", "similar") and not any(r.advice[m]["different"] == "uncertain"
+                                                                for r in results for m in METRICS):
+        notes.append("no 'uncertain' verdict: the installed advise has only different/similar")
+    if a["saturated"] is None:
+        notes.append("saturation: the installed advise does not name a saturated task")
+    return notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=200, help="Training images per task (5-fold CV on these).")
+    parser.add_argument("--test", type=int, default=800, help="Held-out test images per task.")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache/advice-panel"))
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.activations import ExtractConfig
+
+    config = ExtractConfig(layers=("all",), img_size=128, batch_size=32, device=args.device)
+    started = time.perf_counter()
+    print(f"{len(args.tasks)} tasks, {args.train} training + {args.test} held-out images each, 128 px, "
+          f"tf_efficientnet_lite0, probe {PROBE}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+    results = []
+    for name in args.tasks:
+        with threadpool_limits(1, user_api="blas"):
+            results.append(run_task(name, args.cache_dir, args.train, args.test, args.seed, args.jobs, config))
+        print(f"  {name}: {results[-1].seconds:.0f} s", file=sys.stderr, flush=True)
+    for name in args.tasks:
+        print(f"  {name}: {TASKS[name].what}")
+    print("\n" + table([HEAD, *(row(r) for r in results)]))
+    print("\nHeld-out ROC AUC per output [95% bootstrap interval]\n" + curves(results))
+    print("\nTargets")
+    for line in checks(results):
+        print("  " + line)
+    notes = missing(results)
+    if notes:
+        print("\nNot measured with the installed library")
+        for line in notes:
+            print("  " + line)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
