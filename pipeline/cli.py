@@ -516,6 +516,21 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 _METRIC_NAMES = ("roc_auc", "balanced_accuracy", "accuracy", "f1_macro", "log_loss", "sensitivity", "specificity")
 
 
+class _Repeats(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or str(value) == "auto":
+            return None
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is neither a positive whole number nor 'auto'; pass e.g. --repeats 5", param, ctx)
+        return number
+
+
 def _metric_option(func):
     return click.option("--metric", type=click.Choice(_METRIC_NAMES), default="roc_auc", show_default=True,
                         help="Metric shown in the table and plot (every metric is stored).")(func)
@@ -528,8 +543,9 @@ def _metric_option(func):
 @click.option("--layers", "layer_tokens", multiple=True,
               help="Outputs to probe: layer/pooling, a layer name or an index (default: every output in the cache).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Repeat the folds with seeds seed, seed+1, ...")
+@click.option("--repeats", type=_Repeats(), default="auto", show_default=True,
+              help="Repeat the folds with seeds seed, seed+1, ...; auto: enough repeats for 25 paired estimates "
+                   "(folds x repeats) below 2000 labelled images, 1 above.")
 @click.option("--groups", help="Keep groups within one fold: 'none' or a stored group column such as 'groups' "
                                "(default: the cache's group column if it has one).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds, inner folds, models and bootstrap.")

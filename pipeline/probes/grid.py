@@ -16,7 +16,7 @@ import platform
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from ..cache import WriterLock, open_cache
 from ..errors import CacheInProgressError, ProbeError
 from ..duplicates import leaked_rows
 from .backends import Backend, get_backend
+from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
@@ -44,7 +45,7 @@ class ProbeConfig:
     probes: tuple[str, ...] = DEFAULT_PROBES
     layers: tuple[str, ...] = ()  # empty: every output of the cache
     folds: int = 5
-    repeats: int = 1
+    repeats: int | None = 1  # None: enough repeats for paired statistics on small data (compare.default_repeats)
     groups: str | None = None  # None: the cache's group column if it has one, else none
     seed: int = 0
     n_boot: int = N_BOOT
@@ -57,7 +58,7 @@ class ProbeConfig:
             get_probe(name)
         if self.folds < 2:
             raise ProbeError(f"--folds must be at least 2, got {self.folds}")
-        if self.repeats < 1:
+        if self.repeats is not None and self.repeats < 1:
             raise ProbeError(f"--repeats must be at least 1, got {self.repeats}")
         if self.n_boot < 0:
             raise ProbeError(f"the number of bootstrap samples cannot be negative, got {self.n_boot}")
@@ -191,6 +192,10 @@ def run_probes(
     out = Path(out) if out is not None else default_results_path(cache_path)
     with open_cache(cache_path) as cache:
         data = load_probe_data(cache, config.layers, config.groups, keep_codes=not engine.tasks_read_cache)
+    if config.repeats is None:
+        config = replace(config, repeats=default_repeats(len(data.y), config.folds))
+        log.debug("%d labelled rows: --repeats %d, for %d paired estimates", len(data.y), config.repeats,
+                 config.repeats * config.folds)
     try:
         lock = WriterLock(out).acquire()
     except CacheInProgressError:
@@ -226,6 +231,7 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
     results.runtime.update({k: where[k] for k in ("backend", "scheduler", "workers")})
+    results.comparisons = compare_all(results)
     if leakage is not None:
         results.data["leakage"] = leakage
     write_results(results, out)

@@ -34,6 +34,7 @@ class ProbeResults:
     runtime: dict = field(default_factory=dict)
     created: str = ""
     version: str = ""
+    comparisons: dict = field(default_factory=dict)  # compare.compare_all(); absent from files before it
 
     def row(self, output: str, probe: str) -> dict | None:
         return next((r for r in self.rows if r["output"] == output and r["probe"] == probe), None)
@@ -56,6 +57,7 @@ class ProbeResults:
             "format": FORMAT, "format_version": FORMAT_VERSION, "layerprobe": self.version, "created": self.created,
             "cache": self.cache, "config": self.config, "data": self.data, "outputs": self.outputs,
             "folds": self.folds.as_dict(), "runtime": self.runtime, "rows": self.rows,
+            "comparisons": self.comparisons,
         }
 
 
@@ -101,7 +103,7 @@ def load_results(path: str | Path) -> ProbeResults:
     return ProbeResults(
         cache=doc["cache"], config=doc["config"], data=doc["data"], folds=Folds.from_dict(doc["folds"]),
         outputs=doc["outputs"], rows=doc["rows"], runtime=doc.get("runtime", {}), created=doc.get("created", ""),
-        version=doc.get("layerprobe", ""),
+        version=doc.get("layerprobe", ""), comparisons=doc.get("comparisons", {}),
     )
 
 
