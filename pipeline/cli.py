@@ -482,9 +482,10 @@ def advise_command(cache_path, results_path, metric, as_json):
         click.echo(json.dumps(advice.as_dict(), indent=2))
         return
     click.echo(f"layer      {advice.layer} (by {advice.layer_by})")
-    click.echo(f"different  {'yes' if advice.different else 'no'}: the best layer is "
-               f"{'below' if advice.different else 'at or near'} the top")
+    click.echo(f"imagenet   {advice.similarity}" + (" (saturated task)" if advice.saturated else ""))
     click.echo(f"fine-tune  {advice.fine_tune}")
+    if advice.more_data is not None:
+        click.echo(f"more data  {advice.more_data}")
     click.echo("")
     for finding in advice.findings:
         click.echo(f"- {finding.text}")
@@ -575,7 +576,8 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
     default once duplicates are stored. A split that lets near-duplicates cross
     folds is reported with how many test rows it leaks. Each cell is the mean ±
     sd over folds and a 95% bootstrap interval; * marks the best layer of each
-    probe. Running again with the same split options and --out adds missing rows
+    probe, = the layers tied with it (paired corrected t-test over the shared
+    folds, 95%; ROC AUC and balanced accuracy). Running again with the same split options and --out adds missing rows
     on the same folds.
 
     \b
@@ -616,7 +618,7 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
     for r in rows:
         low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
         table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
-                      "*" if r["best"] else ""))
+                      "*" if r["best"] else ("=" if r["tied"] else "")))
     click.echo(_table(table))
     if comparison:
         click.echo("")

@@ -109,8 +109,16 @@ def load_results(path: str | Path) -> ProbeResults:
 
 def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
     """One flat record per row for tables and ``--json``: value, spread, interval, best mark."""
+    from .compare import ADVICE_METRICS, compare_outputs
+
     get_metric(metric)
     best = {id(r) for r in results.best(metric).values()}
+    tied = set()
+    for probe in dict.fromkeys(r["probe"] for r in results.rows) if metric in ADVICE_METRICS else ():
+        try:
+            tied.update((o, probe) for o in compare_outputs(results, metric, probe).tied)
+        except ProbeError:  # no feature layer of this probe
+            continue
     out = []
     for r in results.rows:
         m = r["metrics"].get(metric)
@@ -118,7 +126,7 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         out.append({"output": r["output"], "depth": r["depth"], "probe": r["probe"], "metric": metric,
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": id(r) in best, "chosen": r.get("chosen", [])})
+                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", [])})
     return out
 
 

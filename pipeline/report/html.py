@@ -47,16 +47,33 @@ def _cell(m: dict) -> str:
     return f"{_fmt(m['mean'])} ± {_fmt(m['sd'])}<br><span class=note>[{_fmt(low)}, {_fmt(high)}]</span>"
 
 
+def _tied(results: ProbeResults, metric: str) -> set[tuple[str, str]]:
+    """(output, probe) pairs tied with their probe's best at 95% (paired corrected t-test)."""
+    from ..probes.compare import ADVICE_METRICS, compare_outputs
+
+    if metric not in ADVICE_METRICS:
+        return set()
+    probes = dict.fromkeys(r["probe"] for r in results.rows if not r["output"].startswith("logits/"))
+    tied = set()
+    for probe in probes:
+        try:
+            tied.update((o, probe) for o in compare_outputs(results, metric, probe).tied)
+        except ProbeError:
+            continue
+    return tied
+
+
 def _table(results: ProbeResults, metric: str) -> str:
     names = metric_names(len(results.data["class_names"]))
     best = {id(r) for r in results.best(metric).values()}
+    tied = _tied(results, metric)
     head = "".join(f"<th>{html.escape(get_metric(n).label)}</th>" for n in names)
     lines = [f"<table><thead><tr><th>layer</th><th>probe</th>{head}<th>chosen C</th></tr></thead><tbody>"]
     for r in results.rows:
         chosen = sorted({c["C"] for c in r.get("chosen", []) if "C" in c})
         cells = "".join(f"<td>{_cell(r['metrics'][n])}</td>" for n in names if n in r["metrics"])
-        mark = " ★" if id(r) in best else ""
-        lines.append(f"<tr class='{'best' if mark else ''}'><td>{html.escape(r['output'])}</td>"
+        mark = " ★" if id(r) in best else (" =" if (r["output"], r["probe"]) in tied else "")
+        lines.append(f"<tr class='{'best' if '★' in mark else ''}'><td>{html.escape(r['output'])}</td>"
                      f"<td>{html.escape(r['probe'])}{mark}</td>{cells}"
                      f"<td>{html.escape(', '.join(f'{c:g}' for c in chosen))}</td></tr>")
     lines.append("</tbody></table>")
@@ -133,8 +150,9 @@ def _similarity(results: ProbeResults, results_path: Path, metric: str) -> str:
     image = base64.b64encode(figure_png(similarity_figure(table))).decode()
     findings = "".join(f"<li>{html.escape(f.text)}</li>" for f in advice.findings)
     return f"""<h2>Is the data set like ImageNet? Which layer transfers?</h2>
-<p><b>Use {html.escape(advice.layer)}</b> (by {html.escape(advice.layer_by)}). Different from ImageNet in the
-sense that matters: <b>{'yes' if advice.different else 'no'}</b>. Fine-tuning: <b>{html.escape(advice.fine_tune)}</b>.</p>
+<p><b>Use {html.escape(advice.layer)}</b> (by {html.escape(advice.layer_by)}). Like ImageNet in the sense that
+matters: <b>{html.escape(advice.similarity)}</b>{' (saturated task)' if advice.saturated else ''}.
+Fine-tuning: <b>{html.escape(advice.fine_tune)}</b>.</p>
 <ul>{findings}</ul>
 <img alt="distance to ImageNet and transferability by layer" src="data:image/png;base64,{image}">
 <p class=note>Distances compare the data's per-channel statistics at every BatchNorm input with the ImageNet
@@ -158,7 +176,8 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
 <img alt="{html.escape(label)} against layer depth, one line per probe" src="data:image/png;base64,{image}">
 <h2>Results</h2>
 <p class=note>Each cell: mean ± standard deviation over folds [95% bootstrap interval on the out-of-fold
-predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}.</p>
+predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}; = marks layers tied with it
+(the 95% interval of the paired difference over the shared folds, corrected resampled t-test, covers 0).</p>
 {_table(results, metric)}
 {comparison}
 {similarity}

@@ -10,7 +10,7 @@ layer transfers, and advice drawn from both (no torch here).
     print(advice.text())
 """
 
-from .advice import Advice, Curve, Finding, advise, advise_cache, curves_from_table, probe_curve
+from .advice import Advice, Curve, Finding, advise, advise_cache, curves_from_table, probe_comparisons
 from .gaussian import channel_moments, mean_shift_channels, sym_kl_channels, w2_channels
 from .registry import KINDS, MEASURES, Measure, get_measure, measure_names, register_measure
 from .samples import domain_auc, frechet, frechet_rel, mmd, mmd2_unbiased
@@ -44,7 +44,7 @@ __all__ = [
     "measure_names",
     "mmd",
     "mmd2_unbiased",
-    "probe_curve",
+    "probe_comparisons",
     "register_measure",
     "similarity_table",
     "sym_kl_channels",

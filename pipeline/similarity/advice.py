@@ -1,33 +1,34 @@
 """Advice in plain words, each sentence with the numbers behind it.
 
-The rules (constants below; every threshold is a judgement call, written down
-so that it can be argued with):
+The rules (constants here and in :mod:`pipeline.probes.compare`; every
+threshold is a judgement call, written down so that it can be argued with):
 
-1. **Which layer.** With probe results, the layer where the best probe (the one
-   with the highest best score) scores highest by its fold mean of ``metric``
-   (ROC AUC by default). Without them, the layer with the highest LogME. Layers
-   within one fold standard deviation of the best are named as ties.
-2. **Is the data set "different"?** In the sense that matters for transfer:
-   the best layer comes before the last feature layer (``pre_logits``, or
-   whichever output is deepest, the ImageNet ``logits`` aside) *and* the last
-   layer is worse than the best by more than noise (more than the best row's
-   fold sd for probes; more than ``LOGME_MARGIN`` nats per image for LogME).
-3. **Will fine-tuning pay?** ``unlikely`` below ``FEW_PER_CLASS`` images per
-   class (a fine-tuned network would mostly fit noise). Otherwise fine-tuning
-   is indicated when the best layer is at least ``FAR`` outputs below the last
-   (the top of the network is not reusable as it is), or when a probe leaves a
-   large share of the way from chance to a perfect score unexplained
-   (``(1 - best) / (1 - chance) >= HEADROOM``): ``likely`` from
-   ``ENOUGH_PER_CLASS`` images per class, ``possible`` between the two sizes.
-   With neither sign it is ``unlikely`` to add much.
-4. **Where the data depart from ImageNet** (when BatchNorm statistics were
-   stored): the layers where the distance is smallest and largest, and whether
-   its peak lies before the best layer (differences in low-level appearance
-   that deeper layers absorb) or at or after it (the top sees the data least
-   like ImageNet: in agreement with rule 2 when the data set is "different",
-   harmless for the task when it is not).
-5. **Do LogME and the probes agree?** Their best layers and the Spearman
-   correlation of the two curves over the layers both have.
+1. **Which layer.** With probe results, the best probe's outputs are compared
+   pairwise on their shared folds (corrected resampled t-test). The outputs
+   whose gap to the best has a 95% interval covering 0 are *tied*. The last
+   output is chosen when it is tied (the simplest choice: the standard CNN
+   codes), else the best. Without probe results, LogME chooses, with outputs
+   within ``LOGME_MARGIN`` nats per image of the best as ties, by the same rule.
+2. **Similar, different or uncertain.** ``different``: the last output is
+   worse than the best with 95% confidence. ``similar``: some layer beats
+   chance with 95% confidence and no output beats the last by more than
+   ``MARGIN`` (every 95% upper bound of ``output - last``). Otherwise, and
+   always without probe results (LogME has no interval) or when ROC AUC and
+   balanced accuracy give different verdicts, ``uncertain``.
+3. **Saturated.** A tied output scores at least ``CEILING``: the task cannot
+   tell layers apart, and fine-tuning has nothing to gain.
+4. **Will fine-tuning pay?** ``unlikely`` for a saturated task, below
+   ``FEW_PER_CLASS`` images per class, or for a "similar" task that leaves less
+   than ``HEADROOM`` of the way from chance to a perfect score; ``likely`` for a
+   "different" task; ``uncertain`` otherwise (no signal, an "uncertain" verdict,
+   or a "similar" task with much headroom, where only a trial can tell).
+5. **Will more images help?** From a learning curve (optional): the gain of
+   the last doubling of the training folds, paired over folds.
+   ``likely`` when its 95% interval lies above 0, ``unlikely`` when its
+   upper bound is below ``SMALL_GAIN`` (or the task is saturated),
+   ``uncertain`` otherwise.
+6. **Where the data depart from ImageNet** (when BatchNorm statistics were
+   stored) and **do LogME and the probes agree** (best layers, Spearman's rho).
 """
 
 from __future__ import annotations
@@ -37,47 +38,46 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import SimilarityError
+from ..probes.compare import CEILING, CONFIDENCE, MARGIN, Comparison, compare_outputs
 
 FEW_PER_CLASS = 50
-ENOUGH_PER_CLASS = 500
-FAR = 2  # outputs between the best layer and the last that make the top "far"
 HEADROOM = 0.2  # share of the way from chance to perfect a probe leaves unexplained
-LOGME_MARGIN = 0.01  # nats per image by which LogME's best must beat the last layer
+LOGME_MARGIN = 0.01  # nats per image within which LogME counts two outputs as tied
+SMALL_GAIN = 0.01  # a doubling of the training images that surely adds less than this adds little
 LOGITS = "logits"
-CHANCE = {"roc_auc": lambda k: 0.5, "balanced_accuracy": lambda k: 1.0 / k}
+LABELS = {"roc_auc": "ROC AUC", "balanced_accuracy": "balanced accuracy", "logme": "LogME"}
+OTHER_METRIC = {"roc_auc": "balanced_accuracy", "balanced_accuracy": "roc_auc"}
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One measure along the layers, in depth order; ``spread`` is a noise scale per layer (or None)."""
+    """One measure along the layers, in depth order (LogME, a distance)."""
 
     measure: str
     outputs: tuple[str, ...]
     values: tuple[float | None, ...]
-    spread: tuple[float | None, ...] | None = None
-    source: str = ""  # e.g. the probe's name
+    source: str = ""
 
     def __post_init__(self):
-        if len(self.outputs) != len(self.values) or (self.spread is not None and len(self.spread) != len(self.values)):
-            raise SimilarityError(f"curve {self.measure!r}: {len(self.outputs)} outputs but {len(self.values)} values"
-                                  + ("" if self.spread is None else f" and {len(self.spread)} spreads"))
+        if len(self.outputs) != len(self.values):
+            raise SimilarityError(f"curve {self.measure!r}: {len(self.outputs)} outputs but {len(self.values)} values")
 
     def known(self) -> list[int]:
         return [i for i, v in enumerate(self.values) if _finite(v)]
 
     def best(self) -> int:
-        """Index of the highest value (ties: the shallower layer)."""
+        """Index of the highest value (ties: the deeper layer)."""
         known = self.known()
         if not known:
             raise SimilarityError(f"curve {self.measure!r} has no finite value; nothing to advise on")
-        return max(known, key=lambda i: (self.values[i], -i))
+        return max(known, key=lambda i: (self.values[i], i))
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One sentence of advice and the numbers behind it."""
+    """One sentence of advice and every number it shows."""
 
-    topic: str  # layer, different, fine_tune, imagenet, agreement, data
+    topic: str  # data, layer, similarity, metrics, saturated, fine_tune, more_data, imagenet, agreement
     text: str
     numbers: dict
 
@@ -86,8 +86,11 @@ class Finding:
 class Advice:
     layer: str
     layer_by: str  # "probe <name>, <metric>" or "LogME"
-    different: bool
-    fine_tune: str  # likely, possible, unlikely
+    similarity: str  # similar, different, uncertain
+    fine_tune: str  # likely, unlikely, uncertain
+    tied: list[str] = field(default_factory=list)
+    saturated: bool = False
+    more_data: str | None = None  # likely, unlikely, uncertain; None without a learning curve
     findings: list[Finding] = field(default_factory=list)
     rules: dict = field(default_factory=dict)
 
@@ -95,156 +98,238 @@ class Advice:
         return "\n".join(f.text for f in self.findings)
 
     def as_dict(self) -> dict:
-        return {"layer": self.layer, "layer_by": self.layer_by, "different": self.different,
-                "fine_tune": self.fine_tune, "findings": [asdict(f) for f in self.findings], "rules": self.rules}
-
-
-def probe_curve(results, metric: str | None = None) -> Curve:
-    """The curve of the best probe in a results file (``ProbeResults``-like: ``.rows``).
-
-    The best probe is the one with the highest fold mean of ``metric`` on any
-    feature layer (the ImageNet ``logits`` aside); ties go to the probe listed first.
-    """
-    rows = [r for r in results.rows if not r["output"].startswith(f"{LOGITS}/")]
-    if metric is None:
-        metric = "roc_auc" if any("roc_auc" in r["metrics"] for r in rows) else "balanced_accuracy"
-    if metric not in CHANCE:
-        raise SimilarityError(f"advice reads the probe metric roc_auc or balanced_accuracy, not {metric!r}")
-    scored = [r for r in rows if _finite(r["metrics"].get(metric, {}).get("mean"))]
-    if not scored:
-        raise SimilarityError(f"the probe results hold no finite {metric} on any feature layer")
-    probe = max(scored, key=lambda r: r["metrics"][metric]["mean"])["probe"]
-    mine = [r for r in rows if r["probe"] == probe]
-    return Curve(metric, tuple(r["output"] for r in mine), tuple(r["metrics"][metric].get("mean") for r in mine),
-                 tuple(r["metrics"][metric].get("sd") for r in mine), source=probe)
+        return {"layer": self.layer, "layer_by": self.layer_by, "similarity": self.similarity,
+                "fine_tune": self.fine_tune, "tied": list(self.tied), "saturated": self.saturated,
+                "more_data": self.more_data, "findings": [asdict(f) for f in self.findings], "rules": self.rules}
 
 
 def _finite(value) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def _label(measure: str) -> str:
+    return LABELS.get(measure, measure)
+
+
+def rules() -> dict:
+    return {"confidence": CONFIDENCE, "margin": MARGIN, "ceiling": CEILING, "few_per_class": FEW_PER_CLASS,
+            "headroom": HEADROOM, "logme_margin": LOGME_MARGIN, "small_gain": SMALL_GAIN}
+
+
 def advise(n_images: int, n_classes: int, distance: Curve | None, transfer: Curve,
-           probes: Curve | None = None) -> Advice:
-    """Advice from the data's size, the distance to ImageNet per layer, LogME per layer and the probes."""
+           probes: Comparison | None = None, other: Comparison | None = None, curve=None) -> Advice:
+    """Advice from the data's size, the distance to ImageNet, LogME and (optionally) probe comparisons.
+
+    ``probes``: the comparison of the metric asked for; ``other``: the same
+    probe under the other metric (ROC AUC vs balanced accuracy), to catch
+    disagreement; ``curve``: a :class:`~pipeline.probes.curve.LearningCurve`
+    of the chosen output.
+    """
     if n_images < 1 or n_classes < 2:
         raise SimilarityError(f"advice needs labelled images of at least 2 classes; got {n_images} image(s) in "
                               f"{n_classes} class(es)")
     per_class = n_images / n_classes
-    quality = probes if probes is not None else transfer
     findings = [_data_finding(n_images, n_classes, per_class)]
-    layer, tied = _choose(quality)
-    findings.append(_layer_finding(quality, layer, tied))
-    different, steps, gap = _different(quality, layer)
-    findings.append(_different_finding(quality, layer, different, steps, gap))
-    level, finding = _fine_tune(quality, layer, steps, per_class, n_classes)
-    findings.append(finding)
+    if probes is None:
+        advice = _from_logme(transfer, per_class, findings)
+    else:
+        advice = _from_probes(probes, other, per_class, n_classes, findings)
+    if curve is not None:
+        advice.more_data, finding = _more_data(curve, advice.saturated)
+        findings.append(finding)
     if distance is not None and distance.known():
-        findings.append(_imagenet_finding(distance, quality.outputs[layer], different))
+        findings.append(_imagenet_finding(distance, advice.layer, advice.similarity))
     if probes is not None:
         findings.append(_agreement_finding(transfer, probes))
-    by = f"probe {quality.source}, {quality.measure}" if probes is not None else "LogME"
-    rules = {"few_per_class": FEW_PER_CLASS, "enough_per_class": ENOUGH_PER_CLASS, "far": FAR, "headroom": HEADROOM,
-             "logme_margin": LOGME_MARGIN}
-    return Advice(quality.outputs[layer], by, different, level, findings, rules)
+    advice.findings, advice.rules = findings, rules()
+    return advice
 
 
-def _label(curve: Curve) -> str:
-    return {"roc_auc": "ROC AUC", "balanced_accuracy": "balanced accuracy", "logme": "LogME"}.get(curve.measure,
-                                                                                                 curve.measure)
+# With probe results -------------------------------------------------------------------------------
+def _from_probes(c: Comparison, other: Comparison | None, per_class: float, n_classes: int,
+                 findings: list[Finding]) -> Advice:
+    findings.append(_layer_finding(c))
+    findings.append(_similarity_finding(c))
+    verdict = c.verdict
+    if other is not None and other.verdict != c.verdict:
+        verdict = "uncertain"
+        findings.append(_metrics_finding(c, other))
+    if c.saturated:
+        findings.append(_saturated_finding(c))
+    level, finding = _fine_tune(c, verdict, per_class)
+    findings.append(finding)
+    return Advice(c.chosen, f"probe {c.probe}, {c.metric}", verdict, level, list(c.tied), c.saturated)
 
 
-def _noise(curve: Curve, i: int) -> float:
-    if curve.spread is None:
-        return LOGME_MARGIN
-    sd = curve.spread[i]
-    return float(sd) if sd is not None and math.isfinite(sd) else 0.0
+def _interval(d) -> str:
+    return f"95% interval {d.low:.3f} to {d.high:.3f}"
 
 
-def _noise_words(curve: Curve, i: int) -> str:
-    if curve.spread is None:
-        return f"the margin of {LOGME_MARGIN} nats per image"
-    return f"the noise, one fold sd ({_noise(curve, i):.3f})"
+def _layer_finding(c: Comparison) -> Finding:
+    chosen, best = c.score(c.chosen), c.score(c.best)
+    others = [o for o in c.tied if o != c.chosen]
+    numbers = {"layer": c.chosen, "value": chosen.mean, "low": chosen.interval[0], "high": chosen.interval[1],
+               "estimates": c.n_estimates, "best": c.best, "best_value": best.mean, "tied": list(c.tied),
+               "confidence": c.confidence}
+    text = (f"Use {c.chosen}: the {c.probe} probe scores {chosen.mean:.3f} {_label(c.metric)} there "
+            f"(95% interval {chosen.interval[0]:.3f} to {chosen.interval[1]:.3f}, over {c.n_estimates} folds).")
+    if c.chosen != c.best:
+        gap = chosen.behind_best
+        numbers.update(gap=gap.mean, gap_low=gap.low, gap_high=gap.high)
+        text += (f" It is the last output and tied with the highest, {c.best} ({best.mean:.3f}, ahead by "
+                 f"{gap.mean:.3f}, {_interval(gap)}); ties go to the last output, the simplest choice.")
+    if others:
+        text += " Tied with it at 95% confidence: " + ", ".join(f"{o} ({c.score(o).mean:.3f})" for o in others) + "."
+        numbers["tied_values"] = [c.score(o).mean for o in others]
+    return Finding("layer", text, numbers)
 
 
-def _choose(curve: Curve) -> tuple[int, list[int]]:
+def _similarity_finding(c: Comparison) -> Finding:
+    last, best, gap = c.score(c.last), c.score(c.best), c.last_behind_best
+    numbers = {"verdict": c.verdict, "last": c.last, "last_value": last.mean, "best": c.best, "best_value": best.mean,
+               "best_low": best.interval[0], "best_high": best.interval[1], "chance": c.chance, "gap": gap.mean,
+               "gap_low": gap.low, "gap_high": gap.high, "p_last_worse": c.p_last_worse,
+               "beats_last_by_at_most": c.beats_last_by_at_most, "margin": c.margin, "confidence": c.confidence}
+    if not c.signal:
+        text = (f"Uncertain whether the data set is like ImageNet: no layer is shown to beat chance ({c.chance:.3f}); "
+                f"the best, {c.best}, scores {best.mean:.3f} (95% interval {best.interval[0]:.3f} to "
+                f"{best.interval[1]:.3f}).")
+    elif c.verdict == "different":
+        text = (f"Different from ImageNet for this task: the last output, {c.last}, scores {last.mean:.3f}, behind "
+                f"the best, {c.best}, by {gap.mean:.3f} ({_interval(gap)}; probability {c.p_last_worse:.3f} that "
+                "it is worse): the top of the network is tuned to ImageNet in a way that does not help here.")
+    elif c.verdict == "similar":
+        text = (f"Similar to ImageNet for this task: the last output, {c.last}, scores {last.mean:.3f}, and no "
+                f"output beats it by more than {c.margin:.3f} (the largest 95% upper bound is "
+                f"{c.beats_last_by_at_most:.3f}); its CNN codes are the features to use.")
+    else:
+        text = (f"Uncertain whether the data set is like ImageNet: the last output, {c.last}, scores {last.mean:.3f}, "
+                f"tied with the best, {c.best} ({best.mean:.3f}; {_interval(gap)}, probability "
+                f"{c.p_last_worse:.3f} that it is worse), but another output may beat it by up to "
+                f"{c.beats_last_by_at_most:.3f}, more than {c.margin:.3f}; more images or repeats would decide.")
+    return Finding("similarity", text, numbers)
+
+
+def _metrics_finding(c: Comparison, other: Comparison) -> Finding:
+    numbers = {c.metric: c.verdict, other.metric: other.verdict, f"p_last_worse_{c.metric}": c.p_last_worse,
+               f"p_last_worse_{other.metric}": other.p_last_worse}
+    text = (f"The metrics disagree: by {_label(c.metric)} the data set is '{c.verdict}' (probability "
+            f"{c.p_last_worse:.3f} that the last output is worse), by {_label(other.metric)} '{other.verdict}' "
+            f"(probability {other.p_last_worse:.3f}); the verdict stays 'uncertain' until they agree.")
+    return Finding("metrics", text, numbers)
+
+
+def _saturated_finding(c: Comparison) -> Finding:
+    top = [o for o in c.tied if c.score(o).mean >= CEILING]
+    numbers = {"ceiling": CEILING, "saturated": top, "values": [c.score(o).mean for o in top]}
+    text = (f"The task is saturated: {', '.join(f'{o} ({c.score(o).mean:.3f})' for o in top)} "
+            f"score at least {CEILING:.3f}, so this task cannot tell the layers apart.")
+    return Finding("saturated", text, numbers)
+
+
+def _fine_tune(c: Comparison, verdict: str, per_class: float) -> tuple[str, Finding]:
+    best = c.score(c.best).mean
+    headroom = (1.0 - best) / (1.0 - c.chance) if c.chance < 1 else 0.0
+    numbers = {"per_class": per_class, "few_per_class": FEW_PER_CLASS, "headroom": headroom,
+               "headroom_rule": HEADROOM, "best_value": best, "p_last_worse": c.p_last_worse}
+    if c.saturated:
+        return "unlikely", Finding("fine_tune", f"Fine-tuning is unlikely to pay: the task is saturated (best "
+                                                f"{best:.3f}), there is nothing left to gain.", numbers)
+    if per_class < FEW_PER_CLASS:
+        return "unlikely", Finding("fine_tune", (
+            f"Fine-tuning is unlikely to pay: with about {per_class:.0f} images per class (fewer than "
+            f"{FEW_PER_CLASS}) a fine-tuned network would mostly fit noise; keep a probe on {c.chosen}."), numbers)
+    if not c.signal:
+        return "uncertain", Finding("fine_tune", "Fine-tuning: uncertain, as no layer is shown to beat chance yet; "
+                                                 "check the labels, or add images.", numbers)
+    if verdict == "different":
+        return "likely", Finding("fine_tune", (
+            f"Fine-tuning is likely to pay: the top of the network falls behind {c.best} (probability "
+            f"{c.p_last_worse:.3f}), with about {per_class:.0f} images per class; fine-tune from {c.best} up, with "
+            "augmentation and early stopping."), numbers)
+    if verdict == "similar" and headroom < HEADROOM:
+        return "unlikely", Finding("fine_tune", (
+            f"Fine-tuning is unlikely to add much: the last output works as well as any and the probe leaves only "
+            f"{headroom:.0%} of the way from chance to perfect; a probe on {c.chosen} is the economical choice."),
+            numbers)
+    if verdict == "similar":
+        return "uncertain", Finding("fine_tune", (
+            f"Fine-tuning: uncertain. The last output works as well as any, but the probe leaves {headroom:.0%} of "
+            f"the way from chance to perfect, with about {per_class:.0f} images per class; only a trial can tell "
+            "whether fine-tuning closes part of it."), numbers)
+    return "uncertain", Finding("fine_tune", (
+        f"Fine-tuning: uncertain, as it is not settled whether the top of the network falls behind (probability "
+        f"{c.p_last_worse:.3f} that the last output is worse)."), numbers)
+
+
+# Without probe results: LogME -------------------------------------------------------------------
+def _from_logme(curve: Curve, per_class: float, findings: list[Finding]) -> Advice:
     best = curve.best()
-    floor = curve.values[best] - _noise(curve, best)
-    return best, [i for i in curve.known() if i != best and curve.values[i] >= floor]
+    last = curve.known()[-1]
+    floor = curve.values[best] - LOGME_MARGIN
+    tied = [i for i in curve.known() if curve.values[i] >= floor]
+    chosen = last if last in tied else best
+    name, value = curve.outputs[chosen], curve.values[chosen]
+    numbers = {"layer": name, "value": value, "best": curve.outputs[best], "best_value": curve.values[best],
+               "last": curve.outputs[last], "last_value": curve.values[last], "margin": LOGME_MARGIN,
+               "tied": [curve.outputs[i] for i in tied]}
+    text = f"Use {name}: LogME {value:.3f} nats per image there"
+    if chosen != best:
+        text += (f", within {LOGME_MARGIN:.3f} of the highest, {curve.outputs[best]} ({curve.values[best]:.3f}); "
+                 "ties go to the last output, the simplest choice.")
+    else:
+        text += ", the highest."
+    findings.append(Finding("layer", text, numbers))
+    lean = "similar" if last in tied else "different"
+    gap = curve.values[best] - curve.values[last]
+    findings.append(Finding("similarity", (
+        f"Uncertain whether the data set is like ImageNet: LogME leans '{lean}' (the last output, "
+        f"{curve.outputs[last]}, is {gap:.3f} nats per image below the best), but LogME gives no confidence "
+        "interval; run `layerprobe probe` and pass --results for a verdict."),
+        {**numbers, "lean": lean, "gap": gap}))
+    if per_class < FEW_PER_CLASS:
+        level, text = "unlikely", (f"Fine-tuning is unlikely to pay: with about {per_class:.0f} images per class "
+                                   f"(fewer than {FEW_PER_CLASS}) a fine-tuned network would mostly fit noise.")
+    else:
+        level, text = "uncertain", ("Fine-tuning: uncertain without probe results; `layerprobe probe` and "
+                                    "`advise --results` can tell.")
+    findings.append(Finding("fine_tune", text, {"per_class": per_class, "few_per_class": FEW_PER_CLASS}))
+    return Advice(name, "LogME", "uncertain", level, [curve.outputs[i] for i in tied], False)
 
 
+# Shared findings ------------------------------------------------------------------------------------
 def _data_finding(n_images: int, n_classes: int, per_class: float) -> Finding:
-    size = "few" if per_class < FEW_PER_CLASS else ("many" if per_class >= ENOUGH_PER_CLASS else "a moderate number of")
+    size = "few" if per_class < FEW_PER_CLASS else "enough"
     return Finding("data", f"{n_images} images in {n_classes} classes, about {per_class:.0f} per class: {size} "
                            "images for training a network.",
                    {"n_images": n_images, "n_classes": n_classes, "per_class": per_class})
 
 
-def _layer_finding(curve: Curve, best: int, tied: list[int]) -> Finding:
-    name, value = curve.outputs[best], curve.values[best]
-    how = f"the {curve.source} probe's" if curve.source else "the"
-    text = (f"Use {name}: it has {how} highest {_label(curve)}, {value:.3f}"
-            + (f" ± {_noise(curve, best):.3f} (fold sd)" if curve.spread is not None else "") + ".")
-    if tied:
-        others = ", ".join(f"{curve.outputs[i]} ({curve.values[i]:.3f})" for i in tied)
-        text += f" Within {_noise_words(curve, best)} of it: {others}."
-    return Finding("layer", text, {"layer": name, "measure": curve.measure, "value": value,
-                                   "noise": _noise(curve, best), "ties": [curve.outputs[i] for i in tied]})
-
-
-def _different(curve: Curve, best: int) -> tuple[bool, int, float]:
-    last = curve.known()[-1]
-    gap = float(curve.values[best] - curve.values[last])
-    return best < last and gap > _noise(curve, best), last - best, gap
-
-
-def _different_finding(curve: Curve, best: int, different: bool, steps: int, gap: float) -> Finding:
-    last = curve.known()[-1]
-    numbers = {"best": curve.outputs[best], "last": curve.outputs[last], "layers_below_last": steps,
-               "best_value": curve.values[best], "last_value": curve.values[last], "gap": gap,
-               "noise": _noise(curve, best)}
-    if different:
-        text = (f"The best layer is {steps} output(s) below the last, {curve.outputs[last]}, which scores {gap:.3f} "
-                f"lower ({curve.values[last]:.3f}), more than {_noise_words(curve, best)}: the top of the "
-                "network is tuned to ImageNet in a way that does not help here, so for this task the data set is "
-                "'different' from ImageNet.")
-    elif best == last:
-        text = (f"The last layer, {curve.outputs[last]}, is the best: for this task the data set is 'similar' to "
-                "ImageNet in the sense that matters; its CNN codes are the features to use.")
+def _more_data(curve, saturated: bool) -> tuple[str, Finding]:
+    gain = curve.last_doubling
+    half, full = curve.points[-2] if len(curve.points) > 1 else None, curve.points[-1]
+    numbers = {"output": curve.output, "probe": curve.probe, "metric": curve.metric, "n_half": half.n_train if half
+               else None, "n_full": full.n_train, "value_half": half.mean if half else None, "value_full": full.mean,
+               "gain": None if gain is None else gain.mean, "gain_low": None if gain is None else gain.low,
+               "gain_high": None if gain is None else gain.high, "small_gain": SMALL_GAIN,
+               "confidence": CONFIDENCE}
+    if gain is None:
+        return "uncertain", Finding("more_data", "More images: uncertain (the learning curve has no halfway point).",
+                                    numbers)
+    what = (f"on {curve.output} the {curve.probe} probe went from {half.mean:.3f} with about {half.n_train:.0f} "
+            f"training images to {full.mean:.3f} with {full.n_train:.0f} (gain {gain.mean:.3f}, {_interval(gain)})")
+    if saturated:
+        level, text = "unlikely", f"More labelled images are unlikely to help: the task is saturated; {what}."
+    elif gain.low > 0:
+        level, text = "likely", (f"More labelled images are likely to help: {what}; another doubling would likely "
+                                 f"add about as much or less, up to roughly {gain.mean:.3f}.")
+    elif gain.high < SMALL_GAIN:
+        level, text = "unlikely", (f"More labelled images are unlikely to help much: {what}; the curve has "
+                                   f"flattened (a doubling surely adds less than {SMALL_GAIN:.3f}).")
     else:
-        text = (f"The last layer, {curve.outputs[last]}, scores {curve.values[last]:.3f}, only {gap:.3f} below the "
-                f"best, within {_noise_words(curve, best)}: for this task the data set counts as 'similar' "
-                "to ImageNet; the CNN codes work about as well.")
-    return Finding("different", text, numbers)
-
-
-def _fine_tune(curve: Curve, best: int, steps: int, per_class: float, n_classes: int) -> tuple[str, Finding]:
-    headroom = None
-    if curve.measure in CHANCE:
-        chance = CHANCE[curve.measure](n_classes)
-        headroom = (1.0 - curve.values[best]) / (1.0 - chance)
-    far, open_ = steps >= FAR, headroom is not None and headroom >= HEADROOM
-    numbers = {"per_class": per_class, "layers_below_last": steps, "headroom": headroom}
-    reasons = ([f"the best layer is {steps} outputs below the top"] if far else []) + (
-        [f"the best probe leaves {headroom:.0%} of the way from chance to perfect"] if open_ else [])
-    if per_class < FEW_PER_CLASS:
-        level = "unlikely"
-        text = (f"Fine-tuning is unlikely to pay: with about {per_class:.0f} images per class (fewer than "
-                f"{FEW_PER_CLASS}) a fine-tuned network would mostly fit noise; keep a linear probe on "
-                f"{curve.outputs[best]}.")
-    elif reasons:
-        level = "likely" if per_class >= ENOUGH_PER_CLASS else "possible"
-        how = ("is likely to pay" if level == "likely" else
-               f"may pay, if you fine-tune only from {curve.outputs[best]} up, with augmentation and early stopping")
-        text = f"Fine-tuning {how}: {' and '.join(reasons)}, with about {per_class:.0f} images per class."
-    else:
-        level = "unlikely"
-        spare = "" if headroom is None else f", leaving only {headroom:.0%} of the way to perfect"
-        text = (f"Fine-tuning is unlikely to add much: the best layer is at or near the top{spare}; a linear probe "
-                f"on {curve.outputs[best]} is the economical choice.")
-    return level, Finding("fine_tune", text, numbers)
-
-
-def _imagenet_finding(distance: Curve, best_output: str, different: bool) -> Finding:
+        level, text = "uncertain", f"Whether more labelled images help is uncertain: {what}."
+    return level, Finding("more_data", text, numbers)
+def _imagenet_finding(distance: Curve, best_output: str, verdict: str) -> Finding:
     known = distance.known()
     low, high = min(known, key=lambda i: distance.values[i]), max(known, key=lambda i: distance.values[i])
     best = distance.outputs.index(best_output) if best_output in distance.outputs else None
@@ -257,26 +342,28 @@ def _imagenet_finding(distance: Curve, best_output: str, different: bool) -> Fin
     if peak == "before":
         text += (" The distance peaks before the best layer: the images differ from ImageNet mostly in low-level "
                  "appearance, which the deeper layers absorb.")
-    elif peak and different:
+    elif peak and verdict == "different":
         text += (" The distance peaks at or after the best layer, where the scores fall: the top layers see these "
                  "images least like ImageNet, which agrees with choosing an earlier layer.")
-    elif peak:
+    elif peak and verdict == "similar":
         text += (" The distance peaks at or after the best layer, yet the last layer scores about as well: this "
                  "departure from ImageNet does not hurt the task.")
+    elif peak:
+        text += " The distance peaks at or after the chosen layer."
     return Finding("imagenet", text, numbers)
 
 
-def _agreement_finding(transfer: Curve, probes: Curve) -> Finding:
+def _agreement_finding(transfer: Curve, probes: Comparison) -> Finding:
     from scipy.stats import spearmanr
 
-    common = [o for o in probes.outputs if o in transfer.outputs]
-    pairs = [(transfer.values[transfer.outputs.index(o)], probes.values[probes.outputs.index(o)]) for o in common]
+    common = [o.output for o in probes.outputs if o.output in transfer.outputs]
+    pairs = [(transfer.values[transfer.outputs.index(o)], probes.score(o).mean) for o in common]
     pairs = [(a, b) for a, b in pairs if _finite(a) and _finite(b)]
     varied = len(pairs) >= 3 and all(len(set(side)) > 1 for side in zip(*pairs))
     rho = float(spearmanr(*zip(*pairs)).statistic) if varied else None  # undefined for a constant curve
-    best_t, best_p = transfer.outputs[transfer.best()], probes.outputs[probes.best()]
+    best_t, best_p = transfer.outputs[transfer.best()], probes.best
     agree = "agree" if best_t == best_p else "disagree"
-    text = (f"LogME and the {probes.source} probe {agree} on the best layer ({best_t} vs {best_p})"
+    text = (f"LogME and the {probes.probe} probe {agree} on the best layer ({best_t} vs {best_p})"
             + (f"; their curves have Spearman correlation {rho:.2f} over {len(pairs)} layers." if _finite(rho)
                else "."))
     return Finding("agreement", text, {"logme_best": best_t, "probe_best": best_p, "spearman": rho,
@@ -308,25 +395,46 @@ def check_results_match(results, manifest: dict, cache_name: str) -> None:
                               f"({'; '.join(differ)}); run `layerprobe probe` on this cache")
 
 
-def advise_cache(cache_path: str | Path, results_path: str | Path | None = None, metric: str | None = None) -> Advice:
+def advise_cache(cache_path: str | Path, results_path: str | Path | None = None, metric: str | None = None,
+                 curve=None) -> Advice:
     """Advice for a cache: LogME per layer, the distance to ImageNet where BatchNorm statistics were
-    stored, and the probe curve of ``results_path`` if given."""
+    stored, and, if ``results_path`` is given, the paired comparisons of its best probe under
+    ``metric`` (default ROC AUC) checked against the other metric. ``curve``: a learning curve
+    (:func:`pipeline.probes.learning_curve`) to say whether more images would help."""
     from ..cache import open_cache
     from .tables import IMAGENET, similarity_table
 
     with open_cache(cache_path) as cache:
         manifest, has_bn = cache.manifest, bool(cache.bn_stats())
-    results = None
+    probes = other = None
     if results_path is not None:
         from ..probes import load_results
 
         results = load_results(results_path)
         check_results_match(results, manifest, Path(cache_path).name)
+        probes, other = probe_comparisons(results, metric)
     table = similarity_table(cache_path, IMAGENET if has_bn else None)
     distance, transfer = curves_from_table(table)
-    probes = probe_curve(results, metric) if results is not None else None
-    advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes)
+    advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes, other, curve)
     if not has_bn:
         advice.findings.append(Finding("imagenet", "No distance to ImageNet: the cache holds no BatchNorm statistics "
                                                    "(extract with --bn-stats to add it).", {}))
     return advice
+
+
+def probe_comparisons(results, metric: str | None = None) -> tuple[Comparison, Comparison | None]:
+    """The best probe's comparison under ``metric`` and, where the rows hold it, under the other metric."""
+    from ..errors import ProbeError
+
+    metric = metric or "roc_auc"
+    if metric not in OTHER_METRIC:
+        raise SimilarityError(f"advice reads the probe metric roc_auc or balanced_accuracy, not {metric!r}")
+    try:
+        main = compare_outputs(results, metric)
+    except ProbeError as exc:
+        raise SimilarityError(str(exc)) from None
+    try:
+        other = compare_outputs(results, OTHER_METRIC[metric], main.probe)
+    except ProbeError:
+        other = None
+    return main, other
