@@ -16,8 +16,7 @@ layerprobe's own extract (every stage and pre_logits, 128 px).
 Prints one table (and the checks against the targets): whether the chosen layer
 lies in the held-out tied set, the verdicts, whether they agree with the
 held-out truth, and, on the no-signal task, whether every verdict is
-"uncertain" and every ROC AUC interval covers 0.5. Figures the installed
-library cannot give yet are printed as "n/a" and named at the end.
+"uncertain" and every ROC AUC interval covers 0.5.
 
 Images and codes are kept under --cache-dir, so a re-run only re-fits.
 
@@ -71,7 +70,8 @@ class TaskResult:
     n_test: int
     held_out: HeldOut
     advice: dict[str, dict] = field(default_factory=dict)  # metric -> read_advice()
-    cv_ci: list[tuple[float, float]] = field(default_factory=list)  # ROC AUC interval per output
+    cv_ci: list[tuple[float, float]] = field(default_factory=list)  # ROC AUC bootstrap interval per output
+    cv_paired_ci: list[tuple[float, float]] = field(default_factory=list)  # corrected-t interval per output
     seconds: float = 0.0
 
 
@@ -116,27 +116,15 @@ def held_out(train: Path, test: Path, seed: int) -> HeldOut:
 
 
 def read_advice(comparison, advice) -> dict:
-    """The figures the panel checks: the paired comparison of the CV rows, and the advice built on it.
-
-    Where the installed ``advise`` already gives the three-valued verdict (a string) it is
-    read from the advice; an older ``advise`` (``different`` a bool) leaves the layer,
-    tied set and verdict to :func:`pipeline.probes.compare.compare_outputs`.
-    """
-    d = advice.as_dict()
-    from_advice = isinstance(d.get("different"), str)
-    return {"layer": d["layer"] if from_advice else comparison.chosen,
-            "tied": list(d.get("tied") or comparison.tied),
-            "different": d["different"] if from_advice else comparison.verdict,
-            "verdict_from": "advise" if from_advice else "compare_outputs",
-            "p_last_worse": comparison.p_last_worse, "signal": comparison.signal,
-            "saturated": d.get("saturated", comparison.saturated),
-            "fine_tune": d.get("fine_tune"),
-            "fine_tune_values": "likely/unlikely/uncertain" if from_advice else "likely/possible/unlikely",
-            "metrics_disagree": any(f["topic"] in ("metrics", "disagreement", "metric") for f in d["findings"]),
-            "text": advice.text()}
+    """The figures the panel checks: the advice a user gets, and the paired comparison under it."""
+    return {"layer": advice.layer, "tied": list(advice.tied), "different": advice.similarity,
+            "raw_verdict": comparison.verdict, "p_last_worse": comparison.p_last_worse,
+            "signal": comparison.signal, "saturated": advice.saturated, "fine_tune": advice.fine_tune,
+            "metrics_disagree": any(f.topic == "metrics" for f in advice.findings), "text": advice.text()}
 
 
-def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list]:
+def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list, list]:
+    """The user's view: the probe grid with 5-fold CV (repeats chosen by the library), then advise."""
     from pipeline.probes import ProbeConfig, run_probes
     from pipeline.probes.compare import compare_outputs
     from pipeline.similarity import advise_cache
@@ -144,8 +132,11 @@ def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, li
     out = folder / "train.probes.json"
     config = ProbeConfig(probes=(PROBE,), folds=5, repeats=None, seed=seed)  # None: repeats for paired statistics
     results = run_probes(train, config, out=out, jobs=jobs, progress=False)
-    ci = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
-    return {m: read_advice(compare_outputs(results, m), advise_cache(train, out, m)) for m in METRICS}, ci
+    comparisons = {m: compare_outputs(results, m) for m in METRICS}
+    boot = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
+    paired = [tuple(o.interval) for o in comparisons["roc_auc"].outputs]
+    advice = {m: read_advice(comparisons[m], advise_cache(train, out, m)) for m in METRICS}
+    return advice, boot, paired
 
 
 def run_task(name: str, root: Path, n_train: int, n_test: int, seed: int, jobs: int, config) -> TaskResult:
@@ -158,8 +149,8 @@ def run_task(name: str, root: Path, n_train: int, n_test: int, seed: int, jobs: 
     train = extract_split(folder / "train", train_samples, config)
     test = extract_split(folder / "test", test_samples, config)
     truth = held_out(train, test, seed)
-    advice, ci = cv_advice(train, folder, seed, jobs)
-    return TaskResult(name, task.answer, n_train, n_test, truth, advice, ci, time.perf_counter() - started)
+    advice, boot, paired = cv_advice(train, folder, seed, jobs)
+    return TaskResult(name, task.answer, n_train, n_test, truth, advice, boot, paired, time.perf_counter() - started)
 
 
 def truth_verdict(r: TaskResult) -> str:
@@ -173,28 +164,38 @@ def short(output: str) -> str:
     return output.split("/")[0].replace("blocks.", "b").replace("pre_logits", "pl")
 
 
+def agreement(verdict: str, truth: str) -> str:
+    """yes (right), uncertain (no claim), NO (a claim the held-out set contradicts)."""
+    if truth == "none" or verdict == "uncertain":
+        return "yes" if verdict == "uncertain" else "NO" if truth == "none" else "uncertain"
+    return "yes" if verdict == truth else "NO"
+
+
+def flip(r: TaskResult) -> str:
+    """Do the paired comparisons under ROC AUC and balanced accuracy disagree, and does the advice say so?"""
+    auc, ba = r.advice["roc_auc"], r.advice["balanced_accuracy"]
+    if auc["different"] != ba["different"]:
+        return "SILENT"  # the advice itself changes with the metric
+    if auc["raw_verdict"] == ba["raw_verdict"]:
+        return "no"
+    return "said" if auc["metrics_disagree"] and ba["metrics_disagree"] else "SILENT"
+
+
 def row(r: TaskResult) -> tuple:
     h, auc, ba = r.held_out, r.advice["roc_auc"], r.advice["balanced_accuracy"]
     best = h.best("roc_auc")
-    i = h.outputs.index(best)
-    chosen_in = auc["layer"] in h.tied["roc_auc"]
     truth = truth_verdict(r)
-    verdict = auc["different"] or "n/a"
-    agree = ("yes" if verdict == truth else "uncertain" if verdict == "uncertain" else "NO")
-    if truth == "none":
-        agree = "yes" if verdict == "uncertain" else "NO"
-    flip = auc["different"] != ba["different"]
-    flip_text = "no" if not flip else ("said" if auc["metrics_disagree"] or ba["metrics_disagree"] else "SILENT")
-    return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][i]:.3f}",
-            ",".join(short(o) for o in h.tied["roc_auc"]), short(auc["layer"]),
-            ",".join(short(o) for o in auc["tied"]), "yes" if chosen_in else "NO", truth, verdict,
-            f"{auc['p_last_worse']:.2f}", agree, ba["different"] or "n/a", flip_text,
-            "yes" if auc["saturated"] else "no", auc["fine_tune"] or "n/a", f"{r.seconds:.0f}")
+    return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][h.outputs.index(best)]:.3f}",
+            ",".join(short(o) for o in h.tied["roc_auc"]), truth, short(auc["layer"]),
+            ",".join(short(o) for o in auc["tied"]), "yes" if auc["layer"] in h.tied["roc_auc"] else "NO",
+            f"{auc['raw_verdict']} / {ba['raw_verdict']}", flip(r), f"{auc['p_last_worse']:.2f}", auc["different"],
+            agreement(auc["different"], truth), "yes" if auc["saturated"] else "no", auc["fine_tune"],
+            f"{r.seconds:.0f}")
 
 
-HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "CV chosen", "CV tied", "chosen in tied",
-        "held-out says", "CV verdict (AUC)", "P(last worse)", "agrees", "CV verdict (bal. acc.)", "metric flip",
-        "saturated", "fine-tune", "s")
+HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "held-out says", "CV chosen", "CV tied",
+        "chosen in held-out tied", "paired verdict AUC / bal. acc.", "metric flip", "P(last worse)",
+        "advice", "advice right", "saturated", "fine-tune", "s")
 
 
 def table(rows: list[tuple]) -> str:
@@ -217,39 +218,30 @@ def curves(results: list[TaskResult]) -> str:
 
 def checks(results: list[TaskResult]) -> list[str]:
     lines = []
-    inside = [r for r in results if r.advice["roc_auc"]["layer"] in r.held_out.tied["roc_auc"]]
-    lines.append(f"chosen layer in the held-out tied set: {len(inside)} of {len(results)} tasks"
-                 + ("" if len(inside) == len(results) else " (missed: " + ", ".join(
-                     r.name for r in results if r not in inside) + ")"))
+    missed = [r.name for r in results if r.advice["roc_auc"]["layer"] not in r.held_out.tied["roc_auc"]]
+    lines.append(f"chosen layer in the held-out tied set: {len(results) - len(missed)} of {len(results)} tasks"
+                 + (f" (missed: {', '.join(missed)})" if missed else ""))
+    wrong = [r.name for r in results if agreement(r.advice["roc_auc"]["different"], truth_verdict(r)) == "NO"]
+    lines.append(f"advice contradicted by the held-out set: {len(wrong)} of {len(results)} tasks"
+                 + (f" ({', '.join(wrong)})" if wrong else ""))
     for r in (r for r in results if r.answer == "none"):
-        verdicts = [r.advice[m][k] for m in METRICS for k in ("different", "fine_tune")]
-        wrong = [v for v in verdicts if v != "uncertain"]
-        lines.append(f"{r.name}: {len(wrong)} of {len(verdicts)} verdicts not 'uncertain' ({', '.join(map(str, verdicts))})")
-        cover_cv = sum(lo <= 0.5 <= hi for lo, hi in r.cv_ci)
-        cover_ho = sum(lo <= 0.5 <= hi for lo, hi in r.held_out.ci["roc_auc"])
-        lines.append(f"{r.name}: ROC AUC intervals covering 0.5: CV {cover_cv} of {len(r.cv_ci)}, held-out "
-                     f"{cover_ho} of {len(r.held_out.outputs)}")
-    flips = [r.name for r in results if r.advice["roc_auc"]["different"] != r.advice["balanced_accuracy"]["different"]]
-    silent = [n for n in flips if not any(r.advice[m]["metrics_disagree"] for r in results if r.name == n
-                                          for m in METRICS)]
-    lines.append(f"verdict differs between ROC AUC and balanced accuracy: {len(flips)} task(s) "
-                 f"{flips or ''}; without saying so: {len(silent)} {silent or ''}".rstrip())
-    sat = [r for r in results if r.answer == "saturated"]
-    for r in sat:
-        lines.append(f"{r.name}: named saturated: {r.advice['roc_auc']['saturated']}")
+        verdicts = [f"{k} ({m}): {r.advice[m][k]}" for m in METRICS for k in ("different", "fine_tune")]
+        claims = [v for v in verdicts if not v.endswith("uncertain")]
+        lines.append(f"{r.name}: {len(claims)} of {len(verdicts)} verdicts not 'uncertain'"
+                     + (f" ({'; '.join(claims)})" if claims else ""))
+        for what, intervals in (("CV bootstrap", r.cv_ci), ("CV corrected t", r.cv_paired_ci),
+                                ("held-out bootstrap", r.held_out.ci["roc_auc"])):
+            cover = sum(lo <= 0.5 <= hi for lo, hi in intervals)
+            lines.append(f"{r.name}: {what} ROC AUC intervals covering 0.5: {cover} of {len(intervals)}")
+    flips = {r.name: flip(r) for r in results}
+    silent = [n for n, f in flips.items() if f == "SILENT"]
+    said = [n for n, f in flips.items() if f == "said"]
+    lines.append(f"ROC AUC and balanced accuracy disagree: {len(said) + len(silent)} task(s), said so on "
+                 f"{len(said)}{' (' + ', '.join(said) + ')' if said else ''}, silently on {len(silent)}"
+                 + (f" ({', '.join(silent)})" if silent else ""))
+    for r in (r for r in results if r.answer == "saturated"):
+        lines.append(f"{r.name}: named saturated: {'yes' if r.advice['roc_auc']['saturated'] else 'no'}")
     return lines
-
-
-def missing(results: list[TaskResult]) -> list[str]:
-    a = results[0].advice["roc_auc"]
-    notes = []
-    if a["verdict_from"] != "advise":
-        notes.append("the installed advise predates the three-valued verdict: layer, tied set and verdict are "
-                     "those of pipeline.probes.compare.compare_outputs on the same CV results, and the fine-tune "
-                     f"column is the old rule ({a['fine_tune_values']})")
-    if not any(r.advice[m]["metrics_disagree"] for r in results for m in METRICS):
-        notes.append("no advice on any task states that ROC AUC and balanced accuracy disagree (none may need to)")
-    return notes
 
 
 def main() -> None:
@@ -283,11 +275,6 @@ def main() -> None:
     print("\nTargets")
     for line in checks(results):
         print("  " + line)
-    notes = missing(results)
-    if notes:
-        print("\nNot measured with the installed library")
-        for line in notes:
-            print("  " + line)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
