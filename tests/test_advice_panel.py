@@ -108,3 +108,25 @@ def test_no_signal_labels_are_independent_of_the_tumour():
 def test_train_and_test_crops_differ():
     train, test = make_split(TASKS["cast"], 12, 12, 0)
     assert not {s.image.tobytes() for s in train} & {s.image.tobytes() for s in test}
+
+
+@pytest.mark.slow
+def test_panel_upside_down_end_to_end(tmp_path):
+    """Real weights: on upright vs upside-down crops the advice picks a top output, one the held-out set ties."""
+    import importlib.util
+    from pathlib import Path
+
+    from pipeline.activations import ExtractConfig
+
+    spec = importlib.util.spec_from_file_location("bench_advice", Path(__file__).parents[1] / "bench" / "advice.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = ExtractConfig(layers=("all",), img_size=SIZE, device="cpu")
+    r = bench.run_task("upside_down", tmp_path, 60, 60, 0, 1, config)
+    auc = r.advice["roc_auc"]
+    assert r.held_out.outputs == ["blocks.0/avg", "blocks.1/avg", "blocks.2/avg", "blocks.4/avg", "blocks.6/avg",
+                                  "pre_logits/none"]
+    assert r.held_out.best("roc_auc") in ("blocks.6/avg", "pre_logits/none")
+    assert auc["layer"] in ("blocks.6/avg", "pre_logits/none") and auc["layer"] in r.held_out.tied["roc_auc"]
+    assert "blocks.0/avg" not in auc["tied"] and auc["different"] in ("similar", "uncertain")
+    assert bench.agreement(auc["different"], bench.truth_verdict(r)) != "NO"
