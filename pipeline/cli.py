@@ -462,22 +462,32 @@ def similarity(cache_path, reference, seed, max_rows, plot_path, as_json):
               help="Probe results of this cache (layerprobe probe); without them the layer is chosen by LogME.")
 @click.option("--metric", type=click.Choice(["roc_auc", "balanced_accuracy"]), default="roc_auc", show_default=True,
               help="Probe metric the advice reads.")
+@click.option("--learning-curve", is_flag=True,
+              help="With --results: refit the chosen probe at the chosen and the last layer on growing shares of "
+                   "each training fold, to say whether more labelled images would help.")
+@click.option("--curve-steps", type=click.IntRange(min=2), default=4, show_default=True,
+              help="Shares of the learning curve: 1/N, 2/N, ..., 1 of each training fold (even N gives the halfway "
+                   "point the advice compares with).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel fits of the curve.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice, its numbers and its rules as JSON.")
-def advise_command(cache_path, results_path, metric, as_json):
-    """Which layer to use, whether the data set is 'different' from ImageNet, whether to fine-tune.
+def advise_command(cache_path, results_path, metric, learning_curve, curve_steps, jobs, as_json):
+    """Which layer to use, whether the data set is like ImageNet, whether to fine-tune.
 
     Reads the number of images and classes, LogME per layer, the distance to
     ImageNet per layer (if extracted with --bn-stats) and, if given, the probe
-    curve; answers in plain sentences with the numbers behind each.
+    results, whose layers are compared pairwise on their shared folds. Verdicts
+    are similar / different / uncertain and likely / unlikely / uncertain
+    (README: "Reading the advice"); each sentence carries its numbers.
 
     \b
     Example:
       layerprobe advise cache/br35h-tf_efficientnet_lite0-0123456789ab.h5 \\
-        --results cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json
+        --results cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --learning-curve
     """
     from .similarity import advise_cache
 
-    advice = advise_cache(cache_path, results_path, metric if results_path else None)
+    advice = advise_cache(cache_path, results_path, metric if results_path else None,
+                          curve_steps if learning_curve else None, jobs)
     if as_json:
         click.echo(json.dumps(advice.as_dict(), indent=2))
         return
@@ -540,7 +550,7 @@ def _metric_option(func):
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--probes", "probe_names", multiple=True, default=["logreg,svm,lgbm"], show_default=True,
-              help="Probes to fit: logreg, svm, lgbm (comma-separated or repeated).")
+              help="Probes to fit: logreg, svm, lgbm, knn (comma-separated or repeated).")
 @click.option("--layers", "layer_tokens", multiple=True,
               help="Outputs to probe: layer/pooling, a layer name or an index (default: every output in the cache).")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Outer cross-validation folds.")
@@ -659,7 +669,7 @@ def report(results_path, out, metric, compare_splits, no_similarity):
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--layer", required=True, help="The output to fit on: layer/pooling, a layer name or an index.")
-@click.option("--probe", "probe_name", required=True, help="logreg, svm or lgbm.")
+@click.option("--probe", "probe_name", required=True, help="logreg, svm, lgbm or knn.")
 @click.option("--groups", help="Group column for the inner folds that choose C ('none' or a stored column).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Probe file (default: beside the cache, *.probe.npz).")

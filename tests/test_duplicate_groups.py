@@ -93,7 +93,7 @@ def test_compare_splits_in_the_cli_and_the_report(cache_with_duplicates):
     _store(cache_with_duplicates)
     runner = CliRunner()
     args = ["probe", str(cache_with_duplicates), "--probes", "logreg", "--layers", "pre_logits,blocks.4",
-            "--folds", "3", "--bootstrap", "50", "-q"]
+            "--folds", "3", "--repeats", "1", "--bootstrap", "50", "-q"]
     result = runner.invoke(main, args + ["--compare-splits", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -27,7 +27,7 @@ def cache(tmp_path):
 
 
 def test_probe_prints_the_table_and_writes_results_beside_the_cache(runner, cache):
-    result = runner.invoke(main, ["probe", str(cache), "--folds", "3", "--bootstrap", "50", "-q"])
+    result = runner.invoke(main, ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "50", "-q"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["layer", "probe", "roc_auc", "95%", "CI", "best"]
@@ -62,13 +62,13 @@ def test_probe_without_bootstrap_has_no_interval(runner, cache):
 
 
 def test_probe_logs_to_stderr_only(runner, cache):
-    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--bootstrap", "10"])
+    result = runner.invoke(main, ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "1", "--bootstrap", "10"])
     assert result.exit_code == 0, result.output
     assert "results: " in result.stderr and "results: " not in result.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--probes", "logreg,rf"], "Error: unknown probe 'rf'; available: lgbm, logreg, svm"),
+    (["--probes", "logreg,rf"], "Error: unknown probe 'rf'; available: knn, lgbm, logreg, svm"),
     (["--layers", "blocks.7"], "Error: 'blocks.7' is not a layer of mri.h5; it holds blocks.0/avg, blocks.1/avg"),
     (["--folds", "40"], "Error: class 'no' has 30 labelled image(s), fewer than --folds 40: use --folds 30 or fewer"),
     (["--groups", "groups"], "Error: --groups groups: mri.h5 has no such column"),
@@ -86,7 +86,7 @@ def test_probe_on_a_missing_cache(runner, tmp_path):
 
 
 def test_report_prints_the_html_path(runner, cache, tmp_path):
-    assert runner.invoke(main, ["probe", str(cache), "--folds", "3", "--bootstrap", "20", "-q"]).exit_code == 0
+    assert runner.invoke(main, ["probe", str(cache), "--folds", "3", "--repeats", "1", "--bootstrap", "20", "-q"]).exit_code == 0
     result = runner.invoke(main, ["report", str(cache.parent / "mri.probes.json"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'r.html'}\n"
@@ -113,7 +113,7 @@ def test_fit_then_predict_a_cache(runner, cache, tmp_path):
 
 def test_fit_errors(runner, cache):
     result = runner.invoke(main, ["fit", str(cache), "--layer", "blocks.1/avg", "--probe", "forest"])
-    assert result.exit_code == 1 and "Error: unknown probe 'forest'; available: lgbm, logreg, svm" in result.stderr
+    assert result.exit_code == 1 and "Error: unknown probe 'forest'; available: knn, lgbm, logreg, svm" in result.stderr
     result = runner.invoke(main, ["fit", str(cache), "--probe", "svm"])
     assert result.exit_code == 2 and "Missing option '--layer'" in result.stderr
 
@@ -130,7 +130,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 r = CliRunner()
 cache = {str(cache)!r}
-for args in (["probe", cache, "--folds", "3", "--bootstrap", "10", "-q"],
+for args in (["probe", cache, "--folds", "3", "--repeats", "1", "--bootstrap", "10", "-q"],
              ["report", cache.replace(".h5", ".probes.json")],
              ["fit", cache, "--layer", "0", "--probe", "lgbm", "--out", {str(tmp_path / "p.probe.npz")!r}],
              ["predict", {str(tmp_path / "p.probe.npz")!r}, cache]):

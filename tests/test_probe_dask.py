@@ -74,7 +74,7 @@ def test_tasks_read_their_layer_from_the_file(cache):
 def test_cli_backend_dask_starts_a_local_cluster(cache, tmp_path):
     environ = dict(os.environ)
     runner = CliRunner()
-    args = ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--bootstrap", "50", "--json", "-q"]
+    args = ["probe", str(cache), "--probes", "logreg", "--folds", "3", "--repeats", "1", "--bootstrap", "50", "--json", "-q"]
     local = runner.invoke(main, [*args, "--out", str(tmp_path / "local.json")])
     remote = runner.invoke(main, [*args, "--out", str(tmp_path / "dask.json"), "--backend", "dask", "--jobs", "2"])
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output

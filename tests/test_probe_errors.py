@@ -103,7 +103,7 @@ def test_non_finite_codes_in_a_layer(tmp_path):
 
 
 def test_unknown_probe_name():
-    with pytest.raises(ProbeError, match=r"unknown probe 'rf'; available: lgbm, logreg, svm"):
+    with pytest.raises(ProbeError, match=r"unknown probe 'rf'; available: knn, lgbm, logreg, svm"):
         ProbeConfig(probes=("logreg", "rf"))
 
 

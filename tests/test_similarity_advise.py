@@ -1,16 +1,24 @@
-"""Advice rules on hand-made curves, and which BatchNorm layers belong to which output."""
+"""Advice rules on hand-made tables, and which BatchNorm layers belong to which output."""
 
+import numpy as np
 import pytest
 
 from pipeline.errors import SimilarityError
-from pipeline.similarity import Curve, advise, assign_bn, probe_curve
+from pipeline.probes.compare import compare_rows
+from pipeline.similarity import Curve, advise, assign_bn
 from pipeline.similarity import advice as advice_module
+from tests.advice_tables import rows_from_folds
 
 OUTPUTS = ("blocks.0/avg", "blocks.1/avg", "blocks.2/avg", "blocks.3/avg", "pre_logits/none")
 
 
-def _probe(values, sd=0.01):
-    return Curve("roc_auc", OUTPUTS, tuple(values), tuple([sd] * len(values)), source="logreg")
+def _probe(levels, spread=0.005, metric="roc_auc", n=25):
+    """A comparison of one probe whose folds sit at ``levels`` with a shared fold effect and a little noise."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.02, n)
+    rows = rows_from_folds({o: {metric: np.clip(v + shared + rng.normal(0, spread, n), 0, 1)}
+                            for o, v in zip(OUTPUTS, levels)})
+    return compare_rows(rows, metric, 0.25, 2)
 
 
 def _logme(values):
@@ -22,58 +30,69 @@ def _topics(advice):
 
 
 def test_best_at_the_top_means_similar_and_no_fine_tuning():
-    advice = advise(3000, 2, None, _logme([0.1, 0.2, 0.3, 0.4, 0.5]), _probe([0.80, 0.90, 0.95, 0.97, 0.99]))
+    probes = _probe([0.80, 0.90, 0.95, 0.97, 0.985])
+    advice = advise(3000, 2, None, _logme([0.1, 0.2, 0.3, 0.4, 0.5]), probes)
     assert advice.layer == "pre_logits/none" and advice.layer_by == "probe logreg, roc_auc"
-    assert advice.different is False and advice.fine_tune == "unlikely"
+    assert advice.similarity == "similar" and advice.fine_tune == "unlikely" and advice.tied == ["pre_logits/none"]
     found = _topics(advice)
-    assert found["layer"].text == ("Use pre_logits/none: it has the logreg probe's highest ROC AUC, 0.990 ± 0.010 "
-                                   "(fold sd).")
-    assert "'similar' to ImageNet" in found["different"].text
-    assert found["fine_tune"].numbers["headroom"] == pytest.approx(0.02)
+    value, (low, high) = probes.score("pre_logits/none").mean, probes.score("pre_logits/none").interval
+    assert found["layer"].text == (f"Use pre_logits/none: the logreg probe scores {value:.3f} ROC AUC there "
+                                   f"(95% interval {low:.3f} to {high:.3f}, over 25 folds).")
+    assert found["similarity"].text.startswith("Similar to ImageNet for this task: the last output, pre_logits/none")
+    assert found["fine_tune"].numbers["headroom"] == pytest.approx((1 - value) / 0.5)
     assert "agree on the best layer (pre_logits/none vs pre_logits/none)" in found["agreement"].text
     assert "Spearman correlation 1.00 over 5 layers" in found["agreement"].text
 
 
-def test_a_best_layer_far_below_the_top_means_different_and_fine_tuning():
-    curve = _probe([0.80, 0.93, 0.95, 0.90, 0.88])
-    advice = advise(3000, 2, None, _logme([0.1, 0.2, 0.3, 0.4, 0.5]), curve)
-    assert advice.layer == "blocks.2/avg" and advice.different is True and advice.fine_tune == "likely"
+def test_a_best_layer_below_a_worse_top_means_different_and_fine_tuning():
+    probes = _probe([0.80, 0.93, 0.95, 0.90, 0.88])
+    advice = advise(3000, 2, None, _logme([0.1, 0.2, 0.3, 0.4, 0.5]), probes)
+    assert advice.layer == "blocks.2/avg" and advice.similarity == "different" and advice.fine_tune == "likely"
     found = _topics(advice)
-    assert found["different"].numbers == {"best": "blocks.2/avg", "last": "pre_logits/none", "layers_below_last": 2,
-                                          "best_value": 0.95, "last_value": 0.88, "gap": pytest.approx(0.07),
-                                          "noise": 0.01}
-    assert "2 output(s) below the last, pre_logits/none, which scores 0.070 lower (0.880)" in found["different"].text
-    assert "the best layer is 2 outputs below the top" in found["fine_tune"].text
+    gap = probes.last_behind_best
+    assert found["similarity"].numbers["gap"] == gap.mean and gap.low > 0 and probes.p_last_worse > 0.999
+    assert (f"behind the best, blocks.2/avg, by {gap.mean:.3f} (95% interval {gap.low:.3f} to {gap.high:.3f}; "
+            "probability 1.000 that it is worse)") in found["similarity"].text
+    assert "fine-tune from blocks.2/avg up" in found["fine_tune"].text
     assert "disagree" in found["agreement"].text
-    # the same curve on fewer images: possible, then unlikely
-    assert advise(400, 2, None, _logme([0.1] * 5), curve).fine_tune == "possible"
-    assert advise(60, 2, None, _logme([0.1] * 5), curve).fine_tune == "unlikely"
+    # the same table on too few images: different, yet fine-tuning would fit noise
+    few = advise(60, 2, None, _logme([0.1] * 5), probes)
+    assert few.similarity == "different" and few.fine_tune == "unlikely"
 
 
-def test_a_last_layer_within_noise_is_not_different_and_ties_are_named():
-    advice = advise(3000, 2, None, _logme([0.1] * 5), _probe([0.80, 0.90, 0.95, 0.96, 0.955], sd=0.02))
-    assert advice.layer == "blocks.3/avg" and advice.different is False
+def test_a_last_layer_tied_with_the_best_is_chosen_and_ties_are_named():
+    probes = _probe([0.80, 0.90, 0.95, 0.96, 0.955], spread=0.03)
+    advice = advise(3000, 2, None, _logme([0.1] * 5), probes)
+    assert probes.best == "blocks.3/avg" and advice.layer == "pre_logits/none"
+    assert advice.tied == list(probes.tied) and "blocks.3/avg" in advice.tied
     found = _topics(advice)
-    ties = "Within the noise, one fold sd (0.020) of it: blocks.2/avg (0.950), pre_logits/none (0.955)."
-    assert ties in found["layer"].text
-    assert found["layer"].numbers["ties"] == ["blocks.2/avg", "pre_logits/none"]
-    assert "within the noise" in found["different"].text
+    assert "It is the last output and tied with the highest, blocks.3/avg" in found["layer"].text
+    assert "ties go to the last output, the simplest choice" in found["layer"].text
 
 
-def test_headroom_alone_makes_fine_tuning_likely():
+def test_headroom_leaves_fine_tuning_uncertain_on_a_similar_task():
     # best at the top but only 0.75 AUC: half the way from chance to perfect is left
     advice = advise(5000, 2, None, _logme([0.1] * 5), _probe([0.6, 0.65, 0.7, 0.72, 0.75]))
-    assert advice.fine_tune == "likely" and not advice.different
+    assert advice.similarity == "similar" and advice.fine_tune == "uncertain"
     assert "leaves 50% of the way from chance to perfect" in _topics(advice)["fine_tune"].text
 
 
-def test_without_probes_logme_chooses_with_a_margin():
+def test_a_saturated_task_is_named_and_gets_no_fine_tuning():
+    rows = rows_from_folds({o: {"roc_auc": np.full(25, v)} for o, v in zip(OUTPUTS, [0.9, 1, 1, 1, 1])})
+    advice = advise(3000, 2, None, _logme([0.1] * 5), compare_rows(rows, "roc_auc", 0.25, 2))
+    assert (advice.layer, advice.saturated, advice.similarity, advice.fine_tune) == (
+        "pre_logits/none", True, "similar", "unlikely")
+    assert _topics(advice)["saturated"].text.startswith("The task is saturated: blocks.1/avg (1.000), ")
+
+
+def test_without_probes_logme_chooses_with_a_margin_but_claims_no_verdict():
     advice = advise(3000, 3, None, _logme([0.1, 0.5, 0.3, 0.2, 0.1]))
-    assert advice.layer == "blocks.1/avg" and advice.layer_by == "LogME" and advice.different is True
-    assert "margin of 0.01 nats" in _topics(advice)["different"].text
+    assert advice.layer == "blocks.1/avg" and advice.layer_by == "LogME" and advice.similarity == "uncertain"
+    assert advice.fine_tune == "uncertain" and "LogME leans 'different'" in _topics(advice)["similarity"].text
     assert "agreement" not in _topics(advice)
     close = advise(3000, 3, None, _logme([0.1, 0.2, 0.3, 0.5, 0.495]))
-    assert close.different is False and close.fine_tune == "unlikely"
+    assert close.layer == "pre_logits/none" and close.tied == ["blocks.3/avg", "pre_logits/none"]
+    assert "LogME leans 'similar'" in _topics(close)["similarity"].text
 
 
 def test_the_imagenet_distance_is_placed_against_the_best_layer():
@@ -84,10 +103,12 @@ def test_the_imagenet_distance_is_placed_against_the_best_layer():
     assert "closest at blocks.3/avg (0.200) and furthest at blocks.0/avg (0.900)" in found.text
     assert "peaks before the best layer" in found.text
     late = Curve("w2", OUTPUTS, (0.1, 0.2, 0.3, 0.4, 0.9))
-    found = _topics(advise(3000, 2, late, _logme([0.5, 0.4, 0.3, 0.2, 0.1])))["imagenet"]
+    found = _topics(advise(3000, 2, late, _logme([0.1] * 5), _probe([0.95, 0.9, 0.85, 0.8, 0.75])))["imagenet"]
     assert found.numbers["peak_vs_best"] == "at_or_after" and "agrees with choosing an earlier layer" in found.text
-    harmless = _topics(advise(3000, 2, late, _logme([0.1, 0.2, 0.3, 0.4, 0.5])))["imagenet"]
+    harmless = _topics(advise(3000, 2, late, _logme([0.1] * 5), _probe([0.8, 0.85, 0.9, 0.95, 0.97])))["imagenet"]
     assert "does not hurt the task" in harmless.text
+    neutral = _topics(advise(3000, 2, late, _logme([0.5, 0.4, 0.3, 0.2, 0.1])))["imagenet"]  # LogME: no verdict
+    assert neutral.text.endswith("The distance peaks at or after the chosen layer.")
 
 
 def test_advice_refuses_what_it_cannot_use():
@@ -101,43 +122,14 @@ def test_advice_refuses_what_it_cannot_use():
 
 def test_every_rule_constant_is_reported():
     advice = advise(100, 2, None, _logme([0.1] * 5))
-    rules = advice_module
-    assert advice.rules == {"few_per_class": rules.FEW_PER_CLASS, "enough_per_class": rules.ENOUGH_PER_CLASS,
-                            "far": rules.FAR, "headroom": rules.HEADROOM, "logme_margin": rules.LOGME_MARGIN}
+    m = advice_module
+    assert advice.rules == {"confidence": 0.95, "margin": m.MARGIN, "ceiling": m.CEILING,
+                            "few_per_class": m.FEW_PER_CLASS, "headroom": m.HEADROOM,
+                            "logme_margin": m.LOGME_MARGIN, "small_gain": m.SMALL_GAIN}
     assert advice.as_dict()["findings"][0] == {"topic": "data", "numbers": {"n_images": 100, "n_classes": 2,
                                                                              "per_class": 50.0},
-                                               "text": "100 images in 2 classes, about 50 per class: a moderate number "
-                                                       "of images for training a network."}
-
-
-class _Results:
-    """A stand-in with what advice reads of ProbeResults: rows and best(metric)."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def best(self, metric):
-        best = {}
-        for r in self.rows:
-            if r["probe"] not in best or r["metrics"][metric]["mean"] > best[r["probe"]]["metrics"][metric]["mean"]:
-                best[r["probe"]] = r
-        return best
-
-
-def _row(output, probe, auc):
-    return {"output": output, "probe": probe, "metrics": {"roc_auc": {"mean": auc, "sd": 0.01},
-                                                          "balanced_accuracy": {"mean": auc - 0.1, "sd": 0.02}}}
-
-
-def test_probe_curve_follows_the_probe_with_the_best_score():
-    rows = [_row(o, p, v) for o, a, b in zip(OUTPUTS, (0.7, 0.8, 0.9, 0.85, 0.8), (0.75, 0.8, 0.82, 0.93, 0.92))
-            for p, v in (("logreg", a), ("svm", b))] + [_row("logits/none", "svm", 0.99)]
-    curve = probe_curve(_Results(rows))
-    assert curve.source == "svm" and curve.measure == "roc_auc" and curve.outputs == OUTPUTS
-    assert curve.values == (0.75, 0.8, 0.82, 0.93, 0.92) and curve.spread == (0.01,) * 5
-    assert probe_curve(_Results(rows), "balanced_accuracy").spread == (0.02,) * 5
-    with pytest.raises(SimilarityError, match="roc_auc or balanced_accuracy, not 'log_loss'"):
-        probe_curve(_Results(rows), "log_loss")
+                                               "text": "100 images in 2 classes, about 50 per class: enough "
+                                                       "images for training a network."}
 
 
 def test_batchnorm_layers_belong_to_the_output_that_contains_or_follows_them():

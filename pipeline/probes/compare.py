@@ -113,7 +113,7 @@ def corrected_t(diffs, ratio: float, confidence: float = CONFIDENCE) -> Differen
     return Difference(mean, mean - q * se, mean + q * se, float(student.cdf(t, df)), t, df, int(d.size))
 
 
-def test_train_ratio(test_fold: np.ndarray) -> float:
+def holdout_ratio(test_fold: np.ndarray) -> float:
     """Mean over every (repeat, fold) of test rows / training rows."""
     test_fold = np.asarray(test_fold)
     ratios = []
@@ -218,7 +218,7 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
         raise ProbeError(f"the rows of probe {probe!r} were scored on different numbers of folds; rerun probe")
     names = [r["output"] for r in mine]
     means = {o: float(np.nanmean(v)) for o, v in folds.items()}
-    best = max(names, key=lambda o: (means[o], -names.index(o)))  # ties: the shallower, the deepest wins below
+    best = max(names, key=lambda o: (means[o], names.index(o)))  # equal means: the deeper output
     last = names[-1]
     scores = []
     for o in names:
@@ -234,7 +234,7 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
     beats = max(ahead) if ahead else 0.0
     signal = by[best].interval[0] > chance
     saturated = any(by[o].mean >= CEILING for o in tied)
-    if not signal:
+    if not signal or len(names) == 1:  # one output alone says nothing about the others
         verdict = "uncertain"
     elif not by[last].tied:
         verdict = "different"
@@ -249,7 +249,7 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
 def compare_outputs(results, metric: str = "roc_auc", probe: str | None = None,
                     confidence: float = CONFIDENCE, margin: float = MARGIN) -> Comparison:
     """Compare one probe's outputs in a ``ProbeResults`` (default: the probe with the best row)."""
-    ratio = test_train_ratio(results.folds.test_fold)
+    ratio = holdout_ratio(results.folds.test_fold)
     return compare_rows(results.rows, metric, ratio, len(results.data["class_names"]), probe, confidence, margin)
 
 

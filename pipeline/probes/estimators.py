@@ -106,3 +106,62 @@ class BoosterClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+class CosineKNN(ClassifierMixin, BaseEstimator):
+    """k nearest neighbours by cosine distance with distance-weighted votes; k chosen by inner CV.
+
+    The standard frozen-feature evaluation (DINOv2, MedMNIST+). For every k in
+    ``ks`` that the inner training parts can fill, the inner folds give
+    out-of-fold probabilities; the k with the lowest Brier score wins (a proper
+    score that stays finite when a vote is unanimous, unlike log loss; on a tie
+    the larger k, the smoother vote). The training codes are kept as arrays
+    (``X_train_``, ``y_train_``): they are the model, and they are what a saved
+    probe stores.
+    """
+
+    def __init__(self, ks=(1, 3, 5, 9, 15, 25, 45), cv=3):
+        self.ks = ks
+        self.cv = cv
+
+    @staticmethod
+    def _knn(k: int):
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance", algorithm="brute")
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y)
+        self.classes_ = np.unique(y)
+        splits = list(check_cv(self.cv, y, classifier=True).split(X, y))
+        room = min(len(train) for train, _ in splits)
+        ks = [int(k) for k in self.ks if k <= room] or [max(1, room)]
+        onehot = (y[:, None] == self.classes_[None, :]).astype(np.float64)
+        self.cv_brier_ = []
+        for k in ks:
+            proba = cross_val_predict(self._knn(k), X, y, cv=splits, method="predict_proba")
+            self.cv_brier_.append(float(np.mean(np.sum((proba - onehot) ** 2, axis=1))))
+        best = min(range(len(ks)), key=lambda i: (self.cv_brier_[i], -ks[i]))
+        self.k_ = min(ks[best], len(X))
+        self.X_train_, self.y_train_ = np.asarray(X, dtype=np.float64), np.asarray(y)
+        self.knn_ = self._knn(self.k_).fit(self.X_train_, self.y_train_)
+        return self
+
+    @classmethod
+    def from_arrays(cls, ks, k: int, X_train: np.ndarray, y_train: np.ndarray, cv_brier: list) -> "CosineKNN":
+        """Rebuild a fitted model from its saved training codes (fitting a kNN only stores them)."""
+        model = cls(ks=tuple(ks), cv=None)
+        model.classes_ = np.unique(y_train)
+        model.k_, model.cv_brier_ = int(k), list(cv_brier)
+        model.X_train_, model.y_train_ = np.asarray(X_train, dtype=np.float64), np.asarray(y_train)
+        model.n_features_in_ = model.X_train_.shape[1]
+        model.knn_ = cls._knn(model.k_).fit(model.X_train_, model.y_train_)
+        return model
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "knn_")
+        X = validate_data(self, X, reset=False)
+        return self.knn_.predict_proba(X)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

@@ -70,7 +70,9 @@ class ProbeConfig:
 def _split_settings(config: dict, group_name: str) -> dict:
     """What must match for two runs to share a results file (and so their folds)."""
     keys = {"folds": config["folds"], "repeats": config["repeats"], "groups": group_name, "seed": config["seed"],
-            "n_boot": config["n_boot"], "settings": config["settings"]}
+            "n_boot": config["n_boot"],
+            # through ProbeSettings, so a file written before a setting existed compares with its default
+            "settings": ProbeSettings.from_dict(config["settings"]).as_dict()}
     return json.loads(json.dumps(keys))  # tuples and lists compare equal once both are JSON
 
 

@@ -24,7 +24,7 @@ from sklearn.svm import LinearSVC
 
 from ..errors import ProbeError
 from ..atomic import atomic_write
-from .estimators import BoosterClassifier, PlattSVM
+from .estimators import BoosterClassifier, CosineKNN, PlattSVM
 from .fitted import FittedProbe
 
 FORMAT = "layerprobe-probe"
@@ -129,6 +129,16 @@ def _load_lgbm(p, a):
     return BoosterClassifier.from_text(a["model_text"].tobytes().decode(), a["classes_"])
 
 
+def _dump_knn(m: CosineKNN):
+    """The training codes and labels are the model; refitting a kNN on them only stores them again."""
+    return ({"ks": list(m.ks), "k_": int(m.k_), "cv_brier_": list(m.cv_brier_)},
+            {"X_train_": m.X_train_, "y_train_": m.y_train_})
+
+
+def _load_knn(p, a):
+    return CosineKNN.from_arrays(p["ks"], p["k_"], a["X_train_"], a["y_train_"], p["cv_brier_"])
+
+
 CODECS: dict[str, Codec] = {
     "StandardScaler": Codec(_dump_scaler, _load_scaler),
     "PCA": Codec(_dump_pca, _load_pca),
@@ -136,6 +146,7 @@ CODECS: dict[str, Codec] = {
     "LinearSVC": Codec(_dump_linear_svc, _load_linear_svc),
     "PlattSVM": Codec(_dump_platt, _load_platt),
     "LightGBM": Codec(_dump_lgbm, _load_lgbm),
+    "CosineKNN": Codec(_dump_knn, _load_knn),
 }
 # Fitted classes that are saved as another kind.
 _SAVED_AS = {"LogisticRegressionCV": "LogisticRegression", "LGBMClassifier": "LightGBM",

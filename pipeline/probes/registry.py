@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..errors import ProbeError
-from .estimators import PlattSVM
+from .estimators import CosineKNN, PlattSVM
 
 CLASS_WEIGHTS = ("balanced", None)
 
@@ -42,6 +42,7 @@ class ProbeSettings:
     lgbm_trees: int = 200
     lgbm_leaves: int = 7
     lgbm_learning_rate: float = 0.05
+    knn_ks: tuple[int, ...] = (1, 3, 5, 9, 15, 25, 45)
 
     def __post_init__(self):
         if self.inner_folds < 2:
@@ -52,6 +53,9 @@ class ProbeSettings:
             raise ProbeError("the C grids must hold positive values")
         object.__setattr__(self, "c_grid", tuple(float(c) for c in self.c_grid))
         object.__setattr__(self, "svm_c_grid", tuple(float(c) for c in self.svm_c_grid))
+        if not self.knn_ks or min(self.knn_ks) < 1:
+            raise ProbeError(f"the k grid of the kNN probe must hold positive whole numbers, got {self.knn_ks}")
+        object.__setattr__(self, "knn_ks", tuple(int(k) for k in self.knn_ks))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,7 +112,14 @@ def lgbm(settings: ProbeSettings, shape: tuple[int, int], inner: list, seed: int
     return Pipeline(_prepare(settings, shape, seed, reduce=False) + [("model", model)])
 
 
-PROBES: dict[str, Factory] = {"logreg": logreg, "svm": svm, "lgbm": lgbm}
+def knn(settings: ProbeSettings, shape: tuple[int, int], inner: list, seed: int) -> Pipeline:
+    """k nearest neighbours by cosine distance on standardised codes, distance-weighted; k from the
+    inner folds (see CosineKNN). Deterministic, so ``seed`` is unused."""
+    return Pipeline(_prepare(settings, shape, seed, reduce=False)
+                    + [("model", CosineKNN(ks=settings.knn_ks, cv=inner))])
+
+
+PROBES: dict[str, Factory] = {"logreg": logreg, "svm": svm, "lgbm": lgbm, "knn": knn}
 
 
 def register_probe(name: str, factory: Factory) -> None:
@@ -136,6 +147,8 @@ def chosen_params(pipeline: Pipeline) -> dict:
     chosen = {}
     if hasattr(model, "C_"):
         chosen["C"] = float(np.ravel(model.C_)[0])
+    if hasattr(model, "k_"):
+        chosen["k"] = int(model.k_)
     if "pca" in pipeline.named_steps:
         pca = pipeline.named_steps["pca"]
         chosen["pca_components"] = int(pca.n_components_)

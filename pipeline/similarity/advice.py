@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import SimilarityError
 from ..probes.compare import CEILING, CONFIDENCE, MARGIN, Comparison, compare_outputs
@@ -92,6 +93,7 @@ class Advice:
     saturated: bool = False
     more_data: str | None = None  # likely, unlikely, uncertain; None without a learning curve
     findings: list[Finding] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)  # LearningCurve.as_dict() of each curve behind more_data
     rules: dict = field(default_factory=dict)
 
     def text(self) -> str:
@@ -100,7 +102,8 @@ class Advice:
     def as_dict(self) -> dict:
         return {"layer": self.layer, "layer_by": self.layer_by, "similarity": self.similarity,
                 "fine_tune": self.fine_tune, "tied": list(self.tied), "saturated": self.saturated,
-                "more_data": self.more_data, "findings": [asdict(f) for f in self.findings], "rules": self.rules}
+                "more_data": self.more_data, "findings": [asdict(f) for f in self.findings], "rules": self.rules,
+                "curves": self.curves}
 
 
 def _finite(value) -> bool:
@@ -117,13 +120,14 @@ def rules() -> dict:
 
 
 def advise(n_images: int, n_classes: int, distance: Curve | None, transfer: Curve,
-           probes: Comparison | None = None, other: Comparison | None = None, curve=None) -> Advice:
+           probes: Comparison | None = None, other: Comparison | None = None, curves: Sequence = ()) -> Advice:
     """Advice from the data's size, the distance to ImageNet, LogME and (optionally) probe comparisons.
 
     ``probes``: the comparison of the metric asked for; ``other``: the same
     probe under the other metric (ROC AUC vs balanced accuracy), to catch
-    disagreement; ``curve``: a :class:`~pipeline.probes.curve.LearningCurve`
-    of the chosen output.
+    disagreement; ``curves``: learning curves
+    (:class:`~pipeline.probes.curve.LearningCurve`), the first of the chosen
+    output, then any other (the last output).
     """
     if n_images < 1 or n_classes < 2:
         raise SimilarityError(f"advice needs labelled images of at least 2 classes; got {n_images} image(s) in "
@@ -134,14 +138,15 @@ def advise(n_images: int, n_classes: int, distance: Curve | None, transfer: Curv
         advice = _from_logme(transfer, per_class, findings)
     else:
         advice = _from_probes(probes, other, per_class, n_classes, findings)
-    if curve is not None:
-        advice.more_data, finding = _more_data(curve, advice.saturated)
+    for i, curve in enumerate(curves):
+        level, finding = _more_data(curve, advice.saturated)
+        advice.more_data = level if i == 0 else advice.more_data
         findings.append(finding)
     if distance is not None and distance.known():
         findings.append(_imagenet_finding(distance, advice.layer, advice.similarity))
     if probes is not None:
         findings.append(_agreement_finding(transfer, probes))
-    advice.findings, advice.rules = findings, rules()
+    advice.findings, advice.rules, advice.curves = findings, rules(), [c.as_dict() for c in curves]
     return advice
 
 
@@ -190,7 +195,10 @@ def _similarity_finding(c: Comparison) -> Finding:
                "best_low": best.interval[0], "best_high": best.interval[1], "chance": c.chance, "gap": gap.mean,
                "gap_low": gap.low, "gap_high": gap.high, "p_last_worse": c.p_last_worse,
                "beats_last_by_at_most": c.beats_last_by_at_most, "margin": c.margin, "confidence": c.confidence}
-    if not c.signal:
+    if len(c.outputs) == 1:
+        text = (f"Uncertain whether the data set is like ImageNet: only {c.last} was probed ({last.mean:.3f}); "
+                "probe the other layers (`layerprobe probe` without --layers) to compare them.")
+    elif not c.signal:
         text = (f"Uncertain whether the data set is like ImageNet: no layer is shown to beat chance ({c.chance:.3f}); "
                 f"the best, {c.best}, scores {best.mean:.3f} (95% interval {best.interval[0]:.3f} to "
                 f"{best.interval[1]:.3f}).")
@@ -307,15 +315,16 @@ def _data_finding(n_images: int, n_classes: int, per_class: float) -> Finding:
 
 def _more_data(curve, saturated: bool) -> tuple[str, Finding]:
     gain = curve.last_doubling
-    half, full = curve.points[-2] if len(curve.points) > 1 else None, curve.points[-1]
+    half = next((p for p in curve.points if abs(p.fraction - 0.5) < 1e-9), None)
+    full = curve.points[-1]
     numbers = {"output": curve.output, "probe": curve.probe, "metric": curve.metric, "n_half": half.n_train if half
                else None, "n_full": full.n_train, "value_half": half.mean if half else None, "value_full": full.mean,
                "gain": None if gain is None else gain.mean, "gain_low": None if gain is None else gain.low,
                "gain_high": None if gain is None else gain.high, "small_gain": SMALL_GAIN,
                "confidence": CONFIDENCE}
     if gain is None:
-        return "uncertain", Finding("more_data", "More images: uncertain (the learning curve has no halfway point).",
-                                    numbers)
+        return "uncertain", Finding("more_data", f"More images: uncertain, as the learning curve of {curve.output} "
+                                                 "has no halfway point (use an even --curve-steps).", numbers)
     what = (f"on {curve.output} the {curve.probe} probe went from {half.mean:.3f} with about {half.n_train:.0f} "
             f"training images to {full.mean:.3f} with {full.n_train:.0f} (gain {gain.mean:.3f}, {_interval(gain)})")
     if saturated:
@@ -396,30 +405,44 @@ def check_results_match(results, manifest: dict, cache_name: str) -> None:
 
 
 def advise_cache(cache_path: str | Path, results_path: str | Path | None = None, metric: str | None = None,
-                 curve=None) -> Advice:
+                 curve_steps: int | None = None, jobs: int = 1) -> Advice:
     """Advice for a cache: LogME per layer, the distance to ImageNet where BatchNorm statistics were
     stored, and, if ``results_path`` is given, the paired comparisons of its best probe under
-    ``metric`` (default ROC AUC) checked against the other metric. ``curve``: a learning curve
-    (:func:`pipeline.probes.learning_curve`) to say whether more images would help."""
+    ``metric`` (default ROC AUC) checked against the other metric. ``curve_steps`` (with results):
+    also fit learning curves of the chosen probe at the chosen and the last output
+    (:func:`pipeline.probes.curve.learning_curve`) to say whether more images would help."""
     from ..cache import open_cache
     from .tables import IMAGENET, similarity_table
 
     with open_cache(cache_path) as cache:
         manifest, has_bn = cache.manifest, bool(cache.bn_stats())
     probes = other = None
+    curves = []
     if results_path is not None:
         from ..probes import load_results
 
         results = load_results(results_path)
         check_results_match(results, manifest, Path(cache_path).name)
         probes, other = probe_comparisons(results, metric)
+        if curve_steps is not None:
+            curves = learning_curves(cache_path, results, probes, curve_steps, jobs)
+    elif curve_steps is not None:
+        raise SimilarityError("a learning curve needs probe results: pass --results (from `layerprobe probe`)")
     table = similarity_table(cache_path, IMAGENET if has_bn else None)
     distance, transfer = curves_from_table(table)
-    advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes, other, curve)
+    advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes, other, curves)
     if not has_bn:
         advice.findings.append(Finding("imagenet", "No distance to ImageNet: the cache holds no BatchNorm statistics "
                                                    "(extract with --bn-stats to add it).", {}))
     return advice
+
+
+def learning_curves(cache_path, results, probes: Comparison, steps: int, jobs: int = 1) -> list:
+    """Learning curves of the compared probe at the chosen output and, if another, the last."""
+    from ..probes.curve import learning_curve
+
+    outputs = list(dict.fromkeys((probes.chosen, probes.last)))
+    return [learning_curve(cache_path, results, o, probes.probe, probes.metric, steps, jobs) for o in outputs]
 
 
 def probe_comparisons(results, metric: str | None = None) -> tuple[Comparison, Comparison | None]:
