@@ -117,7 +117,7 @@ def held_out(train: Path, test: Path, seed: int) -> HeldOut:
 
 def read_advice(comparison, advice) -> dict:
     """The figures the panel checks: the advice a user gets, and the paired comparison under it."""
-    return {"layer": advice.layer, "tied": list(advice.tied), "different": advice.similarity,
+    return {"layer": advice.layer, "best": comparison.best, "tied": list(advice.tied), "different": advice.similarity,
             "raw_verdict": comparison.verdict, "p_last_worse": comparison.p_last_worse,
             "signal": comparison.signal, "saturated": advice.saturated, "fine_tune": advice.fine_tune,
             "metrics_disagree": any(f.topic == "metrics" for f in advice.findings), "text": advice.text()}
@@ -125,13 +125,19 @@ def read_advice(comparison, advice) -> dict:
 
 def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list, list]:
     """The user's view: the probe grid with 5-fold CV (repeats chosen by the library), then advise."""
+    from pipeline.errors import ProbeError
     from pipeline.probes import ProbeConfig, run_probes
     from pipeline.probes.compare import compare_outputs
     from pipeline.similarity import advise_cache
 
     out = folder / "train.probes.json"
     config = ProbeConfig(probes=(PROBE,), folds=5, repeats=None, seed=seed)  # None: repeats for paired statistics
-    results = run_probes(train, config, out=out, jobs=jobs, progress=False)
+    try:
+        results = run_probes(train, config, out=out, jobs=jobs, progress=False)
+    except ProbeError as exc:  # kept from another version of the probe settings: start afresh
+        print(f"  {out}: {exc}; fitting afresh", file=sys.stderr)
+        out.unlink()
+        results = run_probes(train, config, out=out, jobs=jobs, progress=False)
     comparisons = {m: compare_outputs(results, m) for m in METRICS}
     boot = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
     paired = [tuple(o.interval) for o in comparisons["roc_auc"].outputs]
@@ -186,14 +192,14 @@ def row(r: TaskResult) -> tuple:
     best = h.best("roc_auc")
     truth = truth_verdict(r)
     return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][h.outputs.index(best)]:.3f}",
-            ",".join(short(o) for o in h.tied["roc_auc"]), truth, short(auc["layer"]),
+            ",".join(short(o) for o in h.tied["roc_auc"]), truth, short(auc["best"]), short(auc["layer"]),
             ",".join(short(o) for o in auc["tied"]), "yes" if auc["layer"] in h.tied["roc_auc"] else "NO",
             f"{auc['raw_verdict']} / {ba['raw_verdict']}", flip(r), f"{auc['p_last_worse']:.2f}", auc["different"],
             agreement(auc["different"], truth), "yes" if auc["saturated"] else "no", auc["fine_tune"],
             f"{r.seconds:.0f}")
 
 
-HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "held-out says", "CV chosen", "CV tied",
+HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "held-out says", "CV best", "CV chosen", "CV tied",
         "chosen in held-out tied", "paired verdict AUC / bal. acc.", "metric flip", "P(last worse)",
         "advice", "advice right", "saturated", "fine-tune", "s")
 
@@ -221,6 +227,12 @@ def checks(results: list[TaskResult]) -> list[str]:
     missed = [r.name for r in results if r.advice["roc_auc"]["layer"] not in r.held_out.tied["roc_auc"]]
     lines.append(f"chosen layer in the held-out tied set: {len(results) - len(missed)} of {len(results)} tasks"
                  + (f" (missed: {', '.join(missed)})" if missed else ""))
+    # The rule "ties go to the last output" against "the last output only when the verdict is 'similar'"
+    alt = [r for r in results if (r.advice["roc_auc"]["layer"] if r.advice["roc_auc"]["different"] == "similar"
+                                  else r.advice["roc_auc"]["best"]) in r.held_out.tied["roc_auc"]]
+    best = [r for r in results if r.advice["roc_auc"]["best"] in r.held_out.tied["roc_auc"]]
+    lines.append(f"  (for comparison: the CV best output is in it on {len(best)} of {len(results)}; the last output "
+                 f"only on a 'similar' verdict, else the CV best: {len(alt)} of {len(results)})")
     wrong = [r.name for r in results if agreement(r.advice["roc_auc"]["different"], truth_verdict(r)) == "NO"]
     lines.append(f"advice contradicted by the held-out set: {len(wrong)} of {len(results)} tasks"
                  + (f" ({', '.join(wrong)})" if wrong else ""))
