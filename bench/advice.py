@@ -11,7 +11,8 @@ layerprobe's own extract (every stage and pre_logits, 128 px).
   tied with it (the 95% paired bootstrap interval of the difference to the best,
   over test images or their groups, covers 0).
 * The advice, from the training set alone, as a user would get it: the probe
-  grid with 5-fold CV and ``advise`` with ROC AUC and with balanced accuracy.
+  grid with 5-fold CV (repeats as the library chooses for small data) and ``advise``
+  with ROC AUC and with balanced accuracy.
 
 Prints one table (and the checks against the targets): whether the chosen layer
 lies in the held-out tied set, the verdicts, whether they agree with the
