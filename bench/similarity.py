@@ -84,7 +84,7 @@ def br35h_table(path: Path) -> tuple[str, str]:
     t = similarity_table(path, "imagenet")
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "br35h.probes.json"
-        probes = run_probes(path, ProbeConfig(probes=("logreg",), folds=5, n_boot=200), out=results, progress=False)
+        probes = run_probes(path, ProbeConfig(probes=("logreg",), folds=5, repeats=None, n_boot=200), out=results, progress=False)
         auc = {r["output"]: r for r in summary_rows(probes, "roc_auc")}
         advice = advise_cache(path, results)
     rows = [("output", "w2 to ImageNet", "logme", "hscore", "logreg ROC AUC")]

@@ -225,8 +225,8 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
         own = corrected_t(folds[o] - chance, ratio, confidence)
         behind = corrected_t(folds[best] - folds[o], ratio, confidence)
         tied = o == best or behind.low <= 0.0
-        scores.append(OutputScore(o, means[o], float(np.nanstd(folds[o], ddof=1)),
-                                  (own.low + chance, own.high + chance), behind, tied))
+        interval = (max(0.0, own.low + chance), min(1.0, own.high + chance))  # both metrics lie in [0, 1]
+        scores.append(OutputScore(o, means[o], float(np.nanstd(folds[o], ddof=1)), interval, behind, tied))
     by = {s.output: s for s in scores}
     tied = tuple(s.output for s in scores if s.tied)
     chosen = last if by[last].tied else best
