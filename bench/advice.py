@@ -1,0 +1,295 @@
+"""Advice on tasks with known answers: is `layerprobe advise` right where the answer is known?
+
+Each task of ``tests/panel_data.py`` (low-level labels where an early layer must
+win, scene-content labels where the top must win, a saturated task, a task with
+random labels) is written as image files, a small training set and a large
+held-out test set, and extracted with the bundled EfficientNet-Lite0 through
+layerprobe's own extract (every stage and pre_logits, 128 px).
+
+* Truth, from the held-out set: a logistic-regression probe per output fitted on
+  the training set and scored on the test set; the best output and the outputs
+  tied with it (the 95% paired bootstrap interval of the difference to the best,
+  over test images or their groups, covers 0).
+* The advice, from the training set alone, as a user would get it: the probe
+  grid with 5-fold CV (repeats as the library chooses for small data) and ``advise``
+  with ROC AUC and with balanced accuracy.
+
+Prints one table (and the checks against the targets): whether the chosen layer
+lies in the held-out tied set, the verdicts, whether they agree with the
+held-out truth, and, on the no-signal task, whether every verdict is
+"uncertain" and every ROC AUC interval covers 0.5.
+
+Images and codes are kept under --cache-dir, so a re-run only re-fits.
+
+Usage: .venv/bin/python bench/advice.py [--train 200] [--test 800] [--tasks noise blur ...] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.panel_data
+
+import tests.panel_data  # noqa: E402
+from tests.panel_data import TASKS, make_split, write_samples  # noqa: E402
+
+# Images are kept per version of the task code: the folder names carry a digest of it.
+PANEL_DIGEST = hashlib.sha256(Path(tests.panel_data.__file__).read_bytes()).hexdigest()[:8]
+
+METRICS = ("roc_auc", "balanced_accuracy")
+PROBE = "logreg"
+N_BOOT = 1000
+
+
+@dataclass
+class HeldOut:
+    """Per output, the held-out score, its interval, and the outputs tied with the best."""
+
+    outputs: list[str]
+    value: dict[str, list[float]]
+    ci: dict[str, list[tuple[float, float]]]
+    tied: dict[str, list[str]]
+
+    def best(self, metric: str) -> str:
+        values = self.value[metric]
+        return self.outputs[int(np.argmax(values))]
+
+
+@dataclass
+class TaskResult:
+    name: str
+    answer: str
+    n_train: int
+    n_test: int
+    held_out: HeldOut
+    advice: dict[str, dict] = field(default_factory=dict)  # metric -> read_advice()
+    cv_ci: list[tuple[float, float]] = field(default_factory=list)  # ROC AUC bootstrap interval per output
+    cv_paired_ci: list[tuple[float, float]] = field(default_factory=list)  # corrected-t interval per output
+    seconds: float = 0.0
+
+
+def extract_split(folder: Path, samples, config) -> Path:
+    """Writes the images once, then extracts (a re-run reuses the cache: no forward pass)."""
+    from pipeline.activations import extract
+    from pipeline.inputs import from_csv
+
+    table = folder / "images.csv"
+    if not table.exists():
+        write_samples(folder, samples)
+    return extract(from_csv(table), config, out=folder.with_suffix(".h5"), progress=False).path
+
+
+def held_out(train: Path, test: Path, seed: int) -> HeldOut:
+    """Each output's probe fitted on ``train``, scored on ``test``; paired bootstrap over test groups."""
+    from pipeline.cache import open_cache
+    from pipeline.probes import METRICS as ALL, bootstrap_weights, fit_probe
+
+    with open_cache(test) as cache:
+        y, names, groups = cache.labels, list(cache.class_names), cache.groups
+        outputs = [f"{layer}/{pool}" for layer, pool in cache.outputs]
+        codes = {o: cache.codes(*o.split("/")) for o in outputs}
+    weights = bootstrap_weights(len(y), groups, N_BOOT, seed)
+    value, ci, boot = {m: [] for m in METRICS}, {m: [] for m in METRICS}, {m: [] for m in METRICS}
+    for o in outputs:
+        probe = fit_probe(train, o, PROBE, seed=seed)
+        if probe.class_names != names:
+            raise SystemExit(f"{train} and {test} have different classes: {probe.class_names} vs {names}")
+        proba = probe.predict_proba(codes[o])
+        for m in METRICS:
+            value[m].append(float(ALL[m].point(y, proba)))
+            b = ALL[m].weighted(weights, y, proba)
+            boot[m].append(b)
+            ci[m].append(tuple(float(v) for v in np.percentile(b, [2.5, 97.5])))
+    tied = {}
+    for m in METRICS:
+        best = int(np.argmax(value[m]))
+        tied[m] = [o for i, o in enumerate(outputs)
+                   if i == best or np.percentile(boot[m][best] - boot[m][i], 2.5) <= 0.0]
+    return HeldOut(outputs, value, ci, tied)
+
+
+def read_advice(comparison, advice) -> dict:
+    """The figures the panel checks: the advice a user gets, and the paired comparison under it."""
+    return {"layer": advice.layer, "best": comparison.best, "tied": list(advice.tied), "different": advice.similarity,
+            "raw_verdict": comparison.verdict, "p_last_worse": comparison.p_last_worse,
+            "signal": comparison.signal, "saturated": advice.saturated, "fine_tune": advice.fine_tune,
+            "metrics_disagree": any(f.topic == "metrics" for f in advice.findings), "text": advice.text()}
+
+
+def cv_advice(train: Path, folder: Path, seed: int, jobs: int) -> tuple[dict, list, list]:
+    """The user's view: the probe grid with 5-fold CV (repeats chosen by the library), then advise."""
+    from pipeline.errors import ProbeError
+    from pipeline.probes import ProbeConfig, run_probes
+    from pipeline.probes.compare import compare_outputs
+    from pipeline.similarity import advise_cache
+
+    out = folder / "train.probes.json"
+    config = ProbeConfig(probes=(PROBE,), folds=5, repeats=None, seed=seed)  # None: repeats for paired statistics
+    try:
+        results = run_probes(train, config, out=out, jobs=jobs, progress=False)
+    except ProbeError as exc:  # kept from another version of the probe settings: start afresh
+        print(f"  {out}: {exc}; fitting afresh", file=sys.stderr)
+        out.unlink()
+        results = run_probes(train, config, out=out, jobs=jobs, progress=False)
+    comparisons = {m: compare_outputs(results, m) for m in METRICS}
+    boot = [tuple(r["metrics"]["roc_auc"]["ci"]) for r in results.rows]
+    paired = [tuple(o.interval) for o in comparisons["roc_auc"].outputs]
+    advice = {m: read_advice(comparisons[m], advise_cache(train, out, m)) for m in METRICS}
+    return advice, boot, paired
+
+
+def run_task(name: str, root: Path, n_train: int, n_test: int, seed: int, jobs: int, config) -> TaskResult:
+    started = time.perf_counter()
+    task = TASKS[name]
+    folder = root / f"{name}-seed{seed}-{n_train}-{n_test}-{PANEL_DIGEST}"
+    train_samples = test_samples = None
+    if not (folder / "train" / "images.csv").exists() or not (folder / "test" / "images.csv").exists():
+        train_samples, test_samples = make_split(task, n_train, n_test, seed)
+    train = extract_split(folder / "train", train_samples, config)
+    test = extract_split(folder / "test", test_samples, config)
+    truth = held_out(train, test, seed)
+    advice, boot, paired = cv_advice(train, folder, seed, jobs)
+    return TaskResult(name, task.answer, n_train, n_test, truth, advice, boot, paired, time.perf_counter() - started)
+
+
+def truth_verdict(r: TaskResult) -> str:
+    """What the held-out set says: no signal, or whether the last output is tied with the best."""
+    if r.answer == "none":
+        return "none"
+    return "similar" if r.held_out.outputs[-1] in r.held_out.tied["roc_auc"] else "different"
+
+
+def short(output: str) -> str:
+    return output.split("/")[0].replace("blocks.", "b").replace("pre_logits", "pl")
+
+
+def agreement(verdict: str, truth: str) -> str:
+    """yes (right), uncertain (no claim), NO (a claim the held-out set contradicts)."""
+    if truth == "none" or verdict == "uncertain":
+        return "yes" if verdict == "uncertain" else "NO" if truth == "none" else "uncertain"
+    return "yes" if verdict == truth else "NO"
+
+
+def flip(r: TaskResult) -> str:
+    """Do the paired comparisons under ROC AUC and balanced accuracy disagree, and does the advice say so?"""
+    auc, ba = r.advice["roc_auc"], r.advice["balanced_accuracy"]
+    if auc["different"] != ba["different"]:
+        return "SILENT"  # the advice itself changes with the metric
+    if auc["raw_verdict"] == ba["raw_verdict"]:
+        return "no"
+    return "said" if auc["metrics_disagree"] and ba["metrics_disagree"] else "SILENT"
+
+
+def row(r: TaskResult) -> tuple:
+    h, auc, ba = r.held_out, r.advice["roc_auc"], r.advice["balanced_accuracy"]
+    best = h.best("roc_auc")
+    truth = truth_verdict(r)
+    return (r.name, r.answer, f"{short(best)} {h.value['roc_auc'][h.outputs.index(best)]:.3f}",
+            ",".join(short(o) for o in h.tied["roc_auc"]), truth, short(auc["best"]), short(auc["layer"]),
+            ",".join(short(o) for o in auc["tied"]), "yes" if auc["layer"] in h.tied["roc_auc"] else "NO",
+            f"{auc['raw_verdict']} / {ba['raw_verdict']}", flip(r), f"{auc['p_last_worse']:.2f}", auc["different"],
+            agreement(auc["different"], truth), "yes" if auc["saturated"] else "no", auc["fine_tune"],
+            f"{r.seconds:.0f}")
+
+
+HEAD = ("task", "answer", "held-out best (AUC)", "held-out tied", "held-out says", "CV best", "CV chosen", "CV tied",
+        "chosen in held-out tied", "paired verdict AUC / bal. acc.", "metric flip", "P(last worse)",
+        "advice", "advice right", "saturated", "fine-tune", "s")
+
+
+def table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def curves(results: list[TaskResult]) -> str:
+    """Held-out ROC AUC per output, with its 95% interval, for every task."""
+    outputs = results[0].held_out.outputs
+    rows = [("task", *(short(o) for o in outputs))]
+    for r in results:
+        h = r.held_out
+        rows.append((r.name, *(f"{v:.3f} [{lo:.2f},{hi:.2f}]" for v, (lo, hi) in zip(h.value["roc_auc"],
+                                                                                      h.ci["roc_auc"]))))
+    return table(rows)
+
+
+def checks(results: list[TaskResult]) -> list[str]:
+    lines = []
+    missed = [r.name for r in results if r.advice["roc_auc"]["layer"] not in r.held_out.tied["roc_auc"]]
+    lines.append(f"chosen layer in the held-out tied set: {len(results) - len(missed)} of {len(results)} tasks"
+                 + (f" (missed: {', '.join(missed)})" if missed else ""))
+    # The rule "ties go to the last output" against "the last output only when the verdict is 'similar'"
+    alt = [r for r in results if (r.advice["roc_auc"]["layer"] if r.advice["roc_auc"]["different"] == "similar"
+                                  else r.advice["roc_auc"]["best"]) in r.held_out.tied["roc_auc"]]
+    best = [r for r in results if r.advice["roc_auc"]["best"] in r.held_out.tied["roc_auc"]]
+    lines.append(f"  (for comparison: the CV best output is in it on {len(best)} of {len(results)}; the last output "
+                 f"only on a 'similar' verdict, else the CV best: {len(alt)} of {len(results)})")
+    wrong = [r.name for r in results if agreement(r.advice["roc_auc"]["different"], truth_verdict(r)) == "NO"]
+    lines.append(f"advice contradicted by the held-out set: {len(wrong)} of {len(results)} tasks"
+                 + (f" ({', '.join(wrong)})" if wrong else ""))
+    for r in (r for r in results if r.answer == "none"):
+        verdicts = [f"{k} ({m}): {r.advice[m][k]}" for m in METRICS for k in ("different", "fine_tune")]
+        claims = [v for v in verdicts if not v.endswith("uncertain")]
+        lines.append(f"{r.name}: {len(claims)} of {len(verdicts)} verdicts not 'uncertain'"
+                     + (f" ({'; '.join(claims)})" if claims else ""))
+        for what, intervals in (("CV bootstrap", r.cv_ci), ("CV corrected t", r.cv_paired_ci),
+                                ("held-out bootstrap", r.held_out.ci["roc_auc"])):
+            cover = sum(lo <= 0.5 <= hi for lo, hi in intervals)
+            lines.append(f"{r.name}: {what} ROC AUC intervals covering 0.5: {cover} of {len(intervals)}")
+    flips = {r.name: flip(r) for r in results}
+    silent = [n for n, f in flips.items() if f == "SILENT"]
+    said = [n for n, f in flips.items() if f == "said"]
+    lines.append(f"ROC AUC and balanced accuracy disagree: {len(said) + len(silent)} task(s), said so on "
+                 f"{len(said)}{' (' + ', '.join(said) + ')' if said else ''}, silently on {len(silent)}"
+                 + (f" ({', '.join(silent)})" if silent else ""))
+    for r in (r for r in results if r.answer == "saturated"):
+        lines.append(f"{r.name}: named saturated: {'yes' if r.advice['roc_auc']['saturated'] else 'no'}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=200, help="Training images per task (5-fold CV on these).")
+    parser.add_argument("--test", type=int, default=800, help="Held-out test images per task.")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache/advice-panel"))
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.activations import ExtractConfig
+
+    config = ExtractConfig(layers=("all",), img_size=128, batch_size=32, device=args.device)
+    started = time.perf_counter()
+    print(f"{len(args.tasks)} tasks, {args.train} training + {args.test} held-out images each, 128 px, "
+          f"tf_efficientnet_lite0, probe {PROBE}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+          flush=True)
+    results = []
+    for name in args.tasks:
+        with threadpool_limits(1, user_api="blas"):
+            results.append(run_task(name, args.cache_dir, args.train, args.test, args.seed, args.jobs, config))
+        print(f"  {name}: {results[-1].seconds:.0f} s", file=sys.stderr, flush=True)
+    for name in args.tasks:
+        print(f"  {name}: {TASKS[name].what}")
+    print("\n" + table([HEAD, *(row(r) for r in results)]))
+    print("\nHeld-out ROC AUC per output [95% bootstrap interval]\n" + curves(results))
+    print("\nTargets")
+    for line in checks(results):
+        print("  " + line)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
