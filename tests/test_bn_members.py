@@ -19,6 +19,7 @@ from pipeline.model import (
 from pipeline.model.bnorder import assign_by_firing
 
 from .conftest import TINY_MODEL
+from .model_panel import PANEL, load
 
 
 def _members(name: str, size: int = 64):
@@ -59,10 +60,10 @@ def test_torchvision_sequential_features_go_to_the_first_stage_at_or_after_them(
 
 def test_mobilenet_v2_counts():
     loaded, layers, found = _members("torchvision/mobilenet_v2")
-    assert layers == ["features.1", "features.3", "features.6", "features.13", "features", PRE_LOGITS]
+    assert layers == ["features.1", "features.3", "features.6", "features.13", "features.18", PRE_LOGITS]
     # features.0: 1 BatchNorm, features.1: 2, features.2-17: 3 each, features.18: 1
     assert [len(found.members[layer]) for layer in layers] == [3, 6, 9, 21, 13, 0]
-    assert found.members["features"][-1] == "features.18.1"
+    assert found.members["features.18"][-1] == "features.18.1"
 
 
 def test_timm_efficientnet_stem_to_the_first_stage_and_head_to_pre_logits():
@@ -155,7 +156,7 @@ def test_similarity_of_a_torchvision_cache_uses_the_recorded_members(image_folde
     table = similarity_table(path)
     assert [(r.name, len(r.members)) for r in table.rows] == [
         ("features.1/avg", 3), ("features.3/avg", 6), ("features.6/avg", 9), ("features.13/avg", 21),
-        ("features/avg", 13), ("pre_logits/none", 0)]
+        ("features.18/avg", 13), ("pre_logits/none", 0)]
     assert table.rows[0].members[0] == "features.0.1" and table.bn_outside == []
     assert [r.name for r in table.bn_rows] == [m for r in table.rows for m in r.members]  # firing order throughout
     assert table.rows[-1].values["w2"] is None and table.rows[0].values["w2"] is not None
@@ -199,3 +200,15 @@ def test_adding_a_layer_to_a_cache_reassigns_the_members(image_folder, tiny_conf
                                        "blocks.3.0.bn3"]
         assert cache.manifest["bn_stats"]["after_last"] == ["blocks.4.0.bn1", "blocks.4.0.bn2", "blocks.4.0.bn3",
                                                             "bn2"]
+
+
+@pytest.mark.parametrize("entry", PANEL, ids=lambda e: e.id)
+def test_members_partition_the_batchnorm_layers_of_every_panel_model(entry):
+    """The conformance panel: every BatchNorm layer in exactly one output, the first to fire in the first stage."""
+    loaded = load(entry)
+    layers = [s.name for s in available_layers(loaded) if s.name != LOGITS]
+    found = batchnorm_members(loaded, layers)
+    _assert_partition(loaded, found)
+    assert found.after_last == () and found.never_ran == ()
+    if found.order:
+        assert found.order[0] in found.members[layers[0]]

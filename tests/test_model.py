@@ -21,7 +21,8 @@ def test_random_init_is_deterministic_and_recorded(tiny_model):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_weights_file_round_trip(tmp_path, tiny_model, suffix):
     path = tmp_path / f"w{suffix}"
-    state = {k: v.clone() for k, v in tiny_model.module.state_dict().items()}
+    # a standard layout: an earlier extraction may have turned the shared model channels-last
+    state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in tiny_model.module.state_dict().items()}
     if suffix == ".pth":
         torch.save(state, path)
     else:
