@@ -108,3 +108,13 @@ def test_torchvision_models_get_stages_from_a_trace():
     loaded = build_model("torchvision/resnet18", random_init=True, img_size=64)
     names = [s.name for s in available_layers(loaded)]
     assert names == ["relu", "layer1", "layer2", "layer3", "layer4", "pre_logits", "logits"]
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "torchvision/vit_b_16", "resnet10t"])
+def test_models_that_fix_their_input_size_are_built_for_the_size_asked(name):
+    """ViT-like models take --img-size at construction; CNNs, which refuse the keyword, are built as they are."""
+    from pipeline.model import available_layers
+
+    loaded = build_model(name, random_init=True, img_size=48)
+    assert loaded.preprocessing.input_size == (3, 48, 48)
+    assert [s.name for s in available_layers(loaded)][-2:] == ["pre_logits", "logits"]

@@ -99,9 +99,9 @@ def _build(name: str, source: str, weights, img_size: int | None) -> LoadedModel
     if img_size is not None and img_size < 8:
         raise ModelError(f"image size must be at least 8 pixels, got {img_size}")
     if name.startswith(TORCHVISION_PREFIX):
-        module, info, data_config = _torchvision(name.removeprefix(TORCHVISION_PREFIX), source, weights)
+        module, info, data_config = _torchvision(name.removeprefix(TORCHVISION_PREFIX), source, weights, img_size)
     else:
-        module, info, data_config = _timm(name, source, weights)
+        module, info, data_config = _timm(name, source, weights, img_size)
     if img_size is not None:
         data_config["input_size"] = (3, img_size, img_size)
     module.eval()
@@ -122,7 +122,20 @@ def _seeded(create):
         return create()
 
 
-def _timm(name, source, weights):
+def _sized(create, keyword: str, img_size: int | None):
+    """``create(keyword=img_size)`` for models that fix their input size when built (ViT, Swin, MaxViT),
+    plain ``create()`` for those that take any size (CNNs refuse the keyword)."""
+    if img_size is None:
+        return create()
+    try:
+        return create(**{keyword: img_size})
+    except TypeError as exc:
+        if keyword not in str(exc):
+            raise
+        return create()
+
+
+def _timm(name, source, weights, img_size=None):
     import timm
 
     if not timm.is_model(name):
@@ -131,14 +144,15 @@ def _timm(name, source, weights):
         raise ModelError(f"unknown model {name!r}{hint} (torchvision models: torchvision/<name>)")
     bundled = known_source_file(name) if source == "pretrained" else None
     if source == "pretrained" and bundled is None:
-        module, info = _timm_hub(name)
+        module, info = _timm_hub(name, img_size)
     else:
-        module = _seeded(lambda: timm.create_model(name, pretrained=False))
+        module = _seeded(lambda: _sized(lambda **k: timm.create_model(name, pretrained=False, **k), "img_size",
+                                        img_size))
         info = _load_local(module, name, source, weights, bundled)
     return module, info, timm.data.resolve_model_data_config(module)
 
 
-def _timm_hub(name):
+def _timm_hub(name, img_size=None):
     """timm's own loader on a file from a local hub cache, or a download where the hub can be reached."""
     import timm
 
@@ -147,7 +161,7 @@ def _timm_hub(name):
         check_download_possible(name, found)
         try:
             with quiet_hub():
-                module = timm.create_model(name, pretrained=True)
+                module = _sized(lambda **k: timm.create_model(name, pretrained=True, **k), "img_size", img_size)
         except Exception as exc:  # network and hub failures come in many types
             raise ModelError(f"the pretrained weights of {name!r} could not be downloaded "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
@@ -157,7 +171,9 @@ def _timm_hub(name):
             return module, WeightsInfo("hub", state_dict_sha256(module.state_dict()))
     else:
         try:
-            module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(found.cached)})
+            overlay = {"file": str(found.cached)}
+            module = _sized(lambda **k: timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **k),
+                            "img_size", img_size)
         except Exception as exc:  # a damaged or foreign cached file
             raise ModelError(f"the cached weights {str(found.cached)!r} of {name!r} cannot be loaded "
                              f"({type(exc).__name__}); delete the file, or pass --weights FILE") from None
@@ -178,7 +194,7 @@ def _load_local(module, name, source, weights, bundled) -> WeightsInfo:
     return WeightsInfo(f"package:{bundled.parent.parent.name}", file_sha256(bundled), str(bundled))
 
 
-def _torchvision(name, source, weights):
+def _torchvision(name, source, weights, img_size=None):
     import torchvision
 
     available = torchvision.models.list_models()
@@ -200,7 +216,8 @@ def _torchvision(name, source, weights):
             check_download_possible(TORCHVISION_PREFIX + name, found)
         try:
             with quiet_hub():  # torch.hub loads a cached file without the network
-                module = torchvision.models.get_model(name, weights="DEFAULT")
+                module = _sized(lambda **k: torchvision.models.get_model(name, weights="DEFAULT", **k),
+                                "image_size", img_size)
         except Exception as exc:
             raise ModelError(
                 f"the pretrained weights of torchvision/{name} could not be loaded ({type(exc).__name__}); "
@@ -209,5 +226,6 @@ def _torchvision(name, source, weights):
         cached = torchvision_weights(name).cached
         digest = file_sha256(cached) if cached else state_dict_sha256(module.state_dict())
         return module, WeightsInfo("hub", digest, str(cached) if cached else None), data_config
-    module = _seeded(lambda: torchvision.models.get_model(name, weights=None))
+    module = _seeded(lambda: _sized(lambda **k: torchvision.models.get_model(name, weights=None, **k), "image_size",
+                                    img_size))
     return module, _load_local(module, name, source, weights, None), data_config

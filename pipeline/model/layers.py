@@ -114,8 +114,14 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
         if name in SPECIAL:
             continue
         handles.append(modules[name].register_forward_hook(lambda m, i, o, n=name: record(n, o)))
+    size = tuple(loaded.preprocessing.input_size)
     try:
-        pre, out = head_outputs(loaded, torch.zeros((1, *loaded.preprocessing.input_size)))
+        pre, out = head_outputs(loaded, torch.zeros((1, *size)))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # e.g. a transformer built for another input size
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelError(f"{loaded.name} cannot run on a {size[1]}x{size[2]} input ({type(exc).__name__}: "
+                         f"{first}); choose an image size it accepts (--img-size), or leave it at the model's "
+                         "default") from None
     finally:
         for h in handles:
             h.remove()
