@@ -9,12 +9,12 @@ temporary cache that holds only that one layer.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 from pathlib import Path
 
+from .cache import CodeSource
 from .errors import InputError, ProbeError
 from .inputs import ImageRecord, ImageSet, from_csv, from_folder
 from .inputs.records import IMAGE_SUFFIXES, image_files
@@ -86,10 +86,9 @@ def check_model(probe: FittedProbe, config) -> None:
     from .model import build_model, resolve_layers
 
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
-    found = {"model": {"name": loaded.name, "weights": loaded.weights.as_dict()},
-             "preprocessing": json.loads(json.dumps(loaded.preprocessing.as_dict()))}
+    found = CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict())
     names = [spec.name for spec in resolve_layers(loaded, [probe.layer])]
-    check_compatible(probe.manifest, found, [f"{n}/{probe.pooling}" for n in names],
+    check_compatible(probe, found, [f"{n}/{probe.pooling}" for n in names],
                      f"the model built for prediction ({config.model}, weights {loaded.weights.source})")
 
 

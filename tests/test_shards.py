@@ -304,7 +304,8 @@ def test_the_output_must_be_a_new_or_earlier_merge(corpus, tmp_path):
     with pytest.raises(CacheError, match=r"--out .*c.shard1-of-3.h5 is one of the shards"):
         merge_shards(shards, shards[1])
     foreign = _foreign(corpus, tmp_path, "size", img_size=48)
-    with pytest.raises(CacheError, match=r"already holds a cache made with other settings; choose another --out"):
+    with pytest.raises(CacheError, match=r"already holds a cache made with other settings \(different preprocessing\); "
+                                         r"choose another --out"):
         merge_shards(shards, foreign)
     (tmp_path / "text.h5").write_text("not a cache")
     with pytest.raises(CacheError, match=r"text.h5 exists but is not a finished layerprobe cache"):
