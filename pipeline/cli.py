@@ -280,12 +280,12 @@ def info(cache_path, as_json):
         outputs = [{"output": f"{l}/{p}", **cache.output_info(l, p)} for l, p in cache.outputs]
         labels = cache.labels
         counts = {name: int((labels == i).sum()) for i, name in enumerate(cache.class_names)}
-        manifest, rows, extras = cache.manifest, cache.n_rows, cache.extras()
+        manifest, typed, rows, extras = cache.manifest, cache.provenance, cache.n_rows, cache.extras()
     if as_json:
         click.echo(json.dumps({"path": str(cache_path), "rows": rows, "class_counts": counts, "stored": extras,
                                "outputs": outputs, "manifest": manifest}, indent=2, default=list))
         return
-    click.echo(_describe(cache_path, rows, counts, manifest))
+    click.echo(_describe(cache_path, rows, counts, typed))
     click.echo(_stored(extras))
     table = [("output", "kind", "channels", "stride", "shape")]
     for o in outputs:
@@ -544,19 +544,21 @@ def advise_command(cache_path, results_path, metric, learning_curve, curve_steps
 
 
 def _describe(path, rows, counts, m) -> str:
-    pre, weights, inp, run = m["preprocessing"], m["model"]["weights"], m["input"], m["runtime"]
+    src, inp, run = m.source, m.input, m.runtime
+    pre, weights_source = src.preprocessing, m.get("model")["weights"].get("source")
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
     lines = [
         ("cache", str(path)),
-        ("model", f"{m['model']['name']}  weights {weights['source']} sha256 {weights['sha256'][:12]}"),
-        ("images", f"{rows} from {inp['name']} ({inp['source']}); classes: {classes}"),
+        ("model", f"{src.model}  weights {weights_source} sha256 {src.weights_sha256[:12]}"),
+        ("images", f"{rows} from {inp.name} ({inp.source}); classes: {classes}"),
         ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
                        f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
-        ("made", f"{m['created']} on {run['device']} ({run['precision']}) in {run.get('duration_s', '?')} s"),
-        ("key", m["key"]),
+        ("made", f"{m.get('created')} on {run.device} ({run.precision}) in "
+                 f"{'?' if run.duration_s is None else run.duration_s} s"),
+        ("key", m.get("key")),
     ]
-    if inp.get("skipped"):
-        lines.append(("skipped", f"{len(inp['skipped'])} bad image(s): " + ", ".join(s["id"] for s in inp["skipped"][:5])))
+    if inp.skipped:
+        lines.append(("skipped", f"{len(inp.skipped)} bad image(s): " + ", ".join(s["id"] for s in inp.skipped[:5])))
     return "\n".join(f"{k:<11}{v}" for k, v in lines)
 
 

@@ -148,3 +148,12 @@ def test_extract_names_its_cache_by_the_code_source_key(image_folder, tiny_confi
         assert cache.settings_key == key == cache.provenance.settings_key
         assert key == cache_key(cache.provenance.source.settings(str(image_folder.resolve())))
     assert result.path.name == _default_name("images", "test_efficientnet", key)
+
+
+def test_a_writer_never_seals_a_manifest_the_reader_would_refuse(tmp_path):
+    manifest = copy.deepcopy(TODAY)
+    manifest.pop("bn_stats")
+    del manifest["runtime"]["precision"]
+    with pytest.raises(CacheError, match=r"c\.h5 was not sealed: its manifest has no runtime\.precision"):
+        _write_today(tmp_path / "c.h5", manifest)
+    assert not (tmp_path / "c.h5").exists()

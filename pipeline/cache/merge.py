@@ -93,7 +93,7 @@ def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, pro
         target = _target(out, shards)
         ref = shards[0].cache
         key = cache_key({"settings": ref.settings_key, "rows": input_fingerprint(rows), "outputs": ref.outputs,
-                         "bn_stats": bool(ref.manifest.get("bn_stats"))})
+                         "bn_stats": bool(ref.provenance.get("bn_stats"))})
         n_active = int(rows.active_mask().sum())
         with WriterLock(target):
             if _up_to_date(target, ref, key):

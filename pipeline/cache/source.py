@@ -25,7 +25,7 @@ LABELS = {"weights_sha256": "weights sha256", "input_root": "input root"}
 
 def _plain(value: Any) -> Any:
     """``value`` as its JSON reading: tuples become lists, so a built and a stored source compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    return json.loads(json.dumps(value, default=str))
 
 
 def _text(value: Any) -> str:

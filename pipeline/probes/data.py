@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cache import ActivationCache
+from ..cache import ActivationCache, CacheManifest
 from ..duplicates import auto_groups
 from ..errors import ProbeError
 
@@ -128,7 +128,7 @@ class ProbeData:
 
     cache_path: Path
     cache_key: str
-    manifest: dict
+    manifest: CacheManifest
     rows: np.ndarray  # cache row of each labelled row used
     ids: np.ndarray
     y: np.ndarray
@@ -235,7 +235,7 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
     outputs = resolve_outputs(cache, layers)
     group_name, group_values = resolve_groups(cache, groups)
     ids = cache.ids[rows]
-    data = ProbeData(cache.path, cache.key, cache.manifest, rows, ids, y, names, group_name,
+    data = ProbeData(cache.path, cache.key, cache.provenance, rows, ids, y, names, group_name,
                      None if group_values is None else group_values[rows], outputs)
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]

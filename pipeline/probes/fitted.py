@@ -119,7 +119,7 @@ def fit_probe(
         group_name, group_values = resolve_groups(cache, groups)
         group_values = None if group_values is None else group_values[rows]
         X = load_codes(cache, output, rows, cache.ids[rows])
-        manifest, key, path = cache.manifest, cache.key, cache.path
+        made, key, path = cache.provenance, cache.key, cache.path
     inner = inner_splits(y, group_values, settings.inner_folds, seed, names)
     pipeline = build_probe(probe, settings, X.shape, inner, seed).fit(X, y)
     return FittedProbe(pipeline, {
@@ -132,14 +132,14 @@ def fit_probe(
         "settings": settings.as_dict(),
         "seed": seed,
         "chosen": chosen_params(pipeline),
-        "model": manifest["model"],
-        "preprocessing": manifest["preprocessing"],
-        "extract_config": manifest.get("config", {}),
-        "precision": manifest.get("runtime", {}).get("precision"),
+        "model": made.get("model"),
+        "preprocessing": made.get("preprocessing"),
+        "extract_config": made.get("config", {}),
+        "precision": made.runtime.precision,
         "training": {
             "cache": str(Path(path).resolve()),
             "cache_key": key,
-            "input": {k: manifest["input"].get(k) for k in ("name", "source", "n_images", "fingerprint")},
+            "input": {k: getattr(made.input, k) for k in ("name", "source", "n_images", "fingerprint")},
             "n_rows": int(len(y)),
             "class_counts": {n: int((y == c).sum()) for c, n in enumerate(names)},
             "groups": group_name,

@@ -260,9 +260,9 @@ def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: Probe
     outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
     outputs.update({o.name: o.as_dict() for o in data.outputs})
     return ProbeResults(
-        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m["model"],
-               "preprocessing": m["preprocessing"], "input": {k: m["input"].get(k) for k in
-                                                            ("name", "source", "n_images", "fingerprint")},
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m.get("model"),
+               "preprocessing": m.get("preprocessing"), "input": {k: getattr(m.input, k) for k in
+                                                                  ("name", "source", "n_images", "fingerprint")},
                "extract_config": m.get("config", {})},
         config=config.as_dict(),
         data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),
