@@ -249,19 +249,20 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
+_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset"}  # option -> source
+
+
 def _image_set(images, csv_file, dataset):
     from .errors import InputError
-    from .inputs import bundled, from_csv, from_folder
+    from .inputs.sources import load_input
 
-    given = [name for name, value in (("--images", images), ("--csv", csv_file), ("--dataset", dataset)) if value]
+    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, (images, csv_file, dataset)) if value]
     if len(given) != 1:
-        found = f"got {' and '.join(given)}" if given else "got none"
-        raise InputError(f"pass exactly one input source: --images DIR, --csv FILE or --dataset br35h ({found})")
-    if images:
-        return from_folder(images)
-    if csv_file:
-        return from_csv(csv_file)
-    return bundled(dataset)
+        found = f"got {' and '.join(flag.split()[0] for flag, _ in given)}" if given else "got none"
+        flags = list(_INPUT_OPTIONS)
+        raise InputError(f"pass exactly one input source: {', '.join(flags[:-1])} or {flags[-1]} ({found})")
+    flag, value = given[0]
+    return load_input(_INPUT_OPTIONS[flag], value)
 
 
 @main.command()
