@@ -142,9 +142,9 @@ def test_results_file_from_another_cache(tmp_path, monkeypatch):
 
 
 def test_bad_options():
-    with pytest.raises(ProbeError, match=r"--folds must be at least 2, got 1"):
+    with pytest.raises(ProbeError, match=r"folds \(--folds\) must be at least 2, got 1"):
         ProbeConfig(folds=1)
-    with pytest.raises(ProbeError, match=r"--repeats must be at least 1, got 0"):
+    with pytest.raises(ProbeError, match=r"repeats \(--repeats\) must be at least 1, got 0"):
         ProbeConfig(repeats=0)
     with pytest.raises(ProbeError, match=r"class_weight must be one of \('balanced', None\), got 'auto'"):
         ProbeSettings(class_weight="auto")

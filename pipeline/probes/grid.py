@@ -57,9 +57,9 @@ class ProbeConfig:
         for name in self.probes:
             get_probe(name)
         if self.folds < 2:
-            raise ProbeError(f"--folds must be at least 2, got {self.folds}")
+            raise ProbeError(f"folds (--folds) must be at least 2, got {self.folds}")
         if self.repeats is not None and self.repeats < 1:
-            raise ProbeError(f"--repeats must be at least 1, got {self.repeats}")
+            raise ProbeError(f"repeats (--repeats) must be at least 1, got {self.repeats}")
         if self.n_boot < 0:
             raise ProbeError(f"the number of bootstrap samples cannot be negative, got {self.n_boot}")
 

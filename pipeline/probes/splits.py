@@ -60,7 +60,7 @@ def check_stratifiable(y: np.ndarray, groups: np.ndarray | None, n_folds: int, c
                        group_name: str | None = None) -> None:
     """Refuse, before any split is made, fold counts the labels or groups cannot fill."""
     if n_folds < 2:
-        raise ProbeError(f"--folds must be at least 2, got {n_folds}")
+        raise ProbeError(f"folds (--folds) must be at least 2, got {n_folds}")
     for c, name in enumerate(class_names):
         rows = y == c
         count = int(rows.sum())
