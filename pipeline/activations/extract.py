@@ -132,8 +132,9 @@ def extract(
         specs = _output_specs(layers, outputs)
         _check_free_space(path, len(plan.rows.ids), specs)
         notes = [c.note for c in checks]
-        manifest = build_manifest(images, config, loaded, layers, pools, outputs, current, notes, skipped, key, device,
-                             precision)
+        manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
+                                  outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
+                                  precision=precision)
         manifest["runtime"]["workers"] = workers
         manifest["update"] = update_summary(plan)
         if shard is not None:
