@@ -118,10 +118,10 @@ def test_unknown_layer_name(tmp_path):
 
 def test_unknown_group_source(tmp_path):
     cache = _cache(tmp_path)
-    with pytest.raises(ProbeError, match=r"unknown --groups 'patient'; available: none, groups"):
+    with pytest.raises(ProbeError, match=r"unknown groups 'patient' \(--groups\); available: none, groups"):
         _run(cache, groups="patient")
-    with pytest.raises(ProbeError, match=r"--groups groups: c.h5 has no such column; extract from a CSV with a "
-                                         r"'group' column, or pass --groups none"):
+    with pytest.raises(ProbeError, match=r"groups 'groups' \(--groups groups\): c.h5 has no such column; extract from "
+                                         r"a CSV with a 'group' column, or pass groups='none' \(--groups none\)"):
         _run(cache, groups="groups")
 
 

@@ -105,13 +105,13 @@ def resolve_groups(cache: ActivationCache, name: str | None) -> tuple[str, np.nd
     """``(source name, per-row groups or None)`` for ``--groups``; rows without a group stand alone."""
     name = default_groups(cache) if name is None else name
     if name not in GROUP_SOURCES:
-        raise ProbeError(f"unknown --groups {name!r}; available: {', '.join(GROUP_SOURCES)}")
+        raise ProbeError(f"unknown groups {name!r} (--groups); available: {', '.join(GROUP_SOURCES)}")
     values = GROUP_SOURCES[name](cache)
     if values is None:
         if name != "none":
             raise ProbeError(
-                f"--groups {name}: {cache.path.name} has no such column; extract from a CSV with a "
-                "'group' column, or pass --groups none"
+                f"groups {name!r} (--groups {name}): {cache.path.name} has no such column; extract from a CSV "
+                "with a 'group' column, or pass groups='none' (--groups none)"
             )
         return name, None
     values = np.asarray(values).astype(str)
