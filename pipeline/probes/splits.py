@@ -83,7 +83,7 @@ def make_folds(y: np.ndarray, groups: np.ndarray | None, n_folds: int, repeats: 
                class_names: list[str], group_name: str | None = None) -> Folds:
     """Assign every row a test fold per repeat, then check every fold holds every class."""
     if repeats < 1:
-        raise ProbeError(f"--repeats must be at least 1, got {repeats}")
+        raise ProbeError(f"repeats (--repeats) must be at least 1, got {repeats}")
     check_stratifiable(y, groups, n_folds, class_names, group_name)
     seeds = tuple(seed + r for r in range(repeats))
     test_fold = np.full((repeats, len(y)), -1, dtype=np.int64)
