@@ -133,11 +133,11 @@ def test_results_file_from_another_cache(tmp_path, monkeypatch):
     codes, y = make_codes(n=40, widths=(4, 6), seed=5)
     second = write_cache(tmp_path / "second.h5", codes, y, ["a", "b"])
     with pytest.raises(ProbeError, match=r"results file .*results.json was made from another cache \(.*first.h5, key "
-                                         r"\w{12}\), not from .*second.h5 \(key \w{12}\); pass another --out, or "
+                                         r"\w{12}\), not from .*second.h5 \(key \w{12}\); pass another out \(--out\), or "
                                          r"delete it to start afresh"):
         run_probes(second, ProbeConfig(probes=("logreg",), folds=3, n_boot=10), out=out, progress=False)
     with pytest.raises(ProbeError, match=r"was made with other split settings \(folds 3 -> 4\); rerun with the same "
-                                         r"options to add rows to it, or pass another --out"):
+                                         r"options to add rows to it, or pass another out \(--out\)"):
         run_probes(first, ProbeConfig(probes=("logreg",), folds=4, n_boot=10), out=out, progress=False)
 
 

@@ -70,8 +70,8 @@ def test_settings_differences_add_the_input_root():
 
 def test_the_manifest_of_today_is_typed_and_given_back_unchanged():
     m = CacheManifest.from_dict(TODAY)
-    assert m.source == CodeSource("test_efficientnet", "43d3fbec8dd4a5c44226840fe88b3006363271ee805789a7b707df24dbb5d45b",
-                                  TODAY["preprocessing"], "float32")
+    weights = "43d3fbec8dd4a5c44226840fe88b3006363271ee805789a7b707df24dbb5d45b"
+    assert m.source == CodeSource("test_efficientnet", weights, TODAY["preprocessing"], "float32")
     assert (m.input.name, m.input.root, m.input.n_images) == ("images", "/tmp/i13/images", 6)
     assert m.input.class_names == ("benign", "malignant")
     assert m.outputs == ("blocks.0/avg", "blocks.1/avg", "blocks.2/avg", "blocks.3/avg", "blocks.4/avg",

@@ -284,14 +284,14 @@ def _previous(path: Path, source: CodeSource, root: str, settings_key: str):
         cache = open_cache(path)
     except CacheError as exc:
         raise CacheError(f"{path} exists but is not a finished layerprobe cache ({exc}); "
-                         "choose another --out or delete it") from None
+                         "choose another out (--out) or delete it") from None
     try:
         if cache.settings_key != settings_key:
             before = cache.provenance
             changed = settings_differences(before.source, before.input.root_resolved, source, root)
             raise CacheError(
-                f"{path} already holds a cache made with other settings "
-                f"(different {', '.join(changed) or 'format'}); choose another --out, or delete it to extract again"
+                f"{path} already holds a cache made with other settings (different {', '.join(changed) or 'format'}); "
+                "choose another out (--out), or delete it to extract again"
             )
         yield cache
     finally:
@@ -328,7 +328,8 @@ def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:
     if needed > free:
         raise CacheError(
             f"the cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are free on "
-            f"{path.parent} (it is sealed on a copy, so it needs its size twice); free space or choose another --out"
+            f"{path.parent} (it is sealed on a copy, so it needs its size twice); free space or choose another out "
+            "(--out)"
         )
 
 

@@ -231,10 +231,10 @@ def _target(out: str | Path | None, shards: list[_Shard]) -> Path:
         out = merged_path(shards[0].path)
         if out is None:
             raise CacheError(f"{shards[0].path.name} is not named like a shard (<name>.shard<I>-of-<N>.h5), so "
-                             "the merged cache has no default name; pass --out")
+                             "the merged cache has no default name; pass out (--out)")
     out = Path(out)
     if any(out.resolve() == s.path.resolve() for s in shards):
-        raise CacheError(f"--out {out} is one of the shards; choose another path")
+        raise CacheError(f"out (--out) {out} is one of the shards; choose another path")
     return out
 
 
@@ -248,14 +248,14 @@ def _up_to_date(target: Path, ref: ActivationCache, key: str) -> bool:
             a, b = cache.provenance, ref.provenance
             changed = settings_differences(a.source, a.input.root_resolved, b.source, b.input.root_resolved)
     except CacheError as exc:
-        raise CacheError(f"{target} exists but is not a finished layerprobe cache ({exc}); choose another --out "
+        raise CacheError(f"{target} exists but is not a finished layerprobe cache ({exc}); choose another out (--out) "
                          "or delete it") from None
     if same_key:
         log.info("%s is up to date: it already holds these shards", target)
         return True
     if not same_settings:
         raise CacheError(f"{target} already holds a cache made with other settings (different "
-                         f"{', '.join(changed) or 'format'}); choose another --out, or delete it")
+                         f"{', '.join(changed) or 'format'}); choose another out (--out), or delete it")
     log.warning("replacing %s, an earlier cache of the same settings, with the merge", target)
     return False
 
@@ -295,7 +295,7 @@ def _check_free_space(target: Path, shards: list[_Shard]) -> None:
     if needed > free:
         raise CacheError(f"the merged cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are "
                          f"free on {target.parent} (it is sealed on a copy, so it needs its size twice); free space "
-                         "or choose another --out")
+                         "or choose another out (--out)")
 
 
 def _copy_codes(writer: CacheWriter, shards: list[_Shard], specs: list[OutputSpec], source: np.ndarray,

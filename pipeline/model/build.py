@@ -178,7 +178,8 @@ def _timm_hub(name, img_size=None):
                             "img_size", img_size)
         except Exception as exc:  # a damaged or foreign cached file
             raise ModelError(f"the cached weights {str(found.cached)!r} of {name!r} cannot be loaded "
-                             f"({type(exc).__name__}); delete the file, or pass weights=FILE (--weights FILE)") from None
+                             f"({type(exc).__name__}); delete the file, or pass weights=FILE (--weights FILE)"
+                             ) from None
     return module, WeightsInfo("hub", file_sha256(found.cached), str(found.cached))
 
 

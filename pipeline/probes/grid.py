@@ -84,7 +84,7 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         raise ProbeError(
             f"results file {out} was made from another cache ({old.cache.get('path')}, key "
             f"{str(old.cache.get('key'))[:12]}), not from {data.cache_path} (key {data.cache_key[:12]}); "
-            "pass another --out, or delete it to start afresh"
+            "pass another out (--out), or delete it to start afresh"
         )
     want = _split_settings(config.as_dict(), data.group_name)
     have = _split_settings(old.config, old.data.get("groups", "none"))
@@ -93,14 +93,14 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         changed = changed or "probe settings"
         raise ProbeError(
             f"results file {out} was made with other split settings ({changed}); rerun with the same options "
-            "to add rows to it, or pass another --out"
+            "to add rows to it, or pass another out (--out)"
         )
     if old.data.get("ids_sha256") != data.ids_sha256:
-        raise ProbeError(f"results file {out} covers other rows of this cache; pass another --out or delete it")
+        raise ProbeError(f"results file {out} covers other rows of this cache; pass another out (--out) or delete it")
     if old.data.get("groups_sha256") != data.groups_sha256:
         raise ProbeError(
             f"results file {out} was made with other groups in --groups {data.group_name} (the column changed "
-            "since); its folds no longer keep groups apart: pass another --out, or delete it to start afresh"
+            "since); its folds no longer keep groups apart: pass another out (--out), or delete it to start afresh"
         )
     return old
 
