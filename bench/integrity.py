@@ -55,7 +55,10 @@ def _write(path: Path, codes: np.ndarray, bn_modules: int = 49) -> Path:
                      "running_var": rng.uniform(1, 2, 96), "count": 1000, "depth": k, "stride": 2}
           for k in range(bn_modules)}
     manifest = {"outputs": [f"{s.layer}/{s.pooling}" for s in specs], "bn_stats": {"modules": bn_modules},
-                "layers": [{"name": s.layer, "channels": s.channels} for s in specs]}
+                "layers": [{"name": s.layer, "channels": s.channels} for s in specs],
+                "model": {"name": "synthetic", "weights": {"sha256": "0" * 64}}, "preprocessing": {},
+                "input": {"name": "synthetic", "source": "synthetic", "root": "."},
+                "runtime": {"device": "cpu:synthetic", "precision": "float32"}}
     writer = CacheWriter(path, "k" * 64, "s" * 64, manifest, rows, specs, bn)
     try:
         writer.copy_rows(None, [], np.zeros(0, int), np.zeros(0, int))

@@ -249,19 +249,20 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
+_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset"}  # option -> source
+
+
 def _image_set(images, csv_file, dataset):
     from .errors import InputError
-    from .inputs import bundled, from_csv, from_folder
+    from .inputs.sources import load_input
 
-    given = [name for name, value in (("--images", images), ("--csv", csv_file), ("--dataset", dataset)) if value]
+    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, (images, csv_file, dataset)) if value]
     if len(given) != 1:
-        found = f"got {' and '.join(given)}" if given else "got none"
-        raise InputError(f"pass exactly one input source: --images DIR, --csv FILE or --dataset br35h ({found})")
-    if images:
-        return from_folder(images)
-    if csv_file:
-        return from_csv(csv_file)
-    return bundled(dataset)
+        found = f"got {' and '.join(flag.split()[0] for flag, _ in given)}" if given else "got none"
+        flags = list(_INPUT_OPTIONS)
+        raise InputError(f"pass exactly one input source: {', '.join(flags[:-1])} or {flags[-1]} ({found})")
+    flag, value = given[0]
+    return load_input(_INPUT_OPTIONS[flag], value)
 
 
 @main.command()
@@ -280,12 +281,12 @@ def info(cache_path, as_json):
         outputs = [{"output": f"{l}/{p}", **cache.output_info(l, p)} for l, p in cache.outputs]
         labels = cache.labels
         counts = {name: int((labels == i).sum()) for i, name in enumerate(cache.class_names)}
-        manifest, rows, extras = cache.manifest, cache.n_rows, cache.extras()
+        manifest, typed, rows, extras = cache.manifest, cache.provenance, cache.n_rows, cache.extras()
     if as_json:
         click.echo(json.dumps({"path": str(cache_path), "rows": rows, "class_counts": counts, "stored": extras,
                                "outputs": outputs, "manifest": manifest}, indent=2, default=list))
         return
-    click.echo(_describe(cache_path, rows, counts, manifest))
+    click.echo(_describe(cache_path, rows, counts, typed))
     click.echo(_stored(extras))
     table = [("output", "kind", "channels", "stride", "shape")]
     for o in outputs:
@@ -544,19 +545,21 @@ def advise_command(cache_path, results_path, metric, learning_curve, curve_steps
 
 
 def _describe(path, rows, counts, m) -> str:
-    pre, weights, inp, run = m["preprocessing"], m["model"]["weights"], m["input"], m["runtime"]
+    src, inp, run = m.source, m.input, m.runtime
+    pre, weights_source = src.preprocessing, m.get("model")["weights"].get("source")
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
     lines = [
         ("cache", str(path)),
-        ("model", f"{m['model']['name']}  weights {weights['source']} sha256 {weights['sha256'][:12]}"),
-        ("images", f"{rows} from {inp['name']} ({inp['source']}); classes: {classes}"),
+        ("model", f"{src.model}  weights {weights_source} sha256 {src.weights_sha256[:12]}"),
+        ("images", f"{rows} from {inp.name} ({inp.source}); classes: {classes}"),
         ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
                        f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
-        ("made", f"{m['created']} on {run['device']} ({run['precision']}) in {run.get('duration_s', '?')} s"),
-        ("key", m["key"]),
+        ("made", f"{m.get('created')} on {run.device} ({run.precision}) in "
+                 f"{'?' if run.duration_s is None else run.duration_s} s"),
+        ("key", m.get("key")),
     ]
-    if inp.get("skipped"):
-        lines.append(("skipped", f"{len(inp['skipped'])} bad image(s): " + ", ".join(s["id"] for s in inp["skipped"][:5])))
+    if inp.skipped:
+        lines.append(("skipped", f"{len(inp.skipped)} bad image(s): " + ", ".join(s["id"] for s in inp.skipped[:5])))
     return "\n".join(f"{k:<11}{v}" for k, v in lines)
 
 

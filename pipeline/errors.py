@@ -23,7 +23,7 @@ class BadImageError(InputError):
         more = f" (and {len(self.problems) - 10} more)" if len(self.problems) > 10 else ""
         super().__init__(
             f"{len(self.problems)} image(s) cannot be decoded: {shown}{more}. "
-            "Fix or remove them, or pass --on-bad-image skip to leave them out "
+            "Fix or remove them, or pass on_bad_image='skip' (--on-bad-image skip) to leave them out "
             "(they are listed in the cache manifest)."
         )
 

@@ -9,56 +9,25 @@ temporary cache that holds only that one layer.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
-from .errors import InputError, ProbeError
-from .inputs import ImageRecord, ImageSet, from_csv, from_folder
-from .inputs.records import IMAGE_SUFFIXES, image_files
+from .cache import CodeSource
+from .errors import ProbeError
+from .inputs import ImageSet
+from .inputs.sources import from_paths
 from .probes import FittedProbe, Predictions, apply_probe, check_compatible, load_probe
 
 log = logging.getLogger(__name__)
 
 
 def images_from_paths(paths: list[str | Path]) -> ImageSet:
-    """An image set from a CSV table, a folder (class sub-folders or loose images) or image files."""
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise InputError("no images given; pass image files, a folder or a CSV table")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise InputError(f"{len(missing)} input path(s) do not exist: {', '.join(missing[:5])}")
-    if len(paths) == 1 and paths[0].is_file() and paths[0].suffix.lower() == ".csv":
-        return from_csv(paths[0])
-    if len(paths) == 1 and paths[0].is_dir():
-        root = paths[0]
-        if any(p.is_dir() for p in root.iterdir()) and not any(_is_image(p) for p in root.iterdir()):
-            return from_folder(root)
-        problems = []
-        files = image_files(root, problems)
-        if problems:
-            raise InputError(f"{len(problems)} problem(s) in {str(root)!r}: {'; '.join(problems[:10])}")
-        return _unlabelled(root.name, root, files)
-    bad = [str(p) for p in paths if not _is_image(p)]
-    if bad:
-        raise InputError(f"not image files: {', '.join(bad[:5])}; pass image files, one folder or one CSV table")
-    files = sorted({p.resolve() for p in paths})
-    root = Path(os.path.commonpath([p.parent for p in files]))
-    return _unlabelled(root.name or "images", root, files)
+    """An image set from a CSV table, a folder (class sub-folders or loose images) or image files.
 
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def _unlabelled(name: str, root: Path, files: list[Path]) -> ImageSet:
-    if not files:
-        raise InputError(f"no images found in {str(root)!r} (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
-    records = tuple(ImageRecord(p.relative_to(root).as_posix(), p) for p in files)
-    return ImageSet(name, "images", root, records)
+    The input source is the first of :data:`pipeline.inputs.sources.SOURCES` that claims the paths.
+    """
+    return from_paths(paths)
 
 
 def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, device: str = "auto",
@@ -86,10 +55,9 @@ def check_model(probe: FittedProbe, config) -> None:
     from .model import build_model, resolve_layers
 
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
-    found = {"model": {"name": loaded.name, "weights": loaded.weights.as_dict()},
-             "preprocessing": json.loads(json.dumps(loaded.preprocessing.as_dict()))}
+    found = CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict())
     names = [spec.name for spec in resolve_layers(loaded, [probe.layer])]
-    check_compatible(probe.manifest, found, [f"{n}/{probe.pooling}" for n in names],
+    check_compatible(probe, found, [f"{n}/{probe.pooling}" for n in names],
                      f"the model built for prediction ({config.model}, weights {loaded.weights.source})")
 
 

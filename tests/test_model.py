@@ -69,7 +69,7 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_random_init_and_weights_exclude_each_other(tmp_path):
-    with pytest.raises(ModelError, match="exclude each other"):
+    with pytest.raises(ModelError, match=r"random_init and weights \(--random-init, --weights\) exclude each other"):
         build_model(TINY_MODEL, weights=tmp_path / "w.pth", random_init=True)
 
 

@@ -118,10 +118,10 @@ def test_unknown_layer_name(tmp_path):
 
 def test_unknown_group_source(tmp_path):
     cache = _cache(tmp_path)
-    with pytest.raises(ProbeError, match=r"unknown --groups 'patient'; available: none, groups"):
+    with pytest.raises(ProbeError, match=r"unknown groups 'patient' \(--groups\); available: none, groups"):
         _run(cache, groups="patient")
-    with pytest.raises(ProbeError, match=r"--groups groups: c.h5 has no such column; extract from a CSV with a "
-                                         r"'group' column, or pass --groups none"):
+    with pytest.raises(ProbeError, match=r"groups 'groups' \(--groups groups\): c.h5 has no such column; extract from "
+                                         r"a CSV with a 'group' column, or pass groups='none' \(--groups none\)"):
         _run(cache, groups="groups")
 
 
@@ -133,18 +133,18 @@ def test_results_file_from_another_cache(tmp_path, monkeypatch):
     codes, y = make_codes(n=40, widths=(4, 6), seed=5)
     second = write_cache(tmp_path / "second.h5", codes, y, ["a", "b"])
     with pytest.raises(ProbeError, match=r"results file .*results.json was made from another cache \(.*first.h5, key "
-                                         r"\w{12}\), not from .*second.h5 \(key \w{12}\); pass another --out, or "
+                                         r"\w{12}\), not from .*second.h5 \(key \w{12}\); pass another out \(--out\), or "
                                          r"delete it to start afresh"):
         run_probes(second, ProbeConfig(probes=("logreg",), folds=3, n_boot=10), out=out, progress=False)
     with pytest.raises(ProbeError, match=r"was made with other split settings \(folds 3 -> 4\); rerun with the same "
-                                         r"options to add rows to it, or pass another --out"):
+                                         r"options to add rows to it, or pass another out \(--out\)"):
         run_probes(first, ProbeConfig(probes=("logreg",), folds=4, n_boot=10), out=out, progress=False)
 
 
 def test_bad_options():
-    with pytest.raises(ProbeError, match=r"--folds must be at least 2, got 1"):
+    with pytest.raises(ProbeError, match=r"folds \(--folds\) must be at least 2, got 1"):
         ProbeConfig(folds=1)
-    with pytest.raises(ProbeError, match=r"--repeats must be at least 1, got 0"):
+    with pytest.raises(ProbeError, match=r"repeats \(--repeats\) must be at least 1, got 0"):
         ProbeConfig(repeats=0)
     with pytest.raises(ProbeError, match=r"class_weight must be one of \('balanced', None\), got 'auto'"):
         ProbeSettings(class_weight="auto")

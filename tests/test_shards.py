@@ -301,16 +301,17 @@ def test_a_shard_whose_codes_no_longer_match_their_hash_is_refused(corpus, tmp_p
 
 def test_the_output_must_be_a_new_or_earlier_merge(corpus, tmp_path):
     root, _, _, shards = corpus
-    with pytest.raises(CacheError, match=r"--out .*c.shard1-of-3.h5 is one of the shards"):
+    with pytest.raises(CacheError, match=r"out \(--out\) .*c.shard1-of-3.h5 is one of the shards"):
         merge_shards(shards, shards[1])
     foreign = _foreign(corpus, tmp_path, "size", img_size=48)
-    with pytest.raises(CacheError, match=r"already holds a cache made with other settings; choose another --out"):
+    with pytest.raises(CacheError, match=r"already holds a cache made with other settings \(different preprocessing\); "
+                                         r"choose another out \(--out\)"):
         merge_shards(shards, foreign)
     (tmp_path / "text.h5").write_text("not a cache")
     with pytest.raises(CacheError, match=r"text.h5 exists but is not a finished layerprobe cache"):
         merge_shards(shards, tmp_path / "text.h5")
     renamed = [shutil.copy(p, tmp_path / f"part{i}.h5") for i, p in enumerate(shards)]
-    with pytest.raises(CacheError, match=r"part0.h5 is not named like a shard .* pass --out"):
+    with pytest.raises(CacheError, match=r"part0.h5 is not named like a shard .* pass out \(--out\)"):
         merge_shards(renamed)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -17,6 +16,7 @@ import torch
 
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
 from ..cache.plan import Plan, make_plan
+from ..cache.source import CodeSource, settings_differences
 from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
@@ -110,15 +110,15 @@ def extract(
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     precision = "float16-autocast" if device.type == "cuda" else "float32"
-    settings = _settings(loaded, precision, images)
-    settings_key = cache_key(settings)
+    source, root = _source(loaded, precision), str(Path(images.root).resolve())
+    settings_key = source.settings_key(root)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
         path = shard_path(path, *config.shard)
     images, checks, skipped = _check_images(images, config, progress, _decoded_before(path, settings_key))
     current = _row_table(images, checks)
 
-    with WriterLock(path, wait=config.wait), _previous(path, settings, settings_key) as previous:
+    with WriterLock(path, wait=config.wait), _previous(path, source, root, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
         plan = make_plan(current, outputs, *((previous.stored_rows(), previous.outputs) if previous else ()))
         plan, bn_start, bn_members = _plan_bn_stats(plan, loaded, layers, config, previous)
@@ -132,8 +132,9 @@ def extract(
         specs = _output_specs(layers, outputs)
         _check_free_space(path, len(plan.rows.ids), specs)
         notes = [c.note for c in checks]
-        manifest = build_manifest(images, config, loaded, layers, pools, outputs, current, notes, skipped, key, device,
-                             precision)
+        manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
+                                  outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
+                                  precision=precision)
         manifest["runtime"]["workers"] = workers
         manifest["update"] = update_summary(plan)
         if shard is not None:
@@ -207,15 +208,9 @@ def _row_table(images: ImageSet, checks) -> RowTable:
     )
 
 
-def _settings(loaded: LoadedModel, precision: str, images: ImageSet) -> dict:
-    """What makes one row's numbers: the same settings give the same codes for the same bytes."""
-    return {
-        "model": loaded.name,
-        "weights_sha256": loaded.weights.sha256,
-        "preprocessing": loaded.preprocessing.as_dict(),
-        "precision": precision,
-        "input_root": str(Path(images.root).resolve()),
-    }
+def _source(loaded: LoadedModel, precision: str) -> CodeSource:
+    """What makes one row's numbers: the same source gives the same codes for the same bytes."""
+    return CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict(), precision)
 
 
 def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
@@ -280,7 +275,7 @@ def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], con
 
 
 @contextmanager
-def _previous(path: Path, settings: dict, settings_key: str):
+def _previous(path: Path, source: CodeSource, root: str, settings_key: str):
     """The finished cache at ``path`` if it has the same settings; refuse anything else there."""
     if not path.exists():
         yield None
@@ -289,29 +284,18 @@ def _previous(path: Path, settings: dict, settings_key: str):
         cache = open_cache(path)
     except CacheError as exc:
         raise CacheError(f"{path} exists but is not a finished layerprobe cache ({exc}); "
-                         "choose another --out or delete it") from None
+                         "choose another out (--out) or delete it") from None
     try:
         if cache.settings_key != settings_key:
+            before = cache.provenance
+            changed = settings_differences(before.source, before.input.root_resolved, source, root)
             raise CacheError(
-                f"{path} already holds a cache made with other settings ({_differences(cache.manifest, settings)}); "
-                "choose another --out, or delete it to extract again"
+                f"{path} already holds a cache made with other settings (different {', '.join(changed) or 'format'}); "
+                "choose another out (--out), or delete it to extract again"
             )
         yield cache
     finally:
         cache.close()
-
-
-def _differences(manifest: dict, settings: dict) -> str:
-    before = {
-        "model": manifest["model"]["name"],
-        "weights_sha256": manifest["model"]["weights"]["sha256"],
-        "preprocessing": manifest["preprocessing"],
-        "precision": manifest["runtime"]["precision"],
-        "input_root": manifest["input"].get("root_resolved"),
-    }
-    changed = [name for name, value in settings.items() if json.dumps(before.get(name), sort_keys=True, default=list)
-               != json.dumps(value, sort_keys=True, default=list)]
-    return "different " + ", ".join(changed) if changed else "different format"
 
 
 def _union(loaded: LoadedModel, requested: list[LayerSpec], pools, previous):
@@ -319,8 +303,8 @@ def _union(loaded: LoadedModel, requested: list[LayerSpec], pools, previous):
     asked = output_keys(requested, tuple(pools))
     if previous is None:
         return requested, list(pools), asked
-    layers = resolve_layers(loaded, [s["name"] for s in previous.manifest["layers"]] + [s.name for s in requested])
-    all_pools = list(dict.fromkeys(list(previous.manifest["poolings"]) + list(pools)))
+    layers = resolve_layers(loaded, [s["name"] for s in previous.provenance.get("layers", [])] + [s.name for s in requested])
+    all_pools = list(dict.fromkeys(list(previous.provenance.get("poolings", [])) + list(pools)))
     wanted = set(previous.outputs) | set(asked)
     outputs = [k for k in output_keys(layers, tuple(all_pools)) if k in wanted]
     used = {layer for layer, _ in outputs}
@@ -344,7 +328,8 @@ def _check_free_space(path: Path, rows: int, specs: list[OutputSpec]) -> None:
     if needed > free:
         raise CacheError(
             f"the cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are free on "
-            f"{path.parent} (it is sealed on a copy, so it needs its size twice); free space or choose another --out"
+            f"{path.parent} (it is sealed on a copy, so it needs its size twice); free space or choose another out "
+            "(--out)"
         )
 
 

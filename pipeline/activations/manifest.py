@@ -30,7 +30,9 @@ def update_summary(plan: Plan) -> dict:
     }
 
 
-def build_manifest(images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device, precision) -> dict:
+def build_manifest(*, images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device,
+                   precision) -> dict:
+    """The manifest of one extraction as the cache stores it (checked by ``CacheManifest`` when sealed)."""
     return {
         "layerprobe": __version__,
         "key": key,

@@ -3,9 +3,11 @@
 from .columns import add_row_column
 from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
 from .lock import WriterLock, is_locked
+from .manifest import CacheManifest, InputInfo, RuntimeInfo, ShardInfo
 from .merge import MergeResult, merge_shards
 from .reader import ActivationCache, open_cache
 from .shards import merged_path, shard_of, shard_path
+from .source import CodeSource, Difference
 from .verify import VerifyReport, verify_cache
 from .writer import CacheWriter, OutputSpec, RowTable, partial_path
 
@@ -13,10 +15,16 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "ActivationCache",
+    "CacheManifest",
     "CacheWriter",
+    "CodeSource",
+    "Difference",
+    "InputInfo",
     "MergeResult",
     "OutputSpec",
     "RowTable",
+    "RuntimeInfo",
+    "ShardInfo",
     "VerifyReport",
     "WriterLock",
     "add_row_column",

@@ -36,21 +36,14 @@ from . import integrity
 from .format import cache_key
 from .lock import WriterLock
 from .reader import ActivationCache, open_cache
+from .manifest import ShardInfo
 from .shards import ids_digest, merged_path, shard_indices, shard_of
+from .source import settings_differences
 from .writer import CacheWriter, OutputSpec, RowTable, input_fingerprint
 
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 << 20  # codes gathered per committed block: bounded memory, large sequential reads
-_SETTINGS = {  # the parts of the settings key, as the manifest records them
-    "model": lambda m: m["model"]["name"],
-    "weights": lambda m: m["model"]["weights"]["sha256"],
-    "preprocessing": lambda m: m["preprocessing"],
-    "precision": lambda m: m["runtime"]["precision"],
-    "input root": lambda m: m["input"].get("root_resolved"),
-}
-
-
 @dataclass
 class MergeResult:
     """What a merge wrote."""
@@ -70,16 +63,16 @@ class _Shard:
     read: dict = field(default_factory=dict)  # output -> row hash of the rows read so far
 
     @property
-    def info(self) -> dict:
-        return self.cache.manifest["shard"]
+    def info(self) -> ShardInfo:
+        return self.cache.provenance.shard
 
     @property
     def index(self) -> int:
-        return int(self.info["index"])
+        return self.info.index
 
     @property
     def count(self) -> int:
-        return int(self.info["count"])
+        return self.info.count
 
 
 def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, progress: bool = False) -> MergeResult:
@@ -100,10 +93,10 @@ def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, pro
         target = _target(out, shards)
         ref = shards[0].cache
         key = cache_key({"settings": ref.settings_key, "rows": input_fingerprint(rows), "outputs": ref.outputs,
-                         "bn_stats": bool(ref.manifest.get("bn_stats"))})
+                         "bn_stats": bool(ref.provenance.get("bn_stats"))})
         n_active = int(rows.active_mask().sum())
         with WriterLock(target):
-            if _up_to_date(target, ref.settings_key, key):
+            if _up_to_date(target, ref, key):
                 return MergeResult(target, n_active, len(shards), time.perf_counter() - started, True)
             written = _write(target, key, shards, rows, source, local, progress, started)
     return MergeResult(target, n_active, len(shards), time.perf_counter() - started, False, written)
@@ -126,7 +119,7 @@ def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
         except CacheError as exc:
             raise CacheError(f"cannot merge shard {path}: {exc}") from None
         stack.callback(cache.close)
-        if not cache.manifest.get("shard"):
+        if cache.provenance.shard is None:
             raise CacheError(f"cannot merge: {path} is not a shard (it was extracted without --shard); merge takes "
                              "the N files written by `extract --shard I/N` or by a torchrun launch")
         shards.append(_Shard(path, cache))
@@ -136,25 +129,26 @@ def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
 def _check_agree(shards: list[_Shard]) -> None:
     """Every shard against the first: settings, shard count, outputs, input table, BatchNorm sums."""
     first = shards[0]
-    a = first.cache.manifest
+    a = first.cache.provenance
     for shard in shards[1:]:
-        b = shard.cache.manifest
+        b = shard.cache.provenance
         where = f"cannot merge: {shard.path.name} and {first.path.name}"
         if shard.cache.settings_key != first.cache.settings_key:
-            changed = [name for name, get in _SETTINGS.items() if _json(get(a)) != _json(get(b))] or ["format"]
+            changed = settings_differences(a.source, a.input.root_resolved, b.source, b.input.root_resolved)
+            changed = changed or ["format"]
             raise CacheError(f"{where} were made with other settings (different {', '.join(changed)}); every shard "
                              "must come from the same model, weights, preprocessing, precision and input root")
         if shard.count != first.count:
             raise CacheError(f"{where} are shards of different counts ({shard.index} of {shard.count} and "
                              f"{first.index} of {first.count}); pass the files of one --shard I/N run")
         if shard.cache.outputs != first.cache.outputs:
-            raise CacheError(f"{where} hold other outputs ({', '.join(b['outputs'])} against "
-                             f"{', '.join(a['outputs'])}); extract every shard with the same --layers and --pool")
-        if (shard.info["input_table_sha256"], shard.info["input_images"]) != (
-                first.info["input_table_sha256"], first.info["input_images"]):
+            raise CacheError(f"{where} hold other outputs ({', '.join(b.outputs)} against "
+                             f"{', '.join(a.outputs)}); extract every shard with the same --layers and --pool")
+        if (shard.info.input_table_sha256, shard.info.input_images) != (
+                first.info.input_table_sha256, first.info.input_images):
             raise CacheError(
-                f"{where} were cut from different inputs ({shard.info['input_images']} and "
-                f"{first.info['input_images']} images, or other labels, groups or splits): the input changed "
+                f"{where} were cut from different inputs ({shard.info.input_images} and "
+                f"{first.info.input_images} images, or other labels, groups or splits): the input changed "
                 "between the shard runs; extract every shard again (only new images are computed)"
             )
         if bool(b.get("bn_stats")) != bool(a.get("bn_stats")):
@@ -222,13 +216,13 @@ def _merged_rows(shards: list[_Shard]) -> tuple[RowTable, np.ndarray, np.ndarray
 def _check_cover(shards: list[_Shard], rows: RowTable) -> None:
     """Together the shards hold every image of their input once (or list it as skipped)."""
     active = [i for i, keep in zip(rows.ids, rows.active_mask()) if keep]
-    skipped = [item["id"] for s in shards for item in s.cache.manifest["input"].get("skipped", [])]
+    skipped = [item["id"] for s in shards for item in s.cache.provenance.input.skipped]
     covered = sorted(active + skipped)
     info = shards[0].info
-    if len(covered) != info["input_images"] or ids_digest(covered) != info["input_ids_sha256"]:
+    if len(covered) != info.input_images or ids_digest(covered) != info.input_ids_sha256:
         raise CacheError(
             f"cannot merge: the shards hold {len(active)} image(s) and skipped {len(skipped)}, but do not cover "
-            f"the {info['input_images']} images of their input exactly once; extract the shards again"
+            f"the {info.input_images} images of their input exactly once; extract the shards again"
         )
 
 
@@ -237,29 +231,31 @@ def _target(out: str | Path | None, shards: list[_Shard]) -> Path:
         out = merged_path(shards[0].path)
         if out is None:
             raise CacheError(f"{shards[0].path.name} is not named like a shard (<name>.shard<I>-of-<N>.h5), so "
-                             "the merged cache has no default name; pass --out")
+                             "the merged cache has no default name; pass out (--out)")
     out = Path(out)
     if any(out.resolve() == s.path.resolve() for s in shards):
-        raise CacheError(f"--out {out} is one of the shards; choose another path")
+        raise CacheError(f"out (--out) {out} is one of the shards; choose another path")
     return out
 
 
-def _up_to_date(target: Path, settings_key: str, key: str) -> bool:
+def _up_to_date(target: Path, ref: ActivationCache, key: str) -> bool:
     """True when ``target`` already is this merge; refuses a file that is not an earlier one."""
     if not target.exists():
         return False
     try:
         with open_cache(target) as cache:
-            same_key, same_settings = cache.key == key, cache.settings_key == settings_key
+            same_key, same_settings = cache.key == key, cache.settings_key == ref.settings_key
+            a, b = cache.provenance, ref.provenance
+            changed = settings_differences(a.source, a.input.root_resolved, b.source, b.input.root_resolved)
     except CacheError as exc:
-        raise CacheError(f"{target} exists but is not a finished layerprobe cache ({exc}); choose another --out "
+        raise CacheError(f"{target} exists but is not a finished layerprobe cache ({exc}); choose another out (--out) "
                          "or delete it") from None
     if same_key:
         log.info("%s is up to date: it already holds these shards", target)
         return True
     if not same_settings:
-        raise CacheError(f"{target} already holds a cache made with other settings; choose another --out, or "
-                         "delete it")
+        raise CacheError(f"{target} already holds a cache made with other settings (different "
+                         f"{', '.join(changed) or 'format'}); choose another out (--out), or delete it")
     log.warning("replacing %s, an earlier cache of the same settings, with the merge", target)
     return False
 
@@ -299,7 +295,7 @@ def _check_free_space(target: Path, shards: list[_Shard]) -> None:
     if needed > free:
         raise CacheError(f"the merged cache needs about {needed / 1e6:.1f} MB but only {free / 1e6:.1f} MB are "
                          f"free on {target.parent} (it is sealed on a copy, so it needs its size twice); free space "
-                         "or choose another --out")
+                         "or choose another out (--out)")
 
 
 def _copy_codes(writer: CacheWriter, shards: list[_Shard], specs: list[OutputSpec], source: np.ndarray,
@@ -397,7 +393,7 @@ def _manifest(shards: list[_Shard], rows: RowTable, key: str) -> dict:
          "duration_s": m["runtime"].get("duration_s")}
         for s, m in zip(shards, manifests)
     ]
-    manifest["merge"] = {"count": len(shards), "assignment": shards[0].info["assignment"], "host": platform.node(),
+    manifest["merge"] = {"count": len(shards), "assignment": shards[0].info.assignment, "host": platform.node(),
                          "created": _now()}
     return manifest
 
@@ -411,10 +407,6 @@ def _added_updates(updates: list[dict]) -> dict:
             elif isinstance(value, int):
                 total[name] = total.get(name, 0) + value
     return total
-
-
-def _json(value) -> str:
-    return json.dumps(value, sort_keys=True, default=list)
 
 
 def _now() -> str:

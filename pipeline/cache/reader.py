@@ -14,6 +14,7 @@ from .bnstats import GROUP as BN_GROUP
 from .bnstats import BNStat, read_state, to_stats
 from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_digest
 from .lock import is_locked
+from .manifest import CacheManifest
 from .prechecks import check_global_heaps, chunk_span
 from .writer import RowTable, partial_path
 
@@ -62,6 +63,7 @@ class ActivationCache:
         if metadata_digest(self._file) != attrs.get("digest"):
             raise CacheError(f"{self.path} " + _DAMAGED.format("its metadata digest does not match"))
         self.manifest: dict = json.loads(attrs["manifest"])
+        self.provenance: CacheManifest = CacheManifest.from_dict(self.manifest)
         self.key: str = str(attrs["key"])
         self.settings_key: str = str(attrs["settings_key"])
         self._arrays: dict | None = integrity.load(attrs)
@@ -224,7 +226,7 @@ class ActivationCache:
     @property
     def outputs(self) -> list[tuple[str, str]]:
         """Every stored (layer, pooling), in depth order, poolings in the order asked for."""
-        return [tuple(name.rsplit("/", 1)) for name in self.manifest["outputs"]]
+        return [tuple(name.rsplit("/", 1)) for name in self.provenance.outputs]
 
     def output_info(self, layer: str, pooling: str | None = None) -> dict:
         ds = self._dataset(layer, pooling)

@@ -67,7 +67,7 @@ def _check_structure(cache, report: VerifyReport) -> None:
     labels = cache.labels
     if len(labels) and (labels.max() >= len(cache.class_names) or labels.min() < -1):
         report.problems.append(f"labels outside 0..{len(cache.class_names) - 1}")
-    channels = {s["name"]: s["channels"] for s in cache.manifest["layers"]}
+    channels = {s["name"]: s["channels"] for s in cache.provenance.get("layers", [])}
     for layer, pooling in cache.outputs:
         info = cache.output_info(layer, pooling)
         if info["shape"][1] != channels.get(layer):
@@ -85,14 +85,14 @@ def _check_codes(cache, report: VerifyReport) -> None:
         bad = int((~np.isfinite(values)).any(axis=1).sum())
         if bad:
             report.problems.append(f"{layer}/{pooling}: {bad} row(s) hold NaN or infinite values")
-    if cache.manifest.get("bn_stats"):
+    if cache.provenance.get("bn_stats"):
         cache.bn_state()  # checked against the recorded hashes and counts
     report.checked.append("chunk index, chunk checksums (fletcher32), content hashes and finite values of every output"
-                          + (" and the BatchNorm sums" if cache.manifest.get("bn_stats") else ""))
+                          + (" and the BatchNorm sums" if cache.provenance.get("bn_stats") else ""))
 
 
 def _check_inputs(cache, report: VerifyReport) -> None:
-    root = Path(cache.manifest["input"].get("root_resolved") or cache.manifest["input"]["root"])
+    root = Path(cache.provenance.input.settings_root)
     stored = cache.stored_rows()
     active = np.asarray(stored.active, bool)
     missing, changed = [], []

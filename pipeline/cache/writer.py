@@ -30,6 +30,7 @@ from . import integrity
 from .bnstats import GROUP as BN_GROUP
 from .bnstats import read_state, write_state
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
+from .manifest import CacheManifest
 
 log = logging.getLogger(__name__)
 _STR = h5py.string_dtype("utf-8")
@@ -281,6 +282,10 @@ class CacheWriter:
         """
         if self.rows_committed != planned or not self.copied:
             raise CacheError(f"only {self.rows_committed} of {planned} planned rows were written")
+        try:  # never seal a cache that open_cache would refuse
+            CacheManifest.from_dict(manifest)
+        except CacheError as exc:
+            raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
             self._seal(manifest, planned)
             self._publish()

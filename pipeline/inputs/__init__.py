@@ -2,6 +2,7 @@
 
 from .decode import COLOUR_POLICY, FileCheck, UndecodableImage, check_file, check_files, decode_rgb
 from .records import DATASETS, ImageRecord, ImageSet, bundled, from_csv, from_folder, stratified_subset
+from .sources import SOURCES, InputSource, from_paths, get_source, load_input
 
 __all__ = [
     "COLOUR_POLICY",
@@ -9,6 +10,8 @@ __all__ = [
     "FileCheck",
     "ImageRecord",
     "ImageSet",
+    "InputSource",
+    "SOURCES",
     "UndecodableImage",
     "bundled",
     "check_file",
@@ -16,5 +19,8 @@ __all__ = [
     "decode_rgb",
     "from_csv",
     "from_folder",
+    "from_paths",
+    "get_source",
+    "load_input",
     "stratified_subset",
 ]

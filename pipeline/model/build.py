@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TORCHVISION_PREFIX = "torchvision/"
 RANDOM_INIT_SEED = 0
+# Named for both callers: the Python parameter, and in brackets the CLI option.
+NO_WEIGHTS_FIX = "pass weights=FILE (--weights FILE), or random_init=True (--random-init) for an untrained model"
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def build_model(
     explicitly.
     """
     if random_init and weights is not None:
-        raise ModelError("--random-init and --weights exclude each other; pass one of them")
+        raise ModelError("random_init and weights (--random-init, --weights) exclude each other; pass one of them")
     source = "file" if weights is not None else ("random-init" if random_init else "pretrained")
     return _build(name, source, weights, img_size)
 
@@ -165,7 +167,7 @@ def _timm_hub(name, img_size=None):
         except Exception as exc:  # network and hub failures come in many types
             raise ModelError(f"the pretrained weights of {name!r} could not be downloaded "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                             "pass --weights FILE, or --random-init for an untrained model") from None
+                             f"{NO_WEIGHTS_FIX}") from None
         found = timm_weights(name)  # now in the cache: the same digest as every later, offline run
         if found.cached is None:
             return module, WeightsInfo("hub", state_dict_sha256(module.state_dict()))
@@ -176,7 +178,8 @@ def _timm_hub(name, img_size=None):
                             "img_size", img_size)
         except Exception as exc:  # a damaged or foreign cached file
             raise ModelError(f"the cached weights {str(found.cached)!r} of {name!r} cannot be loaded "
-                             f"({type(exc).__name__}); delete the file, or pass --weights FILE") from None
+                             f"({type(exc).__name__}); delete the file, or pass weights=FILE (--weights FILE)"
+                             ) from None
     return module, WeightsInfo("hub", file_sha256(found.cached), str(found.cached))
 
 
@@ -221,7 +224,7 @@ def _torchvision(name, source, weights, img_size=None):
         except Exception as exc:
             raise ModelError(
                 f"the pretrained weights of torchvision/{name} could not be loaded ({type(exc).__name__}); "
-                "pass --weights FILE, or --random-init for an untrained model"
+                f"{NO_WEIGHTS_FIX}"
             ) from None
         cached = torchvision_weights(name).cached
         digest = file_sha256(cached) if cached else state_dict_sha256(module.state_dict())

@@ -165,9 +165,9 @@ def quiet_hub():
 
 def check_download_possible(model: str, found: HubWeights) -> None:
     """Raise the one-line error unless a download of ``model``'s weights can be tried now."""
-    fix = ("pass --weights FILE (timm, torchvision or safetensors format), copy a hub cache that holds them "
-           f"here (HF_HOME={hf_cache_dir().parent}, TORCH_HOME={torch_checkpoints_dir().parent.parent}), or use "
-           "--random-init for an untrained model")
+    fix = ("pass weights=FILE (--weights FILE; timm, torchvision or safetensors format), copy a hub cache that "
+           f"holds them here (HF_HOME={hf_cache_dir().parent}, TORCH_HOME={torch_checkpoints_dir().parent.parent}), "
+           "or use random_init=True (--random-init) for an untrained model")
     if found.host is None:
         raise ModelError(f"{model} has no pretrained weights to download; {fix}")
     where = f"; looked in {', '.join(found.looked_in)}" if found.looked_in else ""

@@ -120,8 +120,8 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
     except (RuntimeError, AssertionError, ValueError) as exc:  # e.g. a transformer built for another input size
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise ModelError(f"{loaded.name} cannot run on a {size[1]}x{size[2]} input ({type(exc).__name__}: "
-                         f"{first}); choose an image size it accepts (--img-size), or leave it at the model's "
-                         "default") from None
+                         f"{first}); choose an image size it accepts (img_size, --img-size), or leave it at the "
+                         "model's default") from None
     finally:
         for h in handles:
             h.remove()
@@ -247,7 +247,8 @@ def resolve_layers(loaded: LoadedModel, requested: list[str] | tuple[str, ...]) 
             )
         chosen += [n for n in names if n not in chosen]
     if not chosen:
-        raise ModelError("no layers requested; pass --layers all, or indices, names, pre_logits, logits")
+        raise ModelError("no layers requested; pass layers=('all',) (--layers all), or indices, names, pre_logits, "
+                         "logits")
     traced = trace(loaded, chosen)
     specs = []
     for name in chosen:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cache import ActivationCache
+from ..cache import ActivationCache, CacheManifest
 from ..duplicates import auto_groups
 from ..errors import ProbeError
 
@@ -105,13 +105,13 @@ def resolve_groups(cache: ActivationCache, name: str | None) -> tuple[str, np.nd
     """``(source name, per-row groups or None)`` for ``--groups``; rows without a group stand alone."""
     name = default_groups(cache) if name is None else name
     if name not in GROUP_SOURCES:
-        raise ProbeError(f"unknown --groups {name!r}; available: {', '.join(GROUP_SOURCES)}")
+        raise ProbeError(f"unknown groups {name!r} (--groups); available: {', '.join(GROUP_SOURCES)}")
     values = GROUP_SOURCES[name](cache)
     if values is None:
         if name != "none":
             raise ProbeError(
-                f"--groups {name}: {cache.path.name} has no such column; extract from a CSV with a "
-                "'group' column, or pass --groups none"
+                f"groups {name!r} (--groups {name}): {cache.path.name} has no such column; extract from a CSV "
+                "with a 'group' column, or pass groups='none' (--groups none)"
             )
         return name, None
     values = np.asarray(values).astype(str)
@@ -128,7 +128,7 @@ class ProbeData:
 
     cache_path: Path
     cache_key: str
-    manifest: dict
+    manifest: CacheManifest
     rows: np.ndarray  # cache row of each labelled row used
     ids: np.ndarray
     y: np.ndarray
@@ -235,7 +235,7 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
     outputs = resolve_outputs(cache, layers)
     group_name, group_values = resolve_groups(cache, groups)
     ids = cache.ids[rows]
-    data = ProbeData(cache.path, cache.key, cache.manifest, rows, ids, y, names, group_name,
+    data = ProbeData(cache.path, cache.key, cache.provenance, rows, ids, y, names, group_name,
                      None if group_values is None else group_values[rows], outputs)
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from .. import __version__
-from ..cache import open_cache
+from ..cache import CodeSource, open_cache
 from ..errors import ProbeError
 from ..atomic import atomic_write
 from .data import Output, labelled_rows, load_codes, resolve_groups, resolve_outputs
@@ -54,6 +54,11 @@ class FittedProbe:
     @property
     def class_names(self) -> list[str]:
         return list(self.manifest["class_names"])
+
+    @property
+    def source(self) -> CodeSource:
+        """The model, weights, preprocessing and precision of the codes the probe was fitted on."""
+        return CodeSource.from_manifest(self.manifest, precision=self.manifest.get("precision"))
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for (rows, channels) codes of this probe's layer."""
@@ -114,7 +119,7 @@ def fit_probe(
         group_name, group_values = resolve_groups(cache, groups)
         group_values = None if group_values is None else group_values[rows]
         X = load_codes(cache, output, rows, cache.ids[rows])
-        manifest, key, path = cache.manifest, cache.key, cache.path
+        made, key, path = cache.provenance, cache.key, cache.path
     inner = inner_splits(y, group_values, settings.inner_folds, seed, names)
     pipeline = build_probe(probe, settings, X.shape, inner, seed).fit(X, y)
     return FittedProbe(pipeline, {
@@ -127,14 +132,14 @@ def fit_probe(
         "settings": settings.as_dict(),
         "seed": seed,
         "chosen": chosen_params(pipeline),
-        "model": manifest["model"],
-        "preprocessing": manifest["preprocessing"],
-        "extract_config": manifest.get("config", {}),
-        "precision": manifest.get("runtime", {}).get("precision"),
+        "model": made.get("model"),
+        "preprocessing": made.get("preprocessing"),
+        "extract_config": made.get("config", {}),
+        "precision": made.runtime.precision,
         "training": {
             "cache": str(Path(path).resolve()),
             "cache_key": key,
-            "input": {k: manifest["input"].get(k) for k in ("name", "source", "n_images", "fingerprint")},
+            "input": {k: getattr(made.input, k) for k in ("name", "source", "n_images", "fingerprint")},
             "n_rows": int(len(y)),
             "class_counts": {n: int((y == c).sum()) for c, n in enumerate(names)},
             "groups": group_name,
@@ -144,38 +149,31 @@ def fit_probe(
     })
 
 
-def check_compatible(probe: dict, source: dict, outputs: list[str], where: str) -> None:
+def check_compatible(probe: "FittedProbe", source: CodeSource, outputs: list[str], where: str) -> None:
     """Refuse codes whose model, weights, preprocessing or layer differ from the probe's.
 
-    ``probe`` is a probe manifest, ``source`` the manifest of a cache (or of the
-    model about to make codes), ``outputs`` the ``layer/pooling`` names it holds.
+    ``source`` is where the codes come from (a cache's, or the model's about to
+    make codes), ``outputs`` the ``layer/pooling`` names it holds.
     """
     fix = "extract codes with the probe's model, weights and preprocessing (`layerprobe predict IMAGES` does)"
-    checks = [
-        ("model", probe["model"]["name"], source["model"]["name"]),
-        ("weights sha256", probe["model"]["weights"]["sha256"], source["model"]["weights"]["sha256"]),
-    ]
-    for name, want, have in checks:
-        if want != have:
-            raise ProbeError(f"the probe was fitted on {name} {want!r}, but {where} has {have!r}; {fix}")
-    want, have = probe["preprocessing"], source["preprocessing"]
-    if want != have:
-        diff = "; ".join(f"{k} {want.get(k)!r} vs {have.get(k)!r}" for k in sorted(set(want) | set(have))
-                         if want.get(k) != have.get(k))
-        raise ProbeError(f"the probe was fitted on other preprocessing than {where} ({diff}); {fix}")
-    if probe["output"] not in outputs:
+    for d in probe.source.differences(source, among=("model", "weights_sha256", "preprocessing")):
+        if d.keys:
+            raise ProbeError(f"the probe was fitted on other {d.label} than {where} ({d.detail('; ', repr)}); {fix}")
+        raise ProbeError(f"the probe was fitted on {d.label} {d.mine!r}, but {where} has {d.theirs!r}; {fix}")
+    if probe.output not in outputs:
         raise ProbeError(
-            f"the probe needs layer {probe['output']}, but {where} holds only {', '.join(outputs)}; {fix}"
+            f"the probe needs layer {probe.output}, but {where} holds only {', '.join(outputs)}; {fix}"
         )
 
 
 def apply_probe(probe: FittedProbe, cache_path: str | Path) -> Predictions:
     """Predict every row of a cache whose manifest matches the probe's."""
     with open_cache(cache_path) as cache:
-        check_compatible(probe.manifest, cache.manifest, [f"{l}/{p}" for l, p in cache.outputs], str(cache.path))
-        if cache.manifest.get("runtime", {}).get("precision") != probe.manifest.get("precision"):
+        source = cache.provenance.source
+        check_compatible(probe, source, [f"{l}/{p}" for l, p in cache.outputs], str(cache.path))
+        if source.precision != probe.source.precision:
             log.warning("codes were made at %s precision, the probe was fitted on %s codes",
-                        cache.manifest.get("runtime", {}).get("precision"), probe.manifest.get("precision"))
+                        source.precision, probe.source.precision)
         ids = cache.ids
         rows = np.arange(len(ids))
         output = Output(probe.layer, probe.pooling, 0, probe.manifest["channels"])

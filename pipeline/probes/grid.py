@@ -57,9 +57,9 @@ class ProbeConfig:
         for name in self.probes:
             get_probe(name)
         if self.folds < 2:
-            raise ProbeError(f"--folds must be at least 2, got {self.folds}")
+            raise ProbeError(f"folds (--folds) must be at least 2, got {self.folds}")
         if self.repeats is not None and self.repeats < 1:
-            raise ProbeError(f"--repeats must be at least 1, got {self.repeats}")
+            raise ProbeError(f"repeats (--repeats) must be at least 1, got {self.repeats}")
         if self.n_boot < 0:
             raise ProbeError(f"the number of bootstrap samples cannot be negative, got {self.n_boot}")
 
@@ -84,7 +84,7 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         raise ProbeError(
             f"results file {out} was made from another cache ({old.cache.get('path')}, key "
             f"{str(old.cache.get('key'))[:12]}), not from {data.cache_path} (key {data.cache_key[:12]}); "
-            "pass another --out, or delete it to start afresh"
+            "pass another out (--out), or delete it to start afresh"
         )
     want = _split_settings(config.as_dict(), data.group_name)
     have = _split_settings(old.config, old.data.get("groups", "none"))
@@ -93,14 +93,14 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         changed = changed or "probe settings"
         raise ProbeError(
             f"results file {out} was made with other split settings ({changed}); rerun with the same options "
-            "to add rows to it, or pass another --out"
+            "to add rows to it, or pass another out (--out)"
         )
     if old.data.get("ids_sha256") != data.ids_sha256:
-        raise ProbeError(f"results file {out} covers other rows of this cache; pass another --out or delete it")
+        raise ProbeError(f"results file {out} covers other rows of this cache; pass another out (--out) or delete it")
     if old.data.get("groups_sha256") != data.groups_sha256:
         raise ProbeError(
             f"results file {out} was made with other groups in --groups {data.group_name} (the column changed "
-            "since); its folds no longer keep groups apart: pass another --out, or delete it to start afresh"
+            "since); its folds no longer keep groups apart: pass another out (--out), or delete it to start afresh"
         )
     return old
 
@@ -260,9 +260,9 @@ def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: Probe
     outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
     outputs.update({o.name: o.as_dict() for o in data.outputs})
     return ProbeResults(
-        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m["model"],
-               "preprocessing": m["preprocessing"], "input": {k: m["input"].get(k) for k in
-                                                            ("name", "source", "n_images", "fingerprint")},
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m.get("model"),
+               "preprocessing": m.get("preprocessing"), "input": {k: getattr(m.input, k) for k in
+                                                                  ("name", "source", "n_images", "fingerprint")},
                "extract_config": m.get("config", {})},
         config=config.as_dict(),
         data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),

@@ -60,7 +60,7 @@ def check_stratifiable(y: np.ndarray, groups: np.ndarray | None, n_folds: int, c
                        group_name: str | None = None) -> None:
     """Refuse, before any split is made, fold counts the labels or groups cannot fill."""
     if n_folds < 2:
-        raise ProbeError(f"--folds must be at least 2, got {n_folds}")
+        raise ProbeError(f"folds (--folds) must be at least 2, got {n_folds}")
     for c, name in enumerate(class_names):
         rows = y == c
         count = int(rows.sum())
@@ -83,7 +83,7 @@ def make_folds(y: np.ndarray, groups: np.ndarray | None, n_folds: int, repeats: 
                class_names: list[str], group_name: str | None = None) -> Folds:
     """Assign every row a test fold per repeat, then check every fold holds every class."""
     if repeats < 1:
-        raise ProbeError(f"--repeats must be at least 1, got {repeats}")
+        raise ProbeError(f"repeats (--repeats) must be at least 1, got {repeats}")
     check_stratifiable(y, groups, n_folds, class_names, group_name)
     seeds = tuple(seed + r for r in range(repeats))
     test_fold = np.full((repeats, len(y)), -1, dtype=np.int64)

@@ -36,10 +36,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import SimilarityError
 from ..probes.compare import CEILING, CONFIDENCE, MARGIN, Comparison, compare_outputs
+
+if TYPE_CHECKING:
+    from ..cache import CacheManifest
 
 FEW_PER_CLASS = 50
 HEADROOM = 0.2  # share of the way from chance to perfect a probe leaves unexplained
@@ -390,15 +393,17 @@ def curves_from_table(table, distance_measure: str = "w2") -> tuple[Curve | None
     return distance, transfer
 
 
-def check_results_match(results, manifest: dict, cache_name: str) -> None:
+def check_results_match(results, manifest: "CacheManifest", cache_name: str) -> None:
     """Refuse probe results made from other images or another model than the cache's."""
+    from ..cache import CodeSource
+
     made = results.cache
-    pairs = [("model", made["model"]["name"], manifest["model"]["name"]),
-             ("weights sha256", made["model"]["weights"].get("sha256", "")[:12],
-              manifest["model"]["weights"].get("sha256", "")[:12]),
-             ("input fingerprint", (made.get("input") or {}).get("fingerprint", "")[:12],
-              manifest["input"].get("fingerprint", "")[:12])]
-    differ = [f"{what} {a} vs {b}" for what, a, b in pairs if a != b]
+    cut = {"weights_sha256": 12}  # a digest's first 12 hex digits name it
+    differ = [f"{d.label} {d.mine[:cut.get(d.name)]} vs {d.theirs[:cut.get(d.name)]}"
+              for d in CodeSource.from_manifest(made).differences(manifest.source, among=("model", "weights_sha256"))]
+    fingerprints = ((made.get("input") or {}).get("fingerprint") or "")[:12], (manifest.input.fingerprint or "")[:12]
+    if fingerprints[0] != fingerprints[1]:
+        differ.append("input fingerprint {} vs {}".format(*fingerprints))
     if differ:
         raise SimilarityError(f"the probe results were made from another cache than {cache_name} "
                               f"({'; '.join(differ)}); run `layerprobe probe` on this cache")
@@ -415,7 +420,7 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
     from .tables import IMAGENET, similarity_table
 
     with open_cache(cache_path) as cache:
-        manifest, has_bn = cache.manifest, bool(cache.bn_stats())
+        manifest, has_bn = cache.provenance, bool(cache.bn_stats())
     probes = other = None
     curves = []
     if results_path is not None:

@@ -10,7 +10,6 @@ this one, as the extraction recorded from a forward pass (see
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,18 +137,10 @@ def sample_values(a: np.ndarray, b: np.ndarray, seed: int = 0, max_rows: int = M
 
 def _comparable(a, b) -> None:
     """Refuse two caches whose codes do not come from the same model, weights, preprocessing and outputs."""
-    ma, mb = a.manifest, b.manifest
     found = []
-    if ma["model"]["name"] != mb["model"]["name"]:
-        found.append(f"model {ma['model']['name']} vs {mb['model']['name']}")
-    wa, wb = ma["model"]["weights"].get("sha256", ""), mb["model"]["weights"].get("sha256", "")
-    if wa != wb:
-        found.append(f"weights sha256 {wa[:12]} vs {wb[:12]}")
-    pa, pb = ma.get("preprocessing", {}), mb.get("preprocessing", {})
-    text = lambda v: json.dumps(v, sort_keys=True, default=list)  # noqa: E731
-    keys = sorted(k for k in set(pa) | set(pb) if text(pa.get(k)) != text(pb.get(k)))
-    if keys:
-        found.append("preprocessing " + ", ".join(f"{k} {pa.get(k)} vs {pb.get(k)}" for k in keys))
+    for d in a.provenance.source.differences(b.provenance.source, among=("model", "weights_sha256", "preprocessing")):
+        short = d.name == "weights_sha256"  # a digest's first 12 hex digits name it
+        found.append(f"{d.label} {d.mine[:12]} vs {d.theirs[:12]}" if short else f"{d.label} {d.detail()}")
     oa, ob = [f"{l}/{p}" for l, p in a.outputs], [f"{l}/{p}" for l, p in b.outputs]
     if oa != ob:
         only_a, only_b = [o for o in oa if o not in ob], [o for o in ob if o not in oa]
@@ -185,7 +176,7 @@ def similarity_table(cache_path: str | Path, reference: str | Path | None = IMAG
         labels = cache.labels
         n_labelled, n_classes = _classes(labels)
         table = SimilarityTable(
-            cache=str(cache_path), reference=str(reference or ""), model=cache.manifest["model"]["name"],
+            cache=str(cache_path), reference=str(reference or ""), model=cache.provenance.source.model,
             n_images=cache.n_rows, n_labelled=n_labelled, n_classes=n_classes, n_reference=None,
             distances=measure_names("gaussian"), transfers=[], rows=[], settings={"seed": seed, "max_rows": max_rows},
         )
