@@ -43,6 +43,22 @@ def make_folder(root: Path, n_per_class: int = 8, classes=("benign", "malignant"
     return root
 
 
+def forge_manifest(path, change):
+    """Edit a cache's manifest in place with ``change(manifest)`` and re-sign it: what no extract writes."""
+    import json
+
+    import h5py
+
+    from pipeline.cache.format import metadata_digest
+
+    with h5py.File(path, "r+") as handle:
+        manifest = json.loads(handle.attrs["manifest"])
+        change(manifest)
+        handle.attrs["manifest"] = json.dumps(manifest)
+        handle.attrs["digest"] = metadata_digest(handle)
+    return path
+
+
 def read_codes(path) -> tuple[list[str], dict[str, np.ndarray]]:
     """A cache's ids and every output's codes, keyed ``layer/pooling``."""
     from pipeline import open_cache

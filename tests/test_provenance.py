@@ -6,15 +6,15 @@ import copy
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from pipeline.cache import CacheManifest, CacheWriter, CodeSource, OutputSpec, RowTable, open_cache
-from pipeline.cache.format import cache_key, metadata_digest
+from pipeline.cache.format import cache_key
 from pipeline.cache.source import settings_differences
 from pipeline.errors import CacheError
 from pipeline.model.build import Preprocessing
+from .conftest import forge_manifest
 
 # Written by `extract` before CacheManifest existed (tiny random-init model, 6 images, --bn-stats).
 TODAY = json.loads((Path(__file__).parent / "data" / "cache_manifest_v2.json").read_text())
@@ -111,15 +111,6 @@ def test_a_cache_in_todays_format_opens_through_the_typed_manifest(tmp_path):
         assert cache.outputs[-1] == ("pre_logits", "none")
 
 
-def _forge(path: Path, change) -> Path:
-    with h5py.File(path, "r+") as handle:
-        manifest = json.loads(handle.attrs["manifest"])
-        change(manifest)
-        handle.attrs["manifest"] = json.dumps(manifest)
-        handle.attrs["digest"] = metadata_digest(handle)
-    return path
-
-
 @pytest.mark.parametrize(("change", "message"), [
     (lambda m: m["model"]["weights"].pop("sha256"), r"its manifest has no model\.weights\.sha256"),
     (lambda m: m["runtime"].update(precision=16), r"its manifest's runtime\.precision is int 16, not str"),
@@ -132,7 +123,7 @@ def _forge(path: Path, change) -> Path:
 def test_a_manifest_that_lacks_what_the_stages_read_is_refused_on_open(tmp_path, change, message):
     manifest = copy.deepcopy(TODAY)
     manifest.pop("bn_stats")
-    path = _forge(_write_today(tmp_path / "c.h5", manifest), change)
+    path = forge_manifest(_write_today(tmp_path / "c.h5", manifest), change)
     with pytest.raises(CacheError, match=r"c\.h5 is damaged \(" + message):
         open_cache(path)
 

@@ -1,7 +1,6 @@
 """Sharded extraction and merge: shards in separate processes (and under torchrun) merge into the single run."""
 
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -17,13 +16,12 @@ from pipeline import open_cache
 from pipeline.activations import ExtractConfig, extract, rank_config, torchrun_rank
 from pipeline.activations.loader import resolve_device
 from pipeline.cache import merge_shards, merged_path, shard_path, verify_cache
-from pipeline.cache.format import metadata_digest
 from pipeline.cache.shards import shard_indices
 from pipeline.cli import main
 from pipeline.errors import CacheError, InputError, PipelineError
 from pipeline.inputs import from_csv, from_folder
 
-from .conftest import TINY_MODEL, TINY_SIZE, make_folder, read_codes
+from .conftest import TINY_MODEL, TINY_SIZE, forge_manifest, make_folder, read_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(model=TINY_MODEL, random_init=True, img_size=TINY_SIZE, workers=0)
@@ -217,12 +215,7 @@ def _foreign(corpus, tmp_path, name, index=1, count=3, table=None, **overrides):
 def _forge(source: Path, target: Path, change) -> Path:
     """A copy of a shard whose manifest was edited, with a valid digest (what no extract writes)."""
     shutil.copy(source, target)
-    with h5py.File(target, "r+") as handle:
-        manifest = json.loads(handle.attrs["manifest"])
-        change(manifest)
-        handle.attrs["manifest"] = json.dumps(manifest)
-        handle.attrs["digest"] = metadata_digest(handle)
-    return target
+    return forge_manifest(target, change)
 
 
 def test_missing_duplicated_and_unfinished_shards_are_refused(corpus, tmp_path):
