@@ -99,6 +99,19 @@ def tiny_config():
 
 
 @pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny model's seeded weights as a file: a model the advice treats as trained (random-init is not)."""
+    import torch
+
+    from pipeline.model import build_model
+
+    module = build_model(TINY_MODEL, random_init=True, img_size=TINY_SIZE).module
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    torch.save({k: v.clone(memory_format=torch.contiguous_format) for k, v in module.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_model():
     from pipeline.model import build_model
 

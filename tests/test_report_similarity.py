@@ -18,8 +18,8 @@ def _results(tmp_path, tiny_config, **extract_options):
     return cache, out
 
 
-def test_report_gains_the_similarity_section_with_imagenet_distances(tmp_path, tiny_config):
-    _, results = _results(tmp_path, tiny_config, bn_stats=True)
+def test_report_gains_the_similarity_section_with_imagenet_distances(tmp_path, tiny_config, tiny_weights):
+    _, results = _results(tmp_path, tiny_config, bn_stats=True, random_init=False, weights=tiny_weights)
     page = write_report(results).html.read_text()
     assert "Is the data set like ImageNet? Which layer transfers?" in page
     assert "<b>Use " in page and "Fine-tuning: <b>" in page
@@ -41,3 +41,14 @@ def test_a_missing_cache_leaves_the_section_out_with_a_warning(tmp_path, tiny_co
     assert "Is the data set like ImageNet" not in page and "<h2>Results</h2>" in page
     assert "report without the similarity section" in caplog.text
     assert "Is the data set like ImageNet" not in write_report(results, similarity=False).html.read_text()
+
+
+def test_an_untrained_model_gets_no_distance_to_imagenet(tmp_path, tiny_config):
+    """Random-init BatchNorm statistics are not ImageNet's: the advice says so instead of measuring against them."""
+    from pipeline.similarity import advise_cache
+
+    cache, results = _results(tmp_path, tiny_config, bn_stats=True)
+    imagenet = [f for f in advise_cache(cache, results).findings if f.topic == "imagenet"]
+    assert [f.text for f in imagenet] == [
+        "No distance to ImageNet: the model's weights are random-init, so its BatchNorm statistics are not "
+        "ImageNet's; extract with pretrained weights to measure it."]

@@ -141,3 +141,13 @@ def test_output_rows_average_their_stored_batchnorm_members():
     assert summary["blocks.0/max"] == summary["blocks.0/avg"]
     assert summary["blocks.1/avg"][0]["w2"] == 2.0
     assert summary["pre_logits/none"] == ({m: None for m in measure_names("gaussian")}, [])
+
+
+def test_a_layer_named_where_no_layer_beats_chance_is_called_a_default():
+    advice = advise(3000, 2, None, _logme([0.1] * 5), _probe([0.5, 0.5, 0.5, 0.5, 0.5], spread=0.05))
+    layer = _topics(advice)["layer"]
+    assert layer.text.endswith("No layer is shown to beat chance (0.500), so this is a default, not a finding: "
+                               "the codes may carry nothing about these labels.")
+    assert layer.numbers["chance"] == 0.5
+    informative = _topics(advise(3000, 2, None, _logme([0.1] * 5), _probe([0.7, 0.8, 0.9, 0.95, 0.95])))["layer"]
+    assert "default, not a finding" not in informative.text

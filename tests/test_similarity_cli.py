@@ -35,13 +35,13 @@ def pair(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bn_cache(tmp_path_factory):
-    """A cache of the tiny random-init model with BatchNorm statistics and logits."""
+def bn_cache(tmp_path_factory, tiny_weights):
+    """A cache of the tiny model, from a weights file, with BatchNorm statistics and logits."""
     from pipeline.activations import ExtractConfig, extract
     from pipeline.inputs import from_folder
 
     root = tmp_path_factory.mktemp("bn")
-    config = ExtractConfig(model=TINY_MODEL, random_init=True, img_size=TINY_SIZE, batch_size=8, workers=0,
+    config = ExtractConfig(model=TINY_MODEL, weights=tiny_weights, img_size=TINY_SIZE, batch_size=8, workers=0,
                            layers=("all", "logits"), bn_stats=True)
     return extract(from_folder(make_folder(root / "images")), config, out=root / "bn.h5", progress=False).path
 

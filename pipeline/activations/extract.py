@@ -56,6 +56,8 @@ class ExtractConfig:
     shard: tuple[int, int] | None = None  # (index, count): only the ids with sha256(id) mod count == index
 
     def __post_init__(self):
+        if self.weights is not None:  # a Path from Python callers: the manifest stores it as text
+            object.__setattr__(self, "weights", str(self.weights))
         if self.shard is not None:
             object.__setattr__(self, "shard", check_shard(self.shard))
         if self.batch_size < 1:

@@ -189,6 +189,10 @@ def _layer_finding(c: Comparison) -> Finding:
     if others:
         text += " Tied with it at 95% confidence: " + ", ".join(f"{o} ({c.score(o).mean:.3f})" for o in others) + "."
         numbers["tied_values"] = [c.score(o).mean for o in others]
+    if not c.signal:
+        numbers["chance"] = c.chance
+        text += (f" No layer is shown to beat chance ({c.chance:.3f}), so this is a default, not a finding: "
+                 "the codes may carry nothing about these labels.")
     return Finding("layer", text, numbers)
 
 
@@ -409,6 +413,9 @@ def check_results_match(results, manifest: "CacheManifest", cache_name: str) -> 
                               f"({'; '.join(differ)}); run `layerprobe probe` on this cache")
 
 
+UNTRAINED_WEIGHTS = ("random-init", "none")
+
+
 def advise_cache(cache_path: str | Path, results_path: str | Path | None = None, metric: str | None = None,
                  curve_steps: int | None = None, jobs: int = 1) -> Advice:
     """Advice for a cache: LogME per layer, the distance to ImageNet where BatchNorm statistics were
@@ -421,6 +428,8 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
 
     with open_cache(cache_path) as cache:
         manifest, has_bn = cache.provenance, bool(cache.bn_stats())
+    weights = (manifest.get("model") or {}).get("weights", {}).get("source")
+    trained = weights not in UNTRAINED_WEIGHTS  # an untrained model's BatchNorm statistics are not ImageNet's
     probes = other = None
     curves = []
     if results_path is not None:
@@ -433,10 +442,14 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
             curves = learning_curves(cache_path, results, probes, curve_steps, jobs)
     elif curve_steps is not None:
         raise SimilarityError("a learning curve needs probe results: pass --results (from `layerprobe probe`)")
-    table = similarity_table(cache_path, IMAGENET if has_bn else None)
+    table = similarity_table(cache_path, IMAGENET if has_bn and trained else None)
     distance, transfer = curves_from_table(table)
     advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes, other, curves)
-    if not has_bn:
+    if has_bn and not trained:
+        advice.findings.append(Finding("imagenet", f"No distance to ImageNet: the model's weights are {weights}, so "
+                                                   "its BatchNorm statistics are not ImageNet's; extract with "
+                                                   "pretrained weights to measure it.", {"weights": weights}))
+    elif not has_bn:
         advice.findings.append(Finding("imagenet", "No distance to ImageNet: the cache holds no BatchNorm statistics "
                                                    "(extract with --bn-stats to add it).", {}))
     return advice
