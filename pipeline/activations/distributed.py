@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from ..errors import PipelineError
-from .extract import ExtractConfig
+from .config import ExtractConfig
 
 _NEEDED = ("RANK", "WORLD_SIZE")
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,70 +17,22 @@ import torch
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
 from ..cache.plan import Plan, make_plan
 from ..cache.source import CodeSource, settings_differences
-from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
+from ..cache.shards import shard_path
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
-from ..inputs import ImageSet, check_files, stratified_subset
+from ..inputs import ImageSet, check_files
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
+from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
+from . import warm
+from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, select_images  # noqa: F401
+from .warm import file_identity
 from .manifest import build_manifest, now, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
-from .pooling import check_poolings, get_pooling
+from .pooling import check_poolings
 from .tap import LayerTap, output_keys
 
 log = logging.getLogger(__name__)
-
-BAD_IMAGE_POLICIES = ("error", "skip")
-DEFAULT_MODEL = "tf_efficientnet_lite0"
-DEFAULT_CACHE_DIR = Path("cache")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Everything the extract stage is asked to do; written into the manifest."""
-
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    random_init: bool = False
-    layers: tuple[str, ...] = ("all",)
-    pools: tuple[str, ...] = ("avg",)
-    img_size: int | None = None
-    batch_size: int = 32
-    device: str = "auto"
-    workers: int | None = None
-    limit: int | None = None
-    seed: int = 0
-    on_bad_image: str = "error"
-    wait: bool = False
-    bn_stats: bool = False
-    shard: tuple[int, int] | None = None  # (index, count): only the ids with sha256(id) mod count == index
-
-    def __post_init__(self):
-        if self.weights is not None:  # a Path from Python callers: the manifest stores it as text
-            object.__setattr__(self, "weights", str(self.weights))
-        if self.shard is not None:
-            object.__setattr__(self, "shard", check_shard(self.shard))
-        if self.batch_size < 1:
-            raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
-        if not self.pools:
-            raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
-        for name in self.pools:
-            get_pooling(name)
-
-
-@dataclass
-class ExtractResult:
-    """What an extraction produced, for the CLI's summary and for tests."""
-
-    path: Path
-    rows: int
-    reused: bool
-    seconds: float
-    forward_passes: int = 0
-    skipped: list[dict] = field(default_factory=list)
-
 
 def extract(
     images: ImageSet,
@@ -100,12 +52,7 @@ def extract(
     suffix; :func:`pipeline.cache.merge_shards` joins the N shards.
     """
     started = time.perf_counter()
-    if config.limit is not None:
-        images = stratified_subset(images, config.limit, config.seed)
-    shard = None
-    if config.shard is not None:
-        shard = _shard_info(images, config.shard)
-        images = _shard_subset(images, config.shard)
+    images, shard = select_images(images, config)
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
     requested = resolve_layers(loaded, config.layers)
     check_poolings(requested, config.pools)
@@ -117,8 +64,11 @@ def extract(
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
         path = shard_path(path, *config.shard)
+    identities = [file_identity(r.path) for r in images.records]  # before hashing: see warm.record
     images, checks, skipped = _check_images(images, config, progress, _decoded_before(path, settings_key))
     current = _row_table(images, checks)
+    remember = lambda result: _remember(result, images, config, out, cache_dir, identities, current,  # noqa: E731
+                                        loaded, device)
 
     with WriterLock(path, wait=config.wait), _previous(path, source, root, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
@@ -127,7 +77,7 @@ def extract(
         key = _content_key(settings_key, plan, bn_start is not None, shard)
         if previous is not None and previous.key == key:
             log.info("%s is up to date: nothing to extract", path)
-            return ExtractResult(path, previous.n_rows, True, time.perf_counter() - started, 0, skipped)
+            return remember(ExtractResult(path, previous.n_rows, True, time.perf_counter() - started, 0, skipped))
         if plan.removed:
             log.warning("%d image(s) in %s are no longer in the input and are left out, e.g. %s",
                         len(plan.removed), path.name, ", ".join(plan.removed[:3]))
@@ -149,14 +99,22 @@ def extract(
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
                                  plan.copy_new, plan.copy_old)
-            passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
-                              bn_members.order if bn_members else None)
+            with steady_allocator():  # each batch's feature maps reuse the last one's pages
+                passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config,
+                                  progress, bn_members.order if bn_members else None)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
             manifest["created"] = now()
             writer.finish(manifest, plan.planned)
         finally:
             writer.close()
-    return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
+    return remember(ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped))
+
+
+def _remember(result: ExtractResult, images, config, out, cache_dir, identities, rows, loaded, device):
+    """Leave the record that lets a warm re-run answer without torch (:mod:`.warm`); return ``result``."""
+    weights = loaded.weights.path if loaded.weights.source != "random-init" else None
+    warm.record(images, config, out, cache_dir, identities, rows, result, weights, device.type)
+    return result
 
 
 def _decoded_before(path: Path, settings_key: str) -> set[str]:
@@ -198,16 +156,7 @@ def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decod
 
 
 def _row_table(images: ImageSet, checks) -> RowTable:
-    records = images.records
-    return RowTable(
-        ids=[r.id for r in records],
-        labels=images.label_indices(),
-        class_names=list(images.class_names),
-        sizes=[c.size for c in checks],
-        sha256=[c.sha256 for c in checks],
-        groups=[r.group or "" for r in records] if images.has_groups else None,
-        split=[r.split or "" for r in records] if images.has_split else None,
-    )
+    return warm.rows_of(images, [c.size for c in checks], [c.sha256 for c in checks])
 
 
 def _source(loaded: LoadedModel, precision: str) -> CodeSource:
@@ -224,30 +173,6 @@ def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | No
         # Unsharded keys stay as they were, and a merge of the shards gets the unsharded key.
         parts["shard"] = [shard["index"], shard["count"], shard["input_table_sha256"]]
     return cache_key(parts)
-
-
-def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
-    """What a shard records of the whole input, so that `merge` can check the shards belong together."""
-    records = images.records
-    return {
-        "index": shard[0],
-        "count": shard[1],
-        "assignment": ASSIGNMENT,
-        "input_images": len(records),
-        "input_ids_sha256": ids_digest(r.id for r in records),
-        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
-    }
-
-
-def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
-    index, count = shard
-    mine = [r for r in images.records if shard_of(r.id, count) == index]
-    if not mine:
-        raise PipelineError(
-            f"shard {index}/{count} holds none of the {len(images)} images (each goes to shard sha256(id) mod "
-            f"{count}); use fewer shards than that"
-        )
-    return images.subset(mine)
 
 
 def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], config: ExtractConfig, previous):

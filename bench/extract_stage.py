@@ -1,0 +1,123 @@
+"""The whole extract stage from JPEG files, with and without each of issue 16's changes.
+
+Each run is a fresh child process that extracts N Br35H images (every stage +
+pre_logits, avg pooling) into a new cache, so the figures include model build,
+the check pass and HDF5 writing. Variants are interleaved (A, B, C, A, B, C, ...)
+so that load from other work on a shared machine hits all of them alike:
+
+  before      the check pass decodes every image fully; glibc's default allocator settings
+  allocator   only the allocator change (pipeline/activations/allocator.py)
+  now         the current code: allocator change and the cheap JPEG check (decode once)
+
+Printed per variant: median wall time of the child process, img/s, its ratio
+to `before`, the same for the stage alone (`extract()` returning, without
+interpreter start and imports), minor page
+faults, system CPU seconds and peak RSS of the child (from wait4), and the time
+of the check pass alone (all as reported by the child for itself).
+
+Usage: python bench/extract_stage.py [--images 600] [--batch-size 32] [--rounds 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("before", "allocator", "now")
+
+
+def child(variant: str, images: int, batch_size: int, out: str) -> None:
+    """Run one extraction in this process, patched to ``variant``; print a JSON line of timings."""
+    import importlib
+
+    from pipeline.activations import ExtractConfig, extract
+
+    stage = importlib.import_module("pipeline.activations.extract")
+    import pipeline.inputs.decode as decode
+    from pipeline.inputs import bundled, stratified_subset
+
+    if variant in ("before", "allocator"):
+        full = decode.decode_rgb
+        decode.decode_rgb = lambda data, draft=False: full(data)  # the check decodes fully, as before
+    if variant == "before":
+        stage.steady_allocator = contextlib.nullcontext
+    checking = []
+    check = stage._check_images
+
+    def timed_check(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return check(*args, **kwargs)
+        finally:
+            checking.append(time.perf_counter() - start)
+
+    stage._check_images = timed_check
+    subset = stratified_subset(bundled("br35h"), images, seed=0)
+    result = extract(subset, ExtractConfig(batch_size=batch_size), out=out, progress=False)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, all threads; ru_maxrss in KiB
+    print(json.dumps({"seconds": result.seconds, "rows": result.rows, "check_s": sum(checking),
+                      "minflt": usage.ru_minflt, "stime": usage.ru_stime, "maxrss_gb": usage.ru_maxrss / 2**20}))
+
+
+def run_child(variant: str, args, out: Path) -> dict:
+    command = [sys.executable, __file__, "--child", variant, "--images", str(args.images),
+               "--batch-size", str(args.batch_size), "--out", str(out)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{stderr[-2000:]}")
+    return {"wall": wall, **json.loads(stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="120 images, 1 round")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.images, args.batch_size, args.out)
+    if args.quick:
+        args.images, args.rounds = 120, 1
+
+    print(f"whole extract stage: {args.images} Br35H JPEGs, tf_efficientnet_lite0, all stages + pre_logits, "
+          f"batch {args.batch_size}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s), load "
+          f"{os.getloadavg()[0]:.2f}")
+    results = {v: [] for v in VARIANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_no in range(args.rounds):
+            for variant in VARIANTS:
+                out = Path(tmp) / f"{variant}{round_no}.h5"
+                results[variant].append(run_child(variant, args, out))
+                out.unlink(missing_ok=True)
+    base = statistics.median(r["wall"] for r in results["before"])
+    stage_base = statistics.median(r["seconds"] for r in results["before"])
+    print(f"{'variant':<10} {'wall s':>7} {'img/s':>7} {'x before':>8} {'stage s':>7} {'x before':>8} "
+          f"{'minor faults':>13} {'sys s':>6} {'peak RSS GB':>11} {'check s':>8}")
+    for variant, rows in results.items():
+        med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+        print(f"{variant:<10} {med('wall'):7.1f} {args.images / med('wall'):7.1f} {base / med('wall'):8.2f} "
+              f"{med('seconds'):7.1f} {stage_base / med('seconds'):8.2f} "
+              f"{med('minflt') / 1e6:12.2f}M {med('stime'):6.1f} {max(r['maxrss_gb'] for r in rows):11.2f} "
+              f"{med('check_s'):8.2f}")
+    print("per round (wall s): " + "; ".join(f"{v} " + ", ".join(f"{r['wall']:.1f}" for r in rows)
+                                             for v, rows in results.items()))
+
+
+if __name__ == "__main__":
+    main()

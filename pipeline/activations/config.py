@@ -1,0 +1,103 @@
+"""What the extract stage is asked to do, and which images it takes (no torch here).
+
+Kept apart from :mod:`.extract` so that a warm re-run (:mod:`.warm`) can read
+the request, select the images and answer "up to date" without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of
+from ..errors import PipelineError
+from ..inputs import ImageSet, stratified_subset
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+DEFAULT_CACHE_DIR = Path("cache")
+#: The poolings :mod:`.pooling` defines; others (``register_pooling``) are checked there, with torch.
+BUILTIN_POOLINGS = ("avg", "max", "avgmax", "gem", "token")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything the extract stage is asked to do; written into the manifest."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    random_init: bool = False
+    layers: tuple[str, ...] = ("all",)
+    pools: tuple[str, ...] = ("avg",)
+    img_size: int | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    workers: int | None = None
+    limit: int | None = None
+    seed: int = 0
+    on_bad_image: str = "error"
+    wait: bool = False
+    bn_stats: bool = False
+    shard: tuple[int, int] | None = None  # (index, count): only the ids with sha256(id) mod count == index
+
+    def __post_init__(self):
+        if self.weights is not None:  # a Path from Python callers: the manifest stores it as text
+            object.__setattr__(self, "weights", str(self.weights))
+        if self.shard is not None:
+            object.__setattr__(self, "shard", check_shard(self.shard))
+        if self.batch_size < 1:
+            raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+        if not self.pools:
+            raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
+        for name in self.pools:
+            if name not in BUILTIN_POOLINGS:
+                from .pooling import get_pooling  # a registered pooling, or an error listing them all
+
+                get_pooling(name)
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction produced, for the CLI's summary and for tests."""
+
+    path: Path
+    rows: int
+    reused: bool
+    seconds: float
+    forward_passes: int = 0
+    skipped: list[dict] = field(default_factory=list)
+
+
+def select_images(images: ImageSet, config: ExtractConfig) -> tuple[ImageSet, dict | None]:
+    """The images this run extracts (``--limit``, then ``--shard``) and, for a shard, what it records of the whole."""
+    if config.limit is not None:
+        images = stratified_subset(images, config.limit, config.seed)
+    if config.shard is None:
+        return images, None
+    return _shard_subset(images, config.shard), _shard_info(images, config.shard)
+
+
+def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
+    """What a shard records of the whole input, so that `merge` can check the shards belong together."""
+    records = images.records
+    return {
+        "index": shard[0],
+        "count": shard[1],
+        "assignment": ASSIGNMENT,
+        "input_images": len(records),
+        "input_ids_sha256": ids_digest(r.id for r in records),
+        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
+    }
+
+
+def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
+    index, count = shard
+    mine = [r for r in images.records if shard_of(r.id, count) == index]
+    if not mine:
+        raise PipelineError(
+            f"shard {index}/{count} holds none of the {len(images)} images (each goes to shard sha256(id) mod "
+            f"{count}); use fewer shards than that"
+        )
+    return images.subset(mine)
