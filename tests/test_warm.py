@@ -106,3 +106,14 @@ def test_cpu_only_is_known_without_torch(monkeypatch):
     assert not warm.cpu_only("auto")
     monkeypatch.setattr(warm.glob, "glob", lambda pattern: [])
     assert warm.cpu_only("auto") == sys.platform.startswith("linux")
+
+
+def test_a_shard_is_not_answered_once_the_whole_input_changed(tmp_path, tiny_config):
+    folder = make_folder(tmp_path / "imgs", n_per_class=4)
+    config = tiny_config(device="cpu", shard=(0, 2))
+    extract(from_folder(folder), config, out=tmp_path / "c.h5", progress=False)
+    assert warm.up_to_date(from_folder(folder), config, out=tmp_path / "c.h5") is not None
+    extra = make_folder(tmp_path / "extra", n_per_class=6)
+    for path in sorted(extra.rglob("img0[4-5].*")):
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    assert warm.up_to_date(from_folder(folder), config, out=tmp_path / "c.h5") is None  # even if none is its own

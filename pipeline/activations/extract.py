@@ -68,7 +68,7 @@ def extract(
     images, checks, skipped = _check_images(images, config, progress, _decoded_before(path, settings_key))
     current = _row_table(images, checks)
     remember = lambda result: _remember(result, images, config, out, cache_dir, identities, current,  # noqa: E731
-                                        loaded, device)
+                                        loaded, device, shard)
 
     with WriterLock(path, wait=config.wait), _previous(path, source, root, settings_key) as previous:
         layers, pools, outputs = _union(loaded, requested, config.pools, previous)
@@ -110,10 +110,10 @@ def extract(
     return remember(ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped))
 
 
-def _remember(result: ExtractResult, images, config, out, cache_dir, identities, rows, loaded, device):
+def _remember(result: ExtractResult, images, config, out, cache_dir, identities, rows, loaded, device, shard):
     """Leave the record that lets a warm re-run answer without torch (:mod:`.warm`); return ``result``."""
     weights = loaded.weights.path if loaded.weights.source != "random-init" else None
-    warm.record(images, config, out, cache_dir, identities, rows, result, weights, device.type)
+    warm.record(images, config, out, cache_dir, identities, rows, result, weights, device.type, shard)
     return result
 
 

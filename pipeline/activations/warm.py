@@ -13,7 +13,8 @@ sha256. A later :func:`extract` of the same request first looks there: when
 * every input file and the weights file has the ``stat`` identity recorded
   (a file rewritten in place gets a new change time, so its bytes are hashed
   again by the full stage; the same rule as make, rsync and git's index),
-* the images form the same row table (ids, labels, groups, splits) and
+* the images form the same row table (ids, labels, groups, splits), and for
+  a shard the whole input is the same, and
 * the cache file has the ``stat`` identity recorded and still has the recorded
   key (it is opened and checked as on any open),
 
@@ -159,7 +160,9 @@ def _check(images: ImageSet, config: ExtractConfig, entry: dict) -> ExtractResul
     weights = entry["weights"]
     if weights is not None and file_identity(weights["path"]) != weights["identity"]:
         return None
-    selected, _ = select_images(images, config)
+    selected, shard = select_images(images, config)
+    if shard != entry["shard"]:
+        return None  # a shard is sealed again whenever the whole input changes (merge checks they match)
     files = entry["files"]
     sizes, digests = [], []
     for r in selected.records:
@@ -185,7 +188,7 @@ def _check(images: ImageSet, config: ExtractConfig, entry: dict) -> ExtractResul
 
 def record(images: ImageSet, config: ExtractConfig, out: str | Path | None, cache_dir: str | Path,
            identities: list[list[int] | None], rows: RowTable, result: ExtractResult, weights_path: str | None,
-           device: str) -> Path | None:
+           device: str, shard: dict | None = None) -> Path | None:
     """Write the record a later :func:`up_to_date` reads; None where no record is kept (module docstring).
 
     ``identities`` are the files' ``stat`` identities taken *before* they were
@@ -202,6 +205,7 @@ def record(images: ImageSet, config: ExtractConfig, out: str | Path | None, cach
         "cache_key": _cache_key(result.path),
         "cache_identity": file_identity(result.path),
         "rows": input_fingerprint(rows),
+        "shard": shard,
         "weights": None if weights_path is None else {"path": weights_path, "identity": file_identity(weights_path)},
         "files": {path_of[i]: [*identity, sha] for i, identity, sha in zip(rows.ids, identities, rows.sha256)},
     }
