@@ -12,7 +12,8 @@ so that load from other work on a shared machine hits all of them alike:
 Printed per variant: median wall time of the child process, img/s, its ratio
 to `before`, the same for the stage alone (`extract()` returning, without
 interpreter start and imports), minor page
-faults, system CPU seconds and peak RSS of the child (from wait4), and the time
+faults, system CPU seconds, CPU seconds (user + system: less sensitive than
+wall time to other work on the machine) and peak RSS of the child, and the time
 of the check pass alone (all as reported by the child for itself).
 
 Usage: python bench/extract_stage.py [--images 600] [--batch-size 32] [--rounds 2] [--quick]
@@ -65,7 +66,7 @@ def child(variant: str, images: int, batch_size: int, out: str) -> None:
     result = extract(subset, ExtractConfig(batch_size=batch_size), out=out, progress=False)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, all threads; ru_maxrss in KiB
     print(json.dumps({"seconds": result.seconds, "rows": result.rows, "check_s": sum(checking),
-                      "minflt": usage.ru_minflt, "stime": usage.ru_stime, "maxrss_gb": usage.ru_maxrss / 2**20}))
+                      "minflt": usage.ru_minflt, "stime": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_gb": usage.ru_maxrss / 2**20}))
 
 
 def run_child(variant: str, args, out: Path) -> dict:
@@ -108,12 +109,12 @@ def main() -> None:
     base = statistics.median(r["wall"] for r in results["before"])
     stage_base = statistics.median(r["seconds"] for r in results["before"])
     print(f"{'variant':<10} {'wall s':>7} {'img/s':>7} {'x before':>8} {'stage s':>7} {'x before':>8} "
-          f"{'minor faults':>13} {'sys s':>6} {'peak RSS GB':>11} {'check s':>8}")
+          f"{'minor faults':>13} {'sys s':>6} {'CPU s':>6} {'peak RSS GB':>11} {'check s':>8}")
     for variant, rows in results.items():
         med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
         print(f"{variant:<10} {med('wall'):7.1f} {args.images / med('wall'):7.1f} {base / med('wall'):8.2f} "
               f"{med('seconds'):7.1f} {stage_base / med('seconds'):8.2f} "
-              f"{med('minflt') / 1e6:12.2f}M {med('stime'):6.1f} {max(r['maxrss_gb'] for r in rows):11.2f} "
+              f"{med('minflt') / 1e6:12.2f}M {med('stime'):6.1f} {med('cpu'):6.1f} {max(r['maxrss_gb'] for r in rows):11.2f} "
               f"{med('check_s'):8.2f}")
     print("per round (wall s): " + "; ".join(f"{v} " + ", ".join(f"{r['wall']:.1f}" for r in rows)
                                              for v, rows in results.items()))

@@ -34,6 +34,7 @@ from .tap import LayerTap, output_keys
 
 log = logging.getLogger(__name__)
 
+
 def extract(
     images: ImageSet,
     config: ExtractConfig = ExtractConfig(),
