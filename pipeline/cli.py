@@ -162,6 +162,9 @@ class _Shard(click.ParamType):
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: 0 on a CPU with up to 4 cores, more on larger CPUs and GPUs).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="What the model computes in: auto = fp16 autocast on a GPU, fp32 on a CPU; bf16/fp16 autocast are "
+                   "faster and change the codes slightly (part of the cache key; see BENCHMARKS.md).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
 @click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -177,7 +180,7 @@ class _Shard(click.ParamType):
                    "with WORLD_SIZE > 1): shard RANK of WORLD_SIZE on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
 def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
-            device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
+            device, workers, precision, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
     One forward pass per batch yields every requested layer; rows are sorted by
@@ -201,7 +204,7 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
-        limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait, bn_stats=bn_stats,
+        precision=precision, limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait, bn_stats=bn_stats,
         shard=None if shard == "auto" else shard,
     )
     if shard == "auto" or (shard is None and launched_in_parallel()):

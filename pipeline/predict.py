@@ -46,7 +46,7 @@ def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, de
         model=m["model"]["name"], weights=None if weights is None else str(weights),
         random_init=source == "random-init" and weights is None, layers=(probe.layer,), pools=pools,
         img_size=saved.get("img_size"), batch_size=batch_size or saved.get("batch_size", 32), device=device,
-        workers=workers,
+        workers=workers, precision=saved.get("precision", "auto"),
     )
 
 

@@ -81,3 +81,34 @@ def test_the_check_names_every_bad_file_before_extraction(tmp_path):
     with pytest.raises(BadImageError) as caught:
         _check_images(from_folder(tmp_path), ExtractConfig(), progress=False)
     assert sorted(p for p, _ in caught.value.problems) == [str(tmp_path / "a" / "1.jpg"), str(tmp_path / "b" / "2.jpg")]
+
+
+def test_precision_is_part_of_the_cache_key_and_bf16_codes_stay_close(tmp_path, tiny_config):
+    from pipeline import open_cache
+    from pipeline.activations import extract
+    from pipeline.inputs import from_folder
+
+    from .conftest import make_folder, read_codes
+
+    images = from_folder(make_folder(tmp_path / "imgs", n_per_class=4))
+    fp32 = extract(images, tiny_config(device="cpu"), cache_dir=tmp_path / "c", progress=False)
+    bf16 = extract(images, tiny_config(device="cpu", precision="bf16"), cache_dir=tmp_path / "c", progress=False)
+    assert fp32.path != bf16.path and not bf16.reused
+    with open_cache(fp32.path) as a, open_cache(bf16.path) as b:
+        assert a.manifest["runtime"]["precision"] == "float32"
+        assert b.manifest["runtime"]["precision"] == "bfloat16-autocast"
+        assert a.settings_key != b.settings_key
+    _, codes32 = read_codes(fp32.path)
+    _, codes16 = read_codes(bf16.path)
+    for key, x in codes32.items():
+        y = codes16[key]
+        cosine = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+        assert y.dtype == np.float32 and cosine.min() > 0.95 and not np.array_equal(x, y), key
+
+
+def test_an_unknown_precision_is_refused_naming_the_allowed_ones():
+    from pipeline.activations import ExtractConfig
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="one of auto, fp32, bf16, fp16, got 'fp8'"):
+        ExtractConfig(precision="fp8")

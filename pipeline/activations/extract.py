@@ -25,7 +25,7 @@ from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules
 from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
 from . import warm
-from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, select_images  # noqa: F401
+from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, precision_of, select_images  # noqa: F401
 from .warm import file_identity
 from .manifest import build_manifest, now, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
@@ -59,7 +59,7 @@ def extract(
     check_poolings(requested, config.pools)
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
-    precision = "float16-autocast" if device.type == "cuda" else "float32"
+    precision = precision_of(config, device.type)
     source, root = _source(loaded, precision), str(Path(images.root).resolve())
     settings_key = source.settings_key(root)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
@@ -274,7 +274,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     paths = {r.id: r.path for r in images.records}
     cuda = device.type == "cuda"
     model = loaded.module.to(device, memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
+    autocast = _autocast(precision_of(config, device.type), device)
     missing_layers = {layer for layer, _ in plan.missing_outputs}
     segments = [
         (plan.compute_all, layers, plan.outputs),
@@ -310,3 +310,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
         if bn is not None:
             bn.close()
     return passes
+
+
+def _autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` (a value of :data:`.config.PRECISIONS`) on ``device``."""
+    dtype = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}.get(precision)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
