@@ -6,9 +6,12 @@ threshold is a judgement call, written down so that it can be argued with):
 1. **Which layer.** With probe results, the best probe's outputs are compared
    pairwise on their shared folds (corrected resampled t-test). The outputs
    whose gap to the best has a 95% interval covering 0 are *tied*. The last
-   output is chosen when it is tied (the simplest choice: the standard CNN
-   codes), else the best. Without probe results, LogME chooses, with outputs
-   within ``LOGME_MARGIN`` nats per image of the best as ties, by the same rule.
+   output (the simplest choice: the standard CNN codes) is chosen when it is
+   shown to be as good, within ``MARGIN`` (the "similar" verdict below), or
+   when no output beats chance (a default); otherwise the best, and a tied last
+   output is named as the simpler alternative with what it may cost. Without
+   probe results, LogME chooses the last output when it is within
+   ``LOGME_MARGIN`` nats per image of the best (a tie), else the best.
 2. **Similar, different or uncertain.** ``different``: the last output is
    worse than the best with 95% confidence. ``similar``: some layer beats
    chance with 95% confidence and no output beats the last by more than
@@ -184,8 +187,18 @@ def _layer_finding(c: Comparison) -> Finding:
     if c.chosen != c.best:
         gap = chosen.behind_best
         numbers.update(gap=gap.mean, gap_low=gap.low, gap_high=gap.high)
-        text += (f" It is the last output and tied with the highest, {c.best} ({best.mean:.3f}, ahead by "
-                 f"{gap.mean:.3f}, {_interval(gap)}); ties go to the last output, the simplest choice.")
+        how = "tied with" if chosen.tied else "behind"
+        text += (f" It is the last output and {how} the highest, {c.best} ({best.mean:.3f}, ahead by "
+                 f"{gap.mean:.3f}, {_interval(gap)}); " + ("ties go to the last output, the simplest choice."
+                                                          if c.signal else "the last output is the default."))
+    elif c.chosen != c.last and c.score(c.last).tied:
+        last, gap = c.score(c.last), c.last_behind_best
+        others = [o for o in others if o != c.last]
+        numbers.update(last=c.last, last_value=last.mean, gap=gap.mean, gap_low=gap.low, gap_high=gap.high,
+                       p_last_worse=c.p_last_worse)
+        text += (f" The last output, {c.last} ({last.mean:.3f}), is tied with it at 95% confidence and is the "
+                 f"simpler choice, but may be worse by up to {gap.high:.3f} (probability {c.p_last_worse:.3f} that "
+                 "it is worse); not shown to be as good, it is not the one chosen.")
     if others:
         text += " Tied with it at 95% confidence: " + ", ".join(f"{o} ({c.score(o).mean:.3f})" for o in others) + "."
         numbers["tied_values"] = [c.score(o).mean for o in others]
