@@ -129,6 +129,10 @@ class InputInfo(_Part):
             extra=cls._extra(d),
         )
 
+    def summary(self) -> dict:
+        """What a probe or results file copies of the input (read back as :class:`InputSummary`)."""
+        return {"name": self.name, "source": self.source, "n_images": self.n_images, "fingerprint": self.fingerprint}
+
     @property
     def settings_root(self) -> str:
         """The root as the settings key hashes it (resolved where recorded)."""
@@ -307,17 +311,33 @@ def manifest_json(manifest: CacheManifest) -> str:
 
 
 @dataclass(frozen=True)
+class InputSummary:
+    """The input as a probe or results file copies it (:meth:`InputInfo.summary`); empty where not copied."""
+
+    name: str = ""
+    source: str = ""
+    n_images: int | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSummary":
+        optional = lambda key, kind: _need(d, key, kind, f"input.{key}", optional=True)  # noqa: E731
+        return cls(optional("name", str) or "", optional("source", str) or "", optional("n_images", int),
+                   optional("fingerprint", str))
+
+
+@dataclass(frozen=True)
 class ProvenanceCopy:
     """A cache's provenance as a probe or results file keeps it: model, preprocessing, precision, input.
 
     ``precision`` is None where the copy does not record it (results files);
-    ``input`` (name, source, n_images, fingerprint) is empty where it is not copied.
+    ``input`` is empty where it is not copied (a fitted probe keeps it under ``training``).
     """
 
     model: ModelInfo
     preprocessing: dict = field(hash=False)
     precision: str | None = None
-    input: dict = field(default_factory=dict, hash=False)
+    input: InputSummary = InputSummary()
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "the file") -> "ProvenanceCopy":
@@ -326,7 +346,7 @@ class ProvenanceCopy:
             return cls(ModelInfo.from_dict(_need(d, "model", dict, "model")),
                        _plain(_need(d, "preprocessing", dict, "preprocessing")),
                        _need(d, "precision", str, "precision", optional=True),
-                       _plain(_need(d, "input", dict, "input", optional=True) or {}))
+                       InputSummary.from_dict(_need(d, "input", dict, "input", optional=True) or {}))
         except CacheError as exc:
             raise CacheError(f"{where}: {exc}") from None
 

@@ -59,6 +59,12 @@ class Difference:
             return sep.join(f"{k} {fmt(self.mine.get(k))} vs {fmt(self.theirs.get(k))}" for k in self.keys)
         return f"{fmt(self.mine)} vs {fmt(self.theirs)}"
 
+    def brief(self) -> str:
+        """``label mine vs theirs`` for a message: a digest by its first 12 hex digits, which name it."""
+        if self.name == "weights_sha256":
+            return f"{self.label} {self.mine[:12]} vs {self.theirs[:12]}"
+        return f"{self.label} {self.detail()}"
+
 
 @dataclass(frozen=True)
 class CodeSource:

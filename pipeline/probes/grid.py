@@ -260,10 +260,8 @@ def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: Probe
     outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
     outputs.update({o.name: o.as_dict() for o in data.outputs})
     return ProbeResults(
-        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m.get("model"),
-               "preprocessing": m.get("preprocessing"), "input": {k: getattr(m.input, k) for k in
-                                                                  ("name", "source", "n_images", "fingerprint")},
-               "extract_config": m.get("config", {})},
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, **m.copy(),
+               "input": m.input.summary(), "extract_config": m.get("config", {})},
         config=config.as_dict(),
         data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),
               "ids_sha256": data.ids_sha256, "groups": data.group_name, "groups_sha256": data.groups_sha256,

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.manifest import ProvenanceCopy
 from ..errors import ProbeError
 from ..atomic import atomic_write
 from .metrics import get_metric
@@ -35,6 +36,11 @@ class ProbeResults:
     created: str = ""
     version: str = ""
     comparisons: dict = field(default_factory=dict)  # compare.compare_all(); absent from files before it
+
+    @property
+    def provenance(self) -> ProvenanceCopy:
+        """The cache's model (and weights), preprocessing and input these results were made from."""
+        return ProvenanceCopy.from_dict(self.cache, "the probe results")
 
     def row(self, output: str, probe: str) -> dict | None:
         return next((r for r in self.rows if r["output"] == output and r["probe"] == probe), None)

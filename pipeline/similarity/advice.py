@@ -399,13 +399,9 @@ def curves_from_table(table, distance_measure: str = "w2") -> tuple[Curve | None
 
 def check_results_match(results, manifest: "CacheManifest", cache_name: str) -> None:
     """Refuse probe results made from other images or another model than the cache's."""
-    from ..cache import CodeSource
-
-    made = results.cache
-    cut = {"weights_sha256": 12}  # a digest's first 12 hex digits name it
-    differ = [f"{d.label} {d.mine[:cut.get(d.name)]} vs {d.theirs[:cut.get(d.name)]}"
-              for d in CodeSource.from_manifest(made).differences(manifest.source, among=("model", "weights_sha256"))]
-    fingerprints = ((made.get("input") or {}).get("fingerprint") or "")[:12], (manifest.input.fingerprint or "")[:12]
+    made = results.provenance
+    differ = [d.brief() for d in made.source.differences(manifest.source, among=("model", "weights_sha256"))]
+    fingerprints = (made.input.fingerprint or "")[:12], (manifest.input.fingerprint or "")[:12]
     if fingerprints[0] != fingerprints[1]:
         differ.append("input fingerprint {} vs {}".format(*fingerprints))
     if differ:
@@ -428,8 +424,7 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
 
     with open_cache(cache_path) as cache:
         manifest, has_bn = cache.provenance, bool(cache.bn_stats())
-    weights = (manifest.get("model") or {}).get("weights", {}).get("source")
-    trained = weights not in UNTRAINED_WEIGHTS  # an untrained model's BatchNorm statistics are not ImageNet's
+    trained = manifest.model.weights.source not in UNTRAINED_WEIGHTS  # an untrained model's BatchNorm statistics are not ImageNet's
     probes = other = None
     curves = []
     if results_path is not None:

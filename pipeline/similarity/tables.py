@@ -137,10 +137,8 @@ def sample_values(a: np.ndarray, b: np.ndarray, seed: int = 0, max_rows: int = M
 
 def _comparable(a, b) -> None:
     """Refuse two caches whose codes do not come from the same model, weights, preprocessing and outputs."""
-    found = []
-    for d in a.provenance.source.differences(b.provenance.source, among=("model", "weights_sha256", "preprocessing")):
-        short = d.name == "weights_sha256"  # a digest's first 12 hex digits name it
-        found.append(f"{d.label} {d.mine[:12]} vs {d.theirs[:12]}" if short else f"{d.label} {d.detail()}")
+    among = ("model", "weights_sha256", "preprocessing")
+    found = [d.brief() for d in a.provenance.source.differences(b.provenance.source, among=among)]
     oa, ob = [f"{l}/{p}" for l, p in a.outputs], [f"{l}/{p}" for l, p in b.outputs]
     if oa != ob:
         only_a, only_b = [o for o in oa if o not in ob], [o for o in ob if o not in oa]
