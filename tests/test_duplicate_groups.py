@@ -79,7 +79,7 @@ def test_plain_folds_warn_how_much_they_leak(cache_with_duplicates, tmp_path, ca
                              out=tmp_path / "r.json", progress=False)
     leak = results.data["leakage"]
     assert leak["rows_with_duplicate_in_training"] > 0
-    assert f"--groups none leaks: {leak['rows_with_duplicate_in_training']} of 36 test rows" in caplog.text
+    assert f"groups 'none' leaks: {leak['rows_with_duplicate_in_training']} of 36 test rows" in caplog.text
 
 
 def test_auto_without_stored_clusters_scans_at_the_defaults(cache_with_duplicates, caplog):

@@ -80,7 +80,8 @@ def test_similarity_refuses_caches_that_differ_naming_what_differs(runner, pair,
     result = runner.invoke(main, ["similarity", str(a), "--reference", str(other)])
     assert result.exit_code == 1
     assert result.output == ("Error: a.h5 and other.h5 cannot be compared: model synthetic-net vs other-net. "
-                             "Extract both with the same --model, weights, --img-size, --layers and --pool\n")
+                             "Extract both with the same model, weights, img_size, layers and pools (--model, "
+                             "--weights, --img-size, --layers, --pool)\n")
     fewer = write_cache(tmp_path / "fewer.h5", {k: v for k, v in codes.items() if k[0] != "blocks.1"}, y, ["no", "yes"])
     result = runner.invoke(main, ["similarity", str(a), "--reference", str(fewer)])
     assert result.exit_code == 1 and "outputs only in a.h5: blocks.1/avg; only in fewer.h5: none" in result.output

@@ -64,7 +64,8 @@ class ExtractConfig:
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+            raise PipelineError(f"on_bad_image (--on-bad-image) must be one of {BAD_IMAGE_POLICIES}, "
+                                f"got {self.on_bad_image!r}")
         if not self.pools:
             raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
         for name in self.pools:
@@ -258,7 +259,7 @@ def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], con
         return plan, None, None
     if not batchnorm_modules(loaded.module):
         raise PipelineError(
-            f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
+            f"{loaded.name} has no BatchNorm layers with running statistics, so bn_stats (--bn-stats) has nothing to "
             "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
         )
     members = batchnorm_members(loaded, [s.name for s in layers])

@@ -101,11 +101,14 @@ def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, pro
     return MergeResult(target, n_active, len(shards), time.perf_counter() - started, False, written)
 
 
+SHARDED = "one sharded extraction (ExtractConfig shard=(I, N), extract --shard I/N)"
+
+
 # Checks -------------------------------------------------------------------------------------------
 def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
     paths = [Path(p) for p in paths]
     if not paths:
-        raise CacheError("merge needs the shard files of one `extract --shard I/N` run; none were given")
+        raise CacheError(f"merge needs the shard files of {SHARDED}; none were given")
     seen: dict[Path, Path] = {}
     for path in paths:
         if path.resolve() in seen:
@@ -119,8 +122,8 @@ def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
             raise CacheError(f"cannot merge shard {path}: {exc}") from None
         stack.callback(cache.close)
         if cache.provenance.shard is None:
-            raise CacheError(f"cannot merge: {path} is not a shard (it was extracted without --shard); merge takes "
-                             "the N files written by `extract --shard I/N` or by a torchrun launch")
+            raise CacheError(f"cannot merge: {path} is not a shard (it was extracted without shard, --shard); "
+                             f"merge takes the N files of {SHARDED} or of a torchrun launch")
         shards.append(_Shard(path, cache))
     return shards
 
@@ -139,10 +142,11 @@ def _check_agree(shards: list[_Shard]) -> None:
                              "must come from the same model, weights, preprocessing, precision and input root")
         if shard.count != first.count:
             raise CacheError(f"{where} are shards of different counts ({shard.index} of {shard.count} and "
-                             f"{first.index} of {first.count}); pass the files of one --shard I/N run")
+                             f"{first.index} of {first.count}); pass the files of {SHARDED}")
         if shard.cache.outputs != first.cache.outputs:
             raise CacheError(f"{where} hold other outputs ({', '.join(b.outputs)} against "
-                             f"{', '.join(a.outputs)}); extract every shard with the same --layers and --pool")
+                             f"{', '.join(a.outputs)}); extract every shard with the same "
+                             "layers and pools (--layers, --pool)")
         if (shard.info.input_table_sha256, shard.info.input_images) != (
                 first.info.input_table_sha256, first.info.input_images):
             raise CacheError(
@@ -152,7 +156,7 @@ def _check_agree(shards: list[_Shard]) -> None:
             )
         if (b.bn_stats is None) != (a.bn_stats is None):
             raise CacheError(f"{where}: only one of them has BatchNorm statistics; extract every shard with "
-                             "--bn-stats, or none")
+                             "bn_stats=True (--bn-stats), or none")
 
 
 def _check_indices(shards: list[_Shard]) -> list[_Shard]:
@@ -168,7 +172,8 @@ def _check_indices(shards: list[_Shard]) -> list[_Shard]:
     if missing:
         got = ", ".join(str(i) for i in sorted(by_index))
         raise CacheError(f"cannot merge: shard {', '.join(map(str, missing))} of {count} is missing (got {got}); "
-                         f"extract it with --shard {missing[0]}/{count} and pass all {count} files")
+                         f"extract it with shard=({missing[0]}, {count}) (--shard {missing[0]}/{count}) and pass all "
+                         f"{count} files")
     return [by_index[i] for i in range(count)]
 
 
@@ -182,7 +187,7 @@ def _merged_rows(shards: list[_Shard]) -> tuple[RowTable, np.ndarray, np.ndarray
             raise CacheError(
                 f"cannot merge: {shard.path.name} holds {wrong.size} row(s) of other shards (first: {first!r}, "
                 f"which belongs to shard {shard_of(first, shard.count)}); it was not written by "
-                f"`extract --shard {shard.index}/{shard.count}`"
+                f"extract with shard=({shard.index}, {shard.count}) (--shard {shard.index}/{shard.count})"
             )
     ids = np.array([i for t in tables for i in t.ids], dtype=object)
     source = np.repeat(np.arange(len(tables)), [len(t.ids) for t in tables])

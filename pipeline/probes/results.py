@@ -146,7 +146,8 @@ def split_comparison(grouped: ProbeResults, leaky: ProbeResults, metric: str) ->
     """Each (layer, probe) scored on the group-aware folds and on plain stratified folds."""
     get_metric(metric)
     if grouped.cache.get("key") != leaky.cache.get("key"):
-        raise ProbeError("the two results files come from different caches; rerun probe --compare-splits")
+        raise ProbeError("the two results files come from different caches; run both on one cache "
+                         "(layerprobe probe --compare-splits does)")
     out = []
     for r in grouped.rows:
         other = leaky.row(r["output"], r["probe"])

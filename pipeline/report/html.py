@@ -207,7 +207,8 @@ def write_report(results_path: str | Path, out: str | Path | None = None, metric
     if compare_splits:
         other = comparison_path(results_path)
         if not Path(other).exists():
-            raise ProbeError(f"no plain-split results at {other}; run `layerprobe probe CACHE --compare-splits` first")
+            raise ProbeError(f"no plain-split results at {other}; write them there first with run_probes and "
+                             "groups='none' (layerprobe probe CACHE --compare-splits)")
         leaky = load_results(other)
         comparison = _comparison(results, leaky, metric, figure_png(comparison_figure(results, leaky, metric)))
     section = _similarity(results, Path(results_path), metric) if similarity else ""
