@@ -212,8 +212,8 @@ class BnStatsInfo(_Part):
     @classmethod
     def from_dict(cls, d: dict) -> "BnStatsInfo":
         optional = lambda key, kind: _need(d, key, kind, f"bn_stats.{key}", optional=True)  # noqa: E731
-        return cls(modules=_need(d, "modules", int, "bn_stats.modules"), images=_need(d, "images", int, "bn_stats.images"),
-                   members=optional("members", dict), after_last=tuple(optional("after_last", list) or ()),
+        return cls(modules=_need(d, "modules", int, "bn_stats.modules"),
+                   images=_need(d, "images", int, "bn_stats.images"), members=optional("members", dict), after_last=tuple(optional("after_last", list) or ()),
                    never_ran=tuple(optional("never_ran", list) or ()), extra=cls._extra(d))
 
     def as_dict(self) -> dict:

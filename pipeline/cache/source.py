@@ -83,19 +83,6 @@ class CodeSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "preprocessing", _plain(dict(self.preprocessing)))
 
-    @classmethod
-    def from_manifest(cls, manifest: dict, precision: str | None = None) -> "CodeSource":
-        """The source a cache manifest (or a probe's or results' copy of one) records.
-
-        A cache manifest keeps precision under ``runtime``; pass ``precision``
-        for copies that keep it elsewhere.
-        """
-        model = manifest.get("model") or {}
-        if precision is None:
-            precision = (manifest.get("runtime") or {}).get("precision")
-        return cls(str(model.get("name", "")), str((model.get("weights") or {}).get("sha256", "")),
-                   manifest.get("preprocessing") or {}, precision)
-
     def settings(self, input_root: str) -> dict:
         """The parts of the settings key, as they have always been hashed."""
         return {"model": self.model, "weights_sha256": self.weights_sha256, "preprocessing": self.preprocessing,

@@ -53,7 +53,8 @@ def _dask(jobs: int, scheduler: str | None) -> Iterator[dict]:
         import joblib
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ProbeError("backend='dask' (--backend dask) needs dask and distributed: pip install 'layerprobe[dask]'") from None
+        raise ProbeError("backend='dask' (--backend dask) needs dask and distributed: "
+                         "pip install 'layerprobe[dask]'") from None
     with ExitStack() as stack:
         if scheduler is None:
             stack.enter_context(_environment_kept())  # left for last: restored after the cluster is closed

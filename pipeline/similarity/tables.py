@@ -146,7 +146,8 @@ def _comparable(a, b) -> None:
                      f"{', '.join(only_b) or 'none'}" if only_a or only_b else "outputs in another order")
     if found:
         raise SimilarityError(f"{a.path.name} and {b.path.name} cannot be compared: {'; '.join(found)}. Extract both "
-                              "with the same model, weights, img_size, layers and pools (--model, --weights, --img-size, --layers, --pool)")
+                              "with the same model, weights, img_size, layers and pools "
+                              "(--model, --weights, --img-size, --layers, --pool)")
 
 
 # Transferability ------------------------------------------------------------------------------
@@ -233,6 +234,7 @@ def _transfer(cache, table: SimilarityTable, rows: dict[str, LayerRow], labels, 
     for output, row in rows.items():
         row.values.update(transfer_values(cache.codes(output), labels))
     if logits is None:
-        table.notes.append("LEEP needs the ImageNet logits: extract with layers=('all', 'logits') (--layers all,logits)")
+        table.notes.append("LEEP needs the ImageNet logits: extract with layers=('all', 'logits') "
+                           "(--layers all,logits)")
     else:
         table.leep = get_measure("leep").compute(cache.codes(logits), labels)
