@@ -115,4 +115,4 @@ def test_report_compare_splits_needs_the_plain_run(cache_with_duplicates):
     runner.invoke(main, ["probe", str(cache_with_duplicates), "--probes", "logreg", "--layers", "pre_logits",
                          "--folds", "3", "--bootstrap", "20", "-q"])
     result = runner.invoke(main, ["report", str(cache_with_duplicates.with_name("c.probes.json")), "--compare-splits"])
-    assert result.exit_code == 1 and "run `layerprobe probe CACHE --compare-splits` first" in result.output
+    assert result.exit_code == 1 and "groups='none' (layerprobe probe CACHE --compare-splits)" in result.output

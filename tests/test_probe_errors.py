@@ -98,7 +98,7 @@ def test_non_finite_codes_in_a_layer(tmp_path):
     cache = write_cache(tmp_path / "c.h5", codes, y, ["a", "b"])
     with pytest.raises(ProbeError, match=r"layer blocks.1/avg has 2 row\(s\) with NaN or infinite codes \(first: "
                                          r"img0003.png, img0007.png\); re-extract those images or leave the layer "
-                                         r"out with --layers") as e:
+                                         r"out of layers \(--layers\)") as e:
         _run(cache)
     _check(e)
 

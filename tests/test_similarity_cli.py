@@ -138,7 +138,7 @@ def test_advise_with_probe_results(runner, pair, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "layer      blocks.1/avg (by probe logreg, roc_auc)"
-    missing = "- No distance to ImageNet: the cache holds no BatchNorm statistics (extract with --bn-stats to add it)."
+    missing = "- No distance to ImageNet: the cache holds no BatchNorm statistics (extract with bn_stats=True (--bn-stats) to add it)."
     assert missing in lines
     assert any(line.startswith("- LogME and the logreg probe ") for line in lines)
     other = runner.invoke(main, ["advise", str(b), "--results", str(results)])
