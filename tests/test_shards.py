@@ -375,7 +375,7 @@ def test_cli_extract_shard_option(image_folder, tmp_path, monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     result = runner.invoke(main, [*base, "--shard", "auto"])
-    assert result.exit_code == 1 and "Error: --shard auto takes its shard from torchrun" in result.output
+    assert result.exit_code == 1 and "Error: rank_config (--shard auto) takes its shard from torchrun" in result.output
     result = runner.invoke(main, [*base, "--shard", "0/2"])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'c.shard0-of-2.h5'}\n"
