@@ -201,6 +201,26 @@ def test_extract_names_its_cache_by_the_code_source_key(image_folder, tiny_confi
     assert result.path.name == _default_name("images", "test_efficientnet", key)
 
 
+def _shape(value):
+    """The keys of a manifest, nested, without their values: the JSON's shape."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if k not in ("members", "packages", "update")}
+    return type(value).__name__ if value is not None else None
+
+
+def test_extract_writes_the_manifest_in_the_shape_caches_have_today(image_folder, tiny_config, tmp_path):
+    from pipeline.activations import extract
+    from pipeline.inputs import from_folder
+
+    result = extract(from_folder(image_folder), tiny_config(limit=6, bn_stats=True), out=tmp_path / "c.h5",
+                     progress=False)
+    with open_cache(result.path) as cache:
+        written = cache.manifest
+    assert _shape(written) == _shape(TODAY)
+    assert written["bn_stats"]["members"].keys() == TODAY["bn_stats"]["members"].keys()
+    assert written["runtime"]["packages"].keys() == TODAY["runtime"]["packages"].keys()
+
+
 def test_a_writer_never_seals_a_manifest_the_reader_would_refuse(tmp_path):
     manifest = copy.deepcopy(TODAY)
     manifest.pop("bn_stats")
