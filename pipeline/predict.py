@@ -36,14 +36,13 @@ def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, de
     from .activations import ExtractConfig
     from .activations.pooling import NO_POOLING
 
-    m = probe.manifest
-    saved = m.get("extract_config", {})
-    source = m["model"]["weights"]["source"]
+    saved, model = probe.manifest.get("extract_config", {}), probe.provenance.model
+    source = model.weights.source
     if weights is None and source == "file":
-        weights = m["model"]["weights"]["path"]
+        weights = model.weights.path
     pools = (probe.pooling,) if probe.pooling != NO_POOLING else tuple(saved.get("pools") or ("avg",))[:1]
     return ExtractConfig(
-        model=m["model"]["name"], weights=None if weights is None else str(weights),
+        model=model.name, weights=None if weights is None else str(weights),
         random_init=source == "random-init" and weights is None, layers=(probe.layer,), pools=pools,
         img_size=saved.get("img_size"), batch_size=batch_size or saved.get("batch_size", 32), device=device,
         workers=workers,

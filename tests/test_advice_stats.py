@@ -110,5 +110,5 @@ def test_one_output_alone_is_never_a_verdict():
     advice = advise(400, 2, None, Curve("logme", ("pre_logits/none",), (0.1,)), c)
     found = {f.topic: f.text for f in advice.findings}
     assert found["similarity"] == ("Uncertain whether the data set is like ImageNet: only pre_logits/none was probed "
-                                   "(0.912); probe the other layers (`layerprobe probe` without --layers) to compare "
-                                   "them.")
+                                   "(0.912); probe the other layers (run_probes without layers; layerprobe probe "
+                                   "without --layers) to compare them.")
