@@ -34,19 +34,20 @@ def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, de
                        batch_size: int | None = None, workers: int | None = None):
     """The ExtractConfig that makes this probe's codes: its model, weights and size, only its layer."""
     from .activations import ExtractConfig
+    from .activations.config import precision_option
     from .activations.pooling import NO_POOLING
 
-    m = probe.manifest
-    saved = m.get("extract_config", {})
-    source = m["model"]["weights"]["source"]
+    saved, model = probe.manifest.get("extract_config", {}), probe.provenance.model
+    source = model.weights.source
     if weights is None and source == "file":
-        weights = m["model"]["weights"]["path"]
+        weights = model.weights.path
+    opted = precision_option(probe.provenance.precision)  # codes made with --precision bf16 are predicted so too
     pools = (probe.pooling,) if probe.pooling != NO_POOLING else tuple(saved.get("pools") or ("avg",))[:1]
     return ExtractConfig(
-        model=m["model"]["name"], weights=None if weights is None else str(weights),
+        model=model.name, weights=None if weights is None else str(weights),
         random_init=source == "random-init" and weights is None, layers=(probe.layer,), pools=pools,
         img_size=saved.get("img_size"), batch_size=batch_size or saved.get("batch_size", 32), device=device,
-        workers=workers, precision=saved.get("precision", "auto"),
+        workers=workers, precision=opted if opted == "bf16" else "auto",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.manifest import ShardInfo
 from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of
 from ..errors import PipelineError
 from ..inputs import ImageSet, stratified_subset
@@ -52,9 +53,11 @@ class ExtractConfig:
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
-        if self.precision != "auto" and self.precision not in PRECISIONS:
-            raise PipelineError(f"--precision must be one of auto, {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise PipelineError(f"on_bad_image (--on-bad-image) must be one of {BAD_IMAGE_POLICIES}, "
+                                f"got {self.on_bad_image!r}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise PipelineError(f"precision (--precision) must be one of auto, {', '.join(PRECISIONS)}, "
+                                f"got {self.precision!r}")
         if not self.pools:
             raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
         for name in self.pools:
@@ -84,7 +87,12 @@ def precision_of(config: ExtractConfig, device_type: str) -> str:
     return PRECISIONS[asked]
 
 
-def select_images(images: ImageSet, config: ExtractConfig) -> tuple[ImageSet, dict | None]:
+def precision_option(recorded: str | None) -> str:
+    """The ``--precision`` that computes in ``recorded`` (a manifest's precision); ``auto`` if none does."""
+    return next((option for option, name in PRECISIONS.items() if name == recorded), "auto")
+
+
+def select_images(images: ImageSet, config: ExtractConfig) -> tuple[ImageSet, ShardInfo | None]:
     """The images this run extracts (``--limit``, then ``--shard``) and, for a shard, what it records of the whole."""
     if config.limit is not None:
         images = stratified_subset(images, config.limit, config.seed)
@@ -93,17 +101,17 @@ def select_images(images: ImageSet, config: ExtractConfig) -> tuple[ImageSet, di
     return _shard_subset(images, config.shard), _shard_info(images, config.shard)
 
 
-def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
+def _shard_info(images: ImageSet, shard: tuple[int, int]) -> ShardInfo:
     """What a shard records of the whole input, so that `merge` can check the shards belong together."""
     records = images.records
-    return {
-        "index": shard[0],
-        "count": shard[1],
-        "assignment": ASSIGNMENT,
-        "input_images": len(records),
-        "input_ids_sha256": ids_digest(r.id for r in records),
-        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
-    }
+    return ShardInfo(
+        index=shard[0],
+        count=shard[1],
+        assignment=ASSIGNMENT,
+        input_images=len(records),
+        input_ids_sha256=ids_digest(r.id for r in records),
+        input_table_sha256=input_digest((r.id, r.label, r.group, r.split) for r in records),
+    )
 
 
 def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:

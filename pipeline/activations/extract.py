@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
+from ..cache.manifest import ShardInfo
 from ..cache.plan import Plan, make_plan
 from ..cache.source import CodeSource, settings_differences
 from ..cache.shards import shard_path
@@ -27,7 +28,7 @@ from .bnstats import BatchNormStats, empty_state
 from . import warm
 from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, precision_of, select_images  # noqa: F401
 from .warm import file_identity
-from .manifest import build_manifest, now, pooled, update_summary
+from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings
 from .tap import LayerTap, output_keys
@@ -87,14 +88,9 @@ def extract(
         notes = [c.note for c in checks]
         manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
-                                  precision=precision)
-        manifest["runtime"]["workers"] = workers
-        manifest["update"] = update_summary(plan)
-        if shard is not None:
-            manifest["shard"] = shard
-        if bn_start is not None:
-            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum()),
-                                    **bn_members.as_dict()}
+                                  precision=precision, workers=workers)
+        bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
+        manifest = replace(manifest, shard=shard, bn_stats=bn).with_entries(update=update_summary(plan))
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
         try:
             if not writer.copied:
@@ -103,9 +99,7 @@ def extract(
             with steady_allocator():  # each batch's feature maps reuse the last one's pages
                 passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config,
                                   progress, bn_members.order if bn_members else None)
-            manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
-            manifest["created"] = now()
-            writer.finish(manifest, plan.planned)
+            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned)
         finally:
             writer.close()
     return remember(ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped))
@@ -165,14 +159,14 @@ def _source(loaded: LoadedModel, precision: str) -> CodeSource:
     return CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict(), precision)
 
 
-def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
+def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: ShardInfo | None = None) -> str:
     parts = {"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
              "bn_stats": bn_stats}
     if shard is not None:
         # A shard is a shard of one input: when any image is added elsewhere, this shard is sealed again
         # (its rows copied, no forward pass) so that `merge` can check that all shards saw the same input.
         # Unsharded keys stay as they were, and a merge of the shards gets the unsharded key.
-        parts["shard"] = [shard["index"], shard["count"], shard["input_table_sha256"]]
+        parts["shard"] = [shard.index, shard.count, shard.input_table_sha256]
     return cache_key(parts)
 
 
@@ -190,7 +184,7 @@ def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], con
         return plan, None, None
     if not batchnorm_modules(loaded.module):
         raise PipelineError(
-            f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
+            f"{loaded.name} has no BatchNorm layers with running statistics, so bn_stats (--bn-stats) has nothing to "
             "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
         )
     members = batchnorm_members(loaded, [s.name for s in layers])

@@ -110,8 +110,6 @@ def cpu_only(device: str) -> bool:
 def request_key(images: ImageSet, config: ExtractConfig, out: str | Path | None, cache_dir: str | Path) -> str:
     """A digest of everything that decides which cache a request makes and what is in it."""
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_REQUEST}
-    if config.weights is not None:
-        settings["weights"] = str(Path(config.weights).resolve())
     request = {
         "record": RECORD_VERSION,
         "layerprobe": __version__,
@@ -119,6 +117,7 @@ def request_key(images: ImageSet, config: ExtractConfig, out: str | Path | None,
         "colour_policy": COLOUR_POLICY,
         "versions": {name: _version(name) for name in ("timm", "torch", "torchvision")},
         "config": settings,
+        "weights_file": None if config.weights is None else str(Path(config.weights).resolve()),
         "dataset": images.name,
         "root": str(Path(images.root).resolve()),
         "target": str(Path(out).resolve()) if out is not None else ["cache_dir", str(Path(cache_dir).resolve())],
@@ -157,11 +156,11 @@ def up_to_date(images: ImageSet, config: ExtractConfig, out: str | Path | None =
 
 
 def _check(images: ImageSet, config: ExtractConfig, entry: dict) -> ExtractResult | None:
-    weights = entry["weights"]
+    weights = entry["weights_file"]
     if weights is not None and file_identity(weights["path"]) != weights["identity"]:
         return None
     selected, shard = select_images(images, config)
-    if shard != entry["shard"]:
+    if (shard.as_dict() if shard is not None else None) != entry["shard"]:
         return None  # a shard is sealed again whenever the whole input changes (merge checks they match)
     files = entry["files"]
     sizes, digests = [], []
@@ -188,7 +187,7 @@ def _check(images: ImageSet, config: ExtractConfig, entry: dict) -> ExtractResul
 
 def record(images: ImageSet, config: ExtractConfig, out: str | Path | None, cache_dir: str | Path,
            identities: list[list[int] | None], rows: RowTable, result: ExtractResult, weights_path: str | None,
-           device: str, shard: dict | None = None) -> Path | None:
+           device: str, shard=None) -> Path | None:
     """Write the record a later :func:`up_to_date` reads; None where no record is kept (module docstring).
 
     ``identities`` are the files' ``stat`` identities taken *before* they were
@@ -205,8 +204,9 @@ def record(images: ImageSet, config: ExtractConfig, out: str | Path | None, cach
         "cache_key": _cache_key(result.path),
         "cache_identity": file_identity(result.path),
         "rows": input_fingerprint(rows),
-        "shard": shard,
-        "weights": None if weights_path is None else {"path": weights_path, "identity": file_identity(weights_path)},
+        "shard": shard.as_dict() if shard is not None else None,
+        "weights_file": None if weights_path is None else {"path": weights_path,
+                                                           "identity": file_identity(weights_path)},
         "files": {path_of[i]: [*identity, sha] for i, identity, sha in zip(rows.ids, identities, rows.sha256)},
     }
     if entry["cache_key"] is None:
