@@ -153,6 +153,14 @@ class _Shard(click.ParamType):
 @click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
 @click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
 @click.option("--dataset", type=click.Choice(["br35h"]), help="A bundled data set.")
+@click.option("--dicom", type=click.Path(), help="DICOM files: a folder (one sub-folder per class) or a CSV of paths.")
+@click.option("--nifti", type=click.Path(), help="NIfTI volumes: a CSV path,label[,group][,split], cut into slices.")
+@click.option("--window", help="DICOM/NIfTI window: a preset (brain, lung, bone, soft-tissue), CENTER,WIDTH such as "
+                               "40,80, or 'file' (DICOM default: the file's own window).")
+@click.option("--percentiles", help="NIfTI: scale from the volume's LOW,HIGH percentiles (default 0.5,99.5).")
+@click.option("--slice-axis", type=click.IntRange(0, 2), help="NIfTI: slice along this canonical axis (default 2, axial).")
+@click.option("--slice-step", type=click.IntRange(min=1), help="NIfTI: every k-th slice (default 1).")
+@click.option("--slice-range", metavar="START:STOP", help="NIfTI: only slices START..STOP-1.")
 @click.option("--model", "model_name", default="tf_efficientnet_lite0", show_default=True, help="Any timm model name, or torchvision/<name>.")
 @model_options
 @click.option("--layers", "layer_tokens", multiple=True, default=["all"], show_default=True,
@@ -176,7 +184,8 @@ class _Shard(click.ParamType):
                    ".shardI-of-N before .h5; join them with `layerprobe merge`. 'auto' (the default under torchrun "
                    "with WORLD_SIZE > 1): shard RANK of WORLD_SIZE on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
-def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
+def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_axis, slice_step, slice_range,
+            model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
             device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
@@ -190,6 +199,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
       layerprobe extract --images ./lesions --layers 1,3,pre_logits --pool avg,gem
       layerprobe extract --csv slices.csv --model tf_efficientnet_lite2 --limit 500
       layerprobe extract --dataset br35h --shard 2/4
+      layerprobe extract --dicom ./studies --window brain
+      layerprobe extract --nifti volumes.csv --slice-axis 2 --slice-step 4
       torchrun --nproc_per_node 8 -m pipeline.cli extract --csv slides.csv
     """
     from .activations import ExtractConfig, launched_in_parallel, rank_config
@@ -197,7 +208,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
 
     if quiet:
         _setup_logging(False, quiet=True)
-    image_set = _image_set(images, csv_file, dataset)
+    image_set = _image_set(images, csv_file, dataset, dicom, nifti, window=window, percentiles=percentiles,
+                           axis=slice_axis, step=slice_step, slice_range=slice_range)
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
@@ -249,20 +261,29 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset"}  # option -> source
+_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset",
+                  "--dicom PATH": "dicom", "--nifti CSV": "nifti"}  # option -> source
+_DECODING_FLAGS = {"window": "--window", "percentiles": "--percentiles", "axis": "--slice-axis",
+                   "step": "--slice-step", "slice_range": "--slice-range"}
 
 
-def _image_set(images, csv_file, dataset):
+def _image_set(*values, **options):
     from .errors import InputError
-    from .inputs.sources import load_input
+    from .inputs.sources import get_source, load_input
 
-    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, (images, csv_file, dataset)) if value]
+    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, values) if value]
     if len(given) != 1:
         found = f"got {' and '.join(flag.split()[0] for flag, _ in given)}" if given else "got none"
         flags = list(_INPUT_OPTIONS)
         raise InputError(f"pass exactly one input source: {', '.join(flags[:-1])} or {flags[-1]} ({found})")
     flag, value = given[0]
-    return load_input(_INPUT_OPTIONS[flag], value)
+    source = get_source(_INPUT_OPTIONS[flag])
+    stray = [k for k, v in options.items() if v is not None and k not in source.options]
+    if stray:
+        takers = [f.split()[0] for f, name in _INPUT_OPTIONS.items() if set(get_source(name).options) & set(stray)]
+        raise InputError(f"{', '.join(_DECODING_FLAGS[k] for k in stray)} do(es) not apply to {flag.split()[0]}; "
+                         f"only to {' or '.join(takers)}")
+    return load_input(source.name, value, **options)
 
 
 @main.command()

@@ -21,6 +21,7 @@ from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, sh
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
+from ..inputs.decode import PIL_DECODER
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .bnstats import BatchNormStats, empty_state
 from .manifest import build_manifest, now, pooled, update_summary
@@ -112,7 +113,7 @@ def extract(
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     precision = "float16-autocast" if device.type == "cuda" else "float32"
-    source, root = _source(loaded, precision), str(Path(images.root).resolve())
+    source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
     settings_key = source.settings_key(root)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
@@ -138,6 +139,7 @@ def extract(
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
                                   precision=precision)
         manifest["runtime"]["workers"] = workers
+        manifest["preprocessing"] = source.preprocessing  # with the input's decoding policy (window, ...)
         manifest["update"] = update_summary(plan)
         if shard is not None:
             manifest["shard"] = shard
@@ -179,9 +181,10 @@ def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decod
     """Hash every file and test-decode the ones not decoded before, before anything is written."""
     from tqdm import tqdm
 
-    paths = [r.path for r in images.records]
+    paths, frames = [r.path for r in images.records], [r.frame for r in images.records]
     with tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
-        checks = check_files(paths, progress=bar.update, trusted=decoded_before)
+        checks = check_files(paths, progress=bar.update, trusted=decoded_before, decoder=images.decoder,
+                             frames=frames)
     bad = [(r, c.error) for r, c in zip(images.records, checks) if c.error]
     if bad and config.on_bad_image == "error":
         raise BadImageError([(str(r.path), why) for r, why in bad])
@@ -210,9 +213,18 @@ def _row_table(images: ImageSet, checks) -> RowTable:
     )
 
 
-def _source(loaded: LoadedModel, precision: str) -> CodeSource:
+def code_preprocessing(loaded: LoadedModel, decoder) -> dict:
+    """The model's preprocessing with the input decoder's policy as its ``colour`` entry.
+
+    Image files keep the colour policy they always had (so their cache keys do
+    not change); a DICOM or NIfTI window is part of what makes the numbers.
+    """
+    return {**loaded.preprocessing.as_dict(), "colour": decoder.policy()}
+
+
+def _source(loaded: LoadedModel, precision: str, decoder=PIL_DECODER) -> CodeSource:
     """What makes one row's numbers: the same source gives the same codes for the same bytes."""
-    return CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict(), precision)
+    return CodeSource(loaded.name, loaded.weights.sha256, code_preprocessing(loaded, decoder), precision)
 
 
 def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
@@ -345,7 +357,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
     from tqdm import tqdm
 
-    paths = {r.id: r.path for r in images.records}
+    records = {r.id: r for r in images.records}
     cuda = device.type == "cuda"
     model = loaded.module.to(device, memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
@@ -368,7 +380,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                 offset += len(rows)
                 if not len(todo):
                     continue
-                dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
+                chosen = [records[plan.rows.ids[k]] for k in todo]
+                dataset = ImageFiles([r.path for r in chosen], loaded.preprocessing.transform(),
+                                     decoder=images.decoder, frames=[r.frame for r in chosen])
                 loader = make_loader(dataset, config.batch_size, workers, cuda)
                 with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
                     for local, batch in loader:

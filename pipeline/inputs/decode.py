@@ -95,6 +95,36 @@ def _scale_to_8bit(values: np.ndarray) -> Image.Image:
     return grey.convert("RGB")
 
 
+class PilDecoder:
+    """The decoder of ordinary image files: PIL, following :data:`COLOUR_POLICY`.
+
+    Every decoder has ``kind``, ``policy()`` (recorded as the preprocessing's
+    ``colour`` entry, so it enters the cache key) and ``decode(path, frame, data)``
+    returning the 8-bit RGB image and a note worth recording (or None).
+    """
+
+    kind = "image"
+
+    def policy(self) -> dict:
+        return COLOUR_POLICY
+
+    def decode(self, path: Path, frame: int | None = None, data: bytes | None = None):
+        return decode_rgb(data if data is not None else path), (None if data is None else _note(data))
+
+    def trusted_note(self, data: bytes) -> str | None:
+        """The note of a file decoded before (its test decode is skipped)."""
+        return _note(data)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is PilDecoder
+
+    def __hash__(self) -> int:
+        return hash(PilDecoder)
+
+
+PIL_DECODER = PilDecoder()
+
+
 @dataclass(frozen=True)
 class FileCheck:
     """Content fingerprint of one image file and, if it failed, why."""
@@ -105,10 +135,12 @@ class FileCheck:
     note: str | None = None  # how the colour policy changed it, when worth stating
 
 
-def check_file(path: Path, trusted: set[str] | frozenset = frozenset()) -> FileCheck:
-    """Hash a file's bytes and make sure it decodes; never raises for a bad image.
+def check_file(path: Path, trusted: set[str] | frozenset = frozenset(), decoder=PIL_DECODER,
+               frame: int | None = None) -> FileCheck:
+    """Hash a file's bytes and make sure it (its ``frame``) decodes with ``decoder``; never raises for a bad image.
 
-    Files whose sha256 is in ``trusted`` (decoded successfully before) are not decoded again.
+    Files whose sha256 is in ``trusted`` (decoded successfully before) are not
+    decoded again where the decoder can say its note without decoding.
     """
     try:
         data = Path(path).read_bytes()
@@ -117,13 +149,14 @@ def check_file(path: Path, trusted: set[str] | frozenset = frozenset()) -> FileC
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return FileCheck(0, digest, "empty file (0 bytes)")
-    if digest in trusted:
-        return FileCheck(len(data), digest, note=_note(data))
+    trusted_note = getattr(decoder, "trusted_note", None)
+    if digest in trusted and trusted_note is not None:
+        return FileCheck(len(data), digest, note=trusted_note(data))
     try:
-        decode_rgb(data)
+        _, note = decoder.decode(Path(path), frame, data)
     except UndecodableImage as exc:
         return FileCheck(len(data), digest, str(exc))
-    return FileCheck(len(data), digest, note=_note(data))
+    return FileCheck(len(data), digest, note=note)
 
 
 def _note(data: bytes) -> str | None:
@@ -133,11 +166,14 @@ def _note(data: bytes) -> str | None:
 
 
 def check_files(paths: list[Path], workers: int = 4, progress=None,
-                trusted: set[str] | frozenset = frozenset()) -> list[FileCheck]:
-    """:func:`check_file` over many files; PIL releases the GIL while decoding."""
+                trusted: set[str] | frozenset = frozenset(), decoder=PIL_DECODER,
+                frames: list[int | None] | None = None) -> list[FileCheck]:
+    """:func:`check_file` over many files (``frames[i]`` of file ``i``); PIL releases the GIL while decoding."""
+    frames = frames if frames is not None else [None] * len(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = []
-        for result in pool.map(lambda path: check_file(path, trusted), paths, chunksize=16):
+        for result in pool.map(lambda pf: check_file(pf[0], trusted, decoder, pf[1]), zip(paths, frames),
+                               chunksize=16):
             results.append(result)
             if progress is not None:
                 progress(1)
