@@ -706,11 +706,13 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "comparison": comparison},
                               indent=2))
         return
-    table = [("layer", "probe", metric, "95% CI", "best")]
+    levels = list(dict.fromkeys(how for r in rows for how in r["patient"]))  # patient-level aggregations
+    table = [("layer", "probe", metric, "95% CI", "best", *(f"patient {how}" for how in levels))]
     for r in rows:
         low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
         table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
-                      "*" if r["best"] else ("=" if r["tied"] else "")))
+                      "*" if r["best"] else ("=" if r["tied"] else ""),
+                      *(_patient_cell(r["patient"].get(how)) for how in levels)))
     click.echo(_table(table))
     if comparison:
         click.echo("")
@@ -718,6 +720,13 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         for c in comparison:
             lines.append((c["output"], c["probe"], f"{c['grouped']:.3f}", f"{c['plain']:.3f}", f"{c['difference']:+.3f}"))
         click.echo(_table(lines))
+
+
+def _patient_cell(m: dict | None) -> str:
+    if m is None:
+        return ""
+    low, high = (f"{v:.3f}" if v is not None else "nan" for v in m["ci"])
+    return f"{m['mean']:.3f} [{low}, {high}]"
 
 
 @main.command()
@@ -788,8 +797,11 @@ def fit(cache_path, layer, probe_name, groups, seed, out):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
 @click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: as for extract).")
+@click.option("--per-patient", is_flag=True,
+              help="One row per patient (group: DICOM PatientID, NIfTI volume, CSV group): mean probabilities, "
+                   "and for two classes the largest positive one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines.")
-def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet):
+def predict(probe_path, inputs, out, weights, device, batch_size, workers, per_patient, quiet):
     """Predict images with a saved probe: one forward pass to its layer, then the probe.
 
     Takes image files, a folder (of images, or of class sub-folders) or a CSV
@@ -801,6 +813,7 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
     Examples:
       layerprobe predict br35h.pre_logits-none.logreg.probe.npz new_scans/ --out preds.csv
       layerprobe predict tumour.probe.npz scan1.jpg scan2.jpg
+      layerprobe predict ich.probe.npz new_studies/ --per-patient --out patients.csv
     """
     from pathlib import Path
 
@@ -816,11 +829,14 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
 
         predictions = predict_images(fitted, images_from_paths(list(inputs)), weights=weights, device=device,
                                      batch_size=batch_size, workers=workers, progress=not quiet)
+    text = predictions.per_group_csv() if per_patient else predictions.to_csv()
     if out:
-        predictions.write_csv(out)
-        log.info("wrote %d predictions to %s", len(predictions.ids), out)
+        from .atomic import atomic_write
+
+        atomic_write(out, text.encode())
+        log.info("wrote %d %s predictions to %s", text.count("\n") - 1, "patient" if per_patient else "image", out)
     else:
-        click.echo(predictions.to_csv(), nl=False)
+        click.echo(text, nl=False)
 
 
 if __name__ == "__main__":

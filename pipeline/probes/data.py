@@ -138,6 +138,7 @@ class ProbeData:
     outputs: list[Output]
     codes: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     duplicates: np.ndarray | None = None  # stored near-duplicate cluster of each row, to measure leakage
+    patients: np.ndarray | None = None  # the cache's own group column (patients, volumes), for patient-level results
 
     @property
     def ids_sha256(self) -> str:
@@ -239,6 +240,8 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
                      None if group_values is None else group_values[rows], outputs)
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]
+    if cache.groups is not None:
+        data.patients = resolve_groups(cache, "groups")[1][rows]
     for output in outputs:
         codes = load_codes(cache, output, rows, ids)
         if keep_codes:

@@ -29,6 +29,7 @@ from .backends import Backend, get_backend
 from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
+from .patients import PatientLevel
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
 from .splits import Folds, check_folds, inner_splits, make_folds
@@ -147,7 +148,8 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
     return done
 
 
-def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray) -> dict:
+def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray,
+         patients: PatientLevel | None = None) -> dict:
     """One results row: every metric of one (output, probe) over all folds."""
     oof = np.full((folds.repeats, len(data.y), len(data.class_names)), np.nan)
     fold_rows: list[list[np.ndarray]] = [[] for _ in range(folds.repeats)]
@@ -160,9 +162,12 @@ def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, 
         seconds += result["seconds"]
         cpu += result["cpu_seconds"]
         notes.update(result["warnings"])
-    return {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
-            "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
-            "warnings": sorted(notes)}
+    row = {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
+           "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
+           "warnings": sorted(notes)}
+    if patients is not None:
+        row["patient_metrics"] = patients.metrics(oof)
+    return row
 
 
 def _order(row: dict) -> tuple:
@@ -230,8 +235,12 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     with engine.open(jobs, scheduler) as where:
         done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
     weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
-    rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
+    patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
+    rows = [_row(data, o, p, folds, done, weights, patients) for o, p in pairs]
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    if patients is not None:
+        results.data["patients"] = {"column": "groups", "n": int(len(patients.names)),
+                                    "aggregations": list(rows[0]["patient_metrics"])}
     results.runtime.update({k: where[k] for k in ("backend", "scheduler", "workers")})
     results.comparisons = compare_all(results)
     if leakage is not None:

@@ -126,7 +126,9 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         out.append({"output": r["output"], "depth": r["depth"], "probe": r["probe"], "metric": metric,
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", [])})
+                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", []),
+                    "patient": {how: {"mean": s[metric]["mean"], "ci": s[metric]["ci"]}
+                                for how, s in r.get("patient_metrics", {}).items() if metric in s}})
     return out
 
 
