@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ProbeError
 from ..probes import ProbeResults, comparison_path, get_metric, load_results, metric_names, split_comparison
 from ..atomic import atomic_write
+from .patients import patient_section
 from .plots import comparison_figure, figure_png, layer_figure
 
 _STYLE = """
@@ -179,6 +180,7 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
 predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}; = marks layers tied with it
 (the 95% interval of the paired difference over the shared folds, corrected resampled t-test, covers 0).</p>
 {_table(results, metric)}
+{patient_section(results, metric)}
 {comparison}
 {similarity}
 </body></html>
