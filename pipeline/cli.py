@@ -281,7 +281,8 @@ def _image_set(*values, **options):
     stray = [k for k, v in options.items() if v is not None and k not in source.options]
     if stray:
         takers = [f.split()[0] for f, name in _INPUT_OPTIONS.items() if set(get_source(name).options) & set(stray)]
-        raise InputError(f"{', '.join(_DECODING_FLAGS[k] for k in stray)} do(es) not apply to {flag.split()[0]}; "
+        verb = "does" if len(stray) == 1 else "do"
+        raise InputError(f"{' and '.join(_DECODING_FLAGS[k] for k in stray)} {verb} not apply to {flag.split()[0]}; "
                          f"only to {' or '.join(takers)}")
     return load_input(source.name, value, **options)
 
