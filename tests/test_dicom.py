@@ -6,7 +6,6 @@ import csv
 import importlib.util
 import json
 
-import h5py
 import numpy as np
 import pytest
 

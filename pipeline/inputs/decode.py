@@ -35,6 +35,18 @@ class UndecodableImage(Exception):
     """Raised by :func:`decode_rgb` for a file that is not a usable image."""
 
 
+def optional_module(name: str, what: str, extra: str):
+    """Import the reader ``name`` that ``what`` needs, or refuse naming the extra that installs it."""
+    import importlib
+
+    from ..errors import InputError
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise InputError(f"{what} needs {name}: pip install 'layerprobe[{extra}]'") from None
+
+
 def decode_rgb(data: bytes | str | Path) -> Image.Image:
     """Decode a file (or its bytes) to an 8-bit RGB image following :data:`COLOUR_POLICY`."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .decode import UndecodableImage
+from .decode import UndecodableImage, optional_module
 from .records import ImageRecord, ImageSet, from_csv, _validated
 from .windows import Window, apply_window, parse_window, scale_range
 
@@ -32,11 +32,7 @@ _GROUP_TAGS = ["PatientID", "StudyInstanceUID", "NumberOfFrames"]
 
 
 def _pydicom():
-    try:
-        import pydicom
-    except ModuleNotFoundError:
-        raise InputError("DICOM input needs pydicom: pip install 'layerprobe[dicom]'") from None
-    return pydicom
+    return optional_module("pydicom", "DICOM input", "dicom")
 
 
 def is_dicom(path: Path) -> bool:

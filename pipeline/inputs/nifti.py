@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .decode import UndecodableImage
+from .decode import UndecodableImage, optional_module
 from .records import ImageRecord, ImageSet, from_csv, _validated
 from .windows import Window, apply_window, parse_percentiles, parse_window, scale_range
 
@@ -30,11 +30,7 @@ DEFAULT_SCALING = Window("percentile", low=0.5, high=99.5)
 
 
 def _nibabel():
-    try:
-        import nibabel
-    except ModuleNotFoundError:
-        raise InputError("NIfTI input needs nibabel: pip install 'layerprobe[nifti]'") from None
-    return nibabel
+    return optional_module("nibabel", "NIfTI input", "nifti")
 
 
 def is_nifti(path: Path) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..errors import InputError
 from .decode import PIL_DECODER
-from .dicom import DicomDecoder, dicom_files, from_dicom, is_dicom
+from .dicom import DicomDecoder, from_dicom, is_dicom
 from .nifti import NiftiDecoder, from_nifti, is_nifti
 from .records import IMAGE_SUFFIXES, ImageRecord, ImageSet, bundled, from_csv, from_folder, image_files
 
