@@ -49,3 +49,9 @@ def test_a_dicom_study_end_to_end_with_patient_level_results(tmp_path):
     probe = run("fit", cache, "--layer", "pre_logits", "--probe", "logreg").strip()
     rows = run("predict", probe, cache, "--per-patient").splitlines()
     assert rows[0].startswith("group,n_images,predicted,p_lesion,p_normal,max_p_normal") and len(rows) == 13
+    # new files are decoded with the probe's window (soft-tissue), not their own: same codes, same numbers
+    fresh = run("predict", probe, study / "lesion", "--per-patient", "--device", "cpu", "--quiet").splitlines()
+    cached = [r.split(",") for r in rows[1:] if r.startswith("lesion-")]
+    assert fresh[0] == rows[0] and [r.split(",")[:3] for r in fresh[1:]] == [r[:3] for r in cached]
+    assert [float(v) for r in fresh[1:] for v in r.split(",")[3:]] == pytest.approx(
+        [float(v) for r in cached for v in r[3:]], abs=1e-5)
