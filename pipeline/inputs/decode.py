@@ -177,15 +177,45 @@ def _note(data: bytes) -> str | None:
     return f"first of {frames} frames used" if frames > 1 else None
 
 
+def _file_hash(path: Path) -> FileCheck:
+    """Size and sha256 of a file, or why it cannot be read (no decoding)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return FileCheck(0, "", f"cannot read file ({exc.strerror or exc})")
+    return FileCheck(len(data), hashlib.sha256(data).hexdigest(), None if data else "empty file (0 bytes)")
+
+
+def _check_frame(file: FileCheck, path: Path, frame: int, decoder) -> FileCheck:
+    if file.error:
+        return file
+    try:
+        _, note = decoder.decode(Path(path), frame)
+    except UndecodableImage as exc:
+        return FileCheck(file.size, file.sha256, str(exc))
+    return FileCheck(file.size, file.sha256, note=note)
+
+
 def check_files(paths: list[Path], workers: int = 4, progress=None,
                 trusted: set[str] | frozenset = frozenset(), decoder=PIL_DECODER,
                 frames: list[int | None] | None = None) -> list[FileCheck]:
-    """:func:`check_file` over many files (``frames[i]`` of file ``i``); PIL releases the GIL while decoding."""
+    """:func:`check_file` over many files (``frames[i]`` of file ``i``); PIL releases the GIL while decoding.
+
+    A file holding several frames (a multi-frame DICOM, a NIfTI volume) is hashed once, not once per frame.
+    """
     frames = frames if frames is not None else [None] * len(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        framed = sorted({str(p) for p, f in zip(paths, frames) if f is not None})
+        hashed = dict(zip(framed, pool.map(_file_hash, framed)))
+
+        def one(pf):
+            path, frame = pf
+            if frame is None:
+                return check_file(path, trusted, decoder)
+            return _check_frame(hashed[str(path)], path, frame, decoder)
+
         results = []
-        for result in pool.map(lambda pf: check_file(pf[0], trusted, decoder, pf[1]), zip(paths, frames),
-                               chunksize=16):
+        for result in pool.map(one, zip(paths, frames), chunksize=16):
             results.append(result)
             if progress is not None:
                 progress(1)

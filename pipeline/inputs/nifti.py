@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .windows import Window, apply_window, parse_percentiles, parse_window, scal
 
 SUFFIXES = (".nii", ".nii.gz")
 DEFAULT_SCALING = Window("percentile", low=0.5, high=99.5)
+_LOADING = threading.Lock()
 
 
 def _nibabel():
@@ -106,14 +108,16 @@ class NiftiDecoder:
             key = _key(path)
         except OSError as exc:
             raise UndecodableImage(f"cannot read file ({exc.strerror or exc})") from None
-        volume = _volume(*key)
+        with _LOADING:  # threads checking slices of one volume load it once, not once each
+            volume = _volume(*key)
+            low_high = _percentiles(key, self.window.low, self.window.high) if self.window.mode == "percentile" else None
         index = 0 if frame is None else frame
         if not 0 <= index < volume.shape[self.axis]:
             raise UndecodableImage(f"slice {index} is out of range (0 to {volume.shape[self.axis] - 1}) on axis "
                                    f"{self.axis}")
-        values = np.rot90(np.take(volume, index, axis=self.axis))
-        if self.window.mode == "percentile":
-            grey = scale_range(values, *_percentiles(key, self.window.low, self.window.high))
+        values = np.rot90(volume[(slice(None),) * self.axis + (index,)])  # a view (np.take copies slowly)
+        if low_high is not None:
+            grey = scale_range(values, *low_high)
         else:
             grey = apply_window(values, self.window.center, self.window.width)
         return Image.fromarray(np.ascontiguousarray(grey), mode="L").convert("RGB"), None
