@@ -158,7 +158,8 @@ class _Shard(click.ParamType):
 @click.option("--window", help="DICOM/NIfTI window: a preset (brain, lung, bone, soft-tissue), CENTER,WIDTH such as "
                                "40,80, or 'file' (DICOM default: the file's own window).")
 @click.option("--percentiles", help="NIfTI: scale from the volume's LOW,HIGH percentiles (default 0.5,99.5).")
-@click.option("--slice-axis", type=click.IntRange(0, 2), help="NIfTI: slice along this canonical axis (default 2, axial).")
+@click.option("--slice-axis", type=click.IntRange(0, 2),
+              help="NIfTI: slice along this canonical axis (default 2, axial).")
 @click.option("--slice-step", type=click.IntRange(min=1), help="NIfTI: every k-th slice (default 1).")
 @click.option("--slice-range", metavar="START:STOP", help="NIfTI: only slices START..STOP-1.")
 @click.option("--model", "model_name", default="tf_efficientnet_lite0", show_default=True, help="Any timm model name, or torchvision/<name>.")

@@ -104,7 +104,8 @@ class DicomDecoder:
         if center is not None and width is not None and width >= 1:
             return apply_window(values, center, width), None
         low, high = float(values.min()), float(values.max())
-        return scale_range(values, low, high), f"no window in the file: scaled from the frame's min..max ({low:g}..{high:g})"
+        note = f"no window in the file: scaled from the frame's min..max ({low:g}..{high:g})"
+        return scale_range(values, low, high), note
 
 
 def _first(value) -> float | None:

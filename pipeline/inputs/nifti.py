@@ -110,7 +110,8 @@ class NiftiDecoder:
             raise UndecodableImage(f"cannot read file ({exc.strerror or exc})") from None
         with _LOADING:  # threads checking slices of one volume load it once, not once each
             volume = _volume(*key)
-            low_high = _percentiles(key, self.window.low, self.window.high) if self.window.mode == "percentile" else None
+            percentile = self.window.mode == "percentile"
+            low_high = _percentiles(key, self.window.low, self.window.high) if percentile else None
         index = 0 if frame is None else frame
         if not 0 <= index < volume.shape[self.axis]:
             raise UndecodableImage(f"slice {index} is out of range (0 to {volume.shape[self.axis] - 1}) on axis "
