@@ -6,7 +6,7 @@ check every extraction runs first (hash the file, decode it) and a plain
 decode of each. Prints images per second for each format, to set against the
 forward pass (about 13 img/s for lite0 on 2 CPU cores, BENCHMARKS.md).
 
-Usage: .venv/bin/python bench/medical.py [N]   (default 100)
+Usage: .venv/bin/python bench/medical.py [N]   (default 100; needs the dicom and nifti extras)
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.inputs import check_files
-from pipeline.inputs.decode import PIL_DECODER
-from pipeline.inputs.dicom import from_dicom
-from pipeline.inputs.nifti import from_nifti
-from pipeline.inputs.records import ImageRecord, ImageSet
-from tests.medical_data import write_dicom, write_nifti
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.medical_data
+
+from pipeline.inputs import check_files  # noqa: E402
+from pipeline.inputs.decode import PIL_DECODER  # noqa: E402
+from pipeline.inputs.dicom import from_dicom  # noqa: E402
+from pipeline.inputs.nifti import from_nifti  # noqa: E402
+from pipeline.inputs.records import ImageRecord, ImageSet  # noqa: E402
+from tests.medical_data import write_dicom, write_nifti  # noqa: E402
 
 SIDE = 512
 
