@@ -569,7 +569,7 @@ def advise_command(cache_path, results_path, metric, learning_curve, curve_steps
 
 def _describe(path, rows, counts, m) -> str:
     src, inp, run = m.source, m.input, m.runtime
-    pre, weights_source = src.preprocessing, m.get("model")["weights"].get("source")
+    pre, weights_source = src.preprocessing, m.model.weights.source
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
     lines = [
         ("cache", str(path)),
@@ -577,9 +577,9 @@ def _describe(path, rows, counts, m) -> str:
         ("images", f"{rows} from {inp.name} ({inp.source}); classes: {classes}"),
         ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
                        f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
-        ("made", f"{m.get('created')} on {run.device} ({run.precision}) in "
+        ("made", f"{m.created} on {run.device} ({run.precision}) in "
                  f"{'?' if run.duration_s is None else run.duration_s} s"),
-        ("key", m.get("key")),
+        ("key", m.key),
     ]
     if inp.skipped:
         lines.append(("skipped", f"{len(inp.skipped)} bad image(s): " + ", ".join(s["id"] for s in inp.skipped[:5])))

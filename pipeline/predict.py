@@ -38,14 +38,13 @@ def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, de
     from .activations import ExtractConfig
     from .activations.pooling import NO_POOLING
 
-    m = probe.manifest
-    saved = m.get("extract_config", {})
-    source = m["model"]["weights"]["source"]
+    saved, model = probe.manifest.get("extract_config", {}), probe.provenance.model
+    source = model.weights.source
     if weights is None and source == "file":
-        weights = m["model"]["weights"]["path"]
+        weights = model.weights.path
     pools = (probe.pooling,) if probe.pooling != NO_POOLING else tuple(saved.get("pools") or ("avg",))[:1]
     return ExtractConfig(
-        model=m["model"]["name"], weights=None if weights is None else str(weights),
+        model=model.name, weights=None if weights is None else str(weights),
         random_init=source == "random-init" and weights is None, layers=(probe.layer,), pools=pools,
         img_size=saved.get("img_size"), batch_size=batch_size or saved.get("batch_size", 32), device=device,
         workers=workers,
@@ -58,7 +57,7 @@ def with_probe_decoding(probe: FittedProbe, images: ImageSet) -> ImageSet:
     A NIfTI decoder is only swapped for one slicing along the same axis, since
     the slices were chosen along it; any other difference is refused later.
     """
-    policy = (probe.manifest.get("preprocessing") or {}).get("colour") or {}
+    policy = probe.provenance.preprocessing.get("colour") or {}
     recorded = decoder_for_policy(policy)
     same_kind = recorded.kind == images.decoder.kind
     if same_kind and getattr(recorded, "axis", None) == getattr(images.decoder, "axis", None):

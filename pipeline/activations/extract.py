@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
+from ..cache.manifest import ShardInfo
 from ..cache.plan import Plan, make_plan
 from ..cache.source import CodeSource, settings_differences
 from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
@@ -24,7 +25,7 @@ from ..inputs import ImageSet, check_files, stratified_subset
 from ..inputs.decode import PIL_DECODER
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .bnstats import BatchNormStats, empty_state
-from .manifest import build_manifest, now, pooled, update_summary
+from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings, get_pooling
 from .tap import LayerTap, output_keys
@@ -64,7 +65,8 @@ class ExtractConfig:
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+            raise PipelineError(f"on_bad_image (--on-bad-image) must be one of {BAD_IMAGE_POLICIES}, "
+                                f"got {self.on_bad_image!r}")
         if not self.pools:
             raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
         for name in self.pools:
@@ -137,15 +139,11 @@ def extract(
         notes = [c.note for c in checks]
         manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
-                                  precision=precision)
-        manifest["runtime"]["workers"] = workers
-        manifest["preprocessing"] = source.preprocessing  # with the input's decoding policy (window, ...)
-        manifest["update"] = update_summary(plan)
-        if shard is not None:
-            manifest["shard"] = shard
-        if bn_start is not None:
-            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum()),
-                                    **bn_members.as_dict()}
+                                  precision=precision, workers=workers)
+        bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
+        # the preprocessing with the input's decoding policy (DICOM window, NIfTI scaling) as its colour entry
+        manifest = replace(manifest, shard=shard, bn_stats=bn, preprocessing=source.preprocessing).with_entries(
+            update=update_summary(plan))
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
         try:
             if not writer.copied:
@@ -153,9 +151,7 @@ def extract(
                                  plan.copy_new, plan.copy_old)
             passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
                               bn_members.order if bn_members else None)
-            manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
-            manifest["created"] = now()
-            writer.finish(manifest, plan.planned)
+            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned)
         finally:
             writer.close()
     return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
@@ -227,28 +223,28 @@ def _source(loaded: LoadedModel, precision: str, decoder=PIL_DECODER) -> CodeSou
     return CodeSource(loaded.name, loaded.weights.sha256, code_preprocessing(loaded, decoder), precision)
 
 
-def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
+def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: ShardInfo | None = None) -> str:
     parts = {"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
              "bn_stats": bn_stats}
     if shard is not None:
         # A shard is a shard of one input: when any image is added elsewhere, this shard is sealed again
         # (its rows copied, no forward pass) so that `merge` can check that all shards saw the same input.
         # Unsharded keys stay as they were, and a merge of the shards gets the unsharded key.
-        parts["shard"] = [shard["index"], shard["count"], shard["input_table_sha256"]]
+        parts["shard"] = [shard.index, shard.count, shard.input_table_sha256]
     return cache_key(parts)
 
 
-def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
+def _shard_info(images: ImageSet, shard: tuple[int, int]) -> ShardInfo:
     """What a shard records of the whole input, so that `merge` can check the shards belong together."""
     records = images.records
-    return {
-        "index": shard[0],
-        "count": shard[1],
-        "assignment": ASSIGNMENT,
-        "input_images": len(records),
-        "input_ids_sha256": ids_digest(r.id for r in records),
-        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
-    }
+    return ShardInfo(
+        index=shard[0],
+        count=shard[1],
+        assignment=ASSIGNMENT,
+        input_images=len(records),
+        input_ids_sha256=ids_digest(r.id for r in records),
+        input_table_sha256=input_digest((r.id, r.label, r.group, r.split) for r in records),
+    )
 
 
 def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
@@ -276,7 +272,7 @@ def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], con
         return plan, None, None
     if not batchnorm_modules(loaded.module):
         raise PipelineError(
-            f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
+            f"{loaded.name} has no BatchNorm layers with running statistics, so bn_stats (--bn-stats) has nothing to "
             "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
         )
     members = batchnorm_members(loaded, [s.name for s in layers])

@@ -68,7 +68,8 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda:") and name[5:].isdigit():
         return _cuda_index(int(name[5:]))
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise InputError("device='cuda' (--device cuda) was asked for but no CUDA GPU is visible; use device='cpu' "
+                         "or 'auto'")
     if name not in ("cpu", "cuda"):
         raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:<index>")
     return torch.device(name)
@@ -78,7 +79,8 @@ def _cuda_index(index: int) -> torch.device:
     """One GPU of several (one per torchrun rank), made the current device so nothing lands on GPU 0."""
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise InputError(f"--device cuda:{index} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise InputError(f"device='cuda:{index}' (--device cuda:{index}) was asked for but no CUDA GPU is visible; "
+                         "use device='cpu' or 'auto'")
     if index >= count:
         raise InputError(f"GPU cuda:{index} was asked for, but {count} GPU(s) are visible (0 to {count - 1}); "
                          "start no more ranks per node than it has GPUs")

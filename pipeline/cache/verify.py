@@ -86,10 +86,10 @@ def _check_codes(cache, report: VerifyReport) -> None:
         bad = int((~np.isfinite(values)).any(axis=1).sum())
         if bad:
             report.problems.append(f"{layer}/{pooling}: {bad} row(s) hold NaN or infinite values")
-    if cache.provenance.get("bn_stats"):
+    if cache.provenance.bn_stats is not None:
         cache.bn_state()  # checked against the recorded hashes and counts
     report.checked.append("chunk index, chunk checksums (fletcher32), content hashes and finite values of every output"
-                          + (" and the BatchNorm sums" if cache.provenance.get("bn_stats") else ""))
+                          + (" and the BatchNorm sums" if cache.provenance.bn_stats is not None else ""))
 
 
 def _check_inputs(cache, report: VerifyReport) -> None:

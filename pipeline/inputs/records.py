@@ -100,7 +100,7 @@ def from_folder(root: str | os.PathLike, name: str | None = None, source: str = 
     if not root.exists():
         raise InputError(f"image folder {str(root)!r} does not exist; pass a folder with one sub-folder per class")
     if not root.is_dir():
-        raise InputError(f"{str(root)!r} is not a folder; --images takes a folder with one sub-folder per class")
+        raise InputError(f"{str(root)!r} is not a folder; pass a folder with one sub-folder per class")
     records, problems = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in image_files(class_dir, problems):
@@ -290,7 +290,7 @@ def _refuse(name: str, problems: list[str]) -> None:
 def stratified_subset(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
     """A seeded subset of ``limit`` images, stratified by label when there are labels."""
     if limit < 1:
-        raise InputError(f"--limit must be at least 1, got {limit}")
+        raise InputError(f"limit (--limit) must be at least 1, got {limit}")
     if limit >= len(images):
         return images
     from sklearn.model_selection import train_test_split
@@ -298,7 +298,7 @@ def stratified_subset(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
     labels = [r.label for r in images.records] if images.has_labels else None
     if labels is not None and limit < len(images.class_names):
         raise InputError(
-            f"--limit {limit} is smaller than the number of classes ({len(images.class_names)}); "
+            f"limit={limit} (--limit) is smaller than the number of classes ({len(images.class_names)}); "
             "a stratified subset needs at least one image per class"
         )
     kept, _ = train_test_split(

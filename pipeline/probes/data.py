@@ -175,7 +175,7 @@ def labelled_rows(cache: ActivationCache) -> tuple[np.ndarray, np.ndarray, list[
 
 
 def load_codes(cache: ActivationCache, output: Output, rows: np.ndarray, ids: np.ndarray,
-               fix: str = "re-extract those images or leave the layer out with --layers") -> np.ndarray:
+               fix: str = "re-extract those images or leave the layer out of layers (--layers)") -> np.ndarray:
     """float64 codes of ``output`` for ``rows``; refuses NaN and infinite values."""
     codes = cache.codes(output.layer, output.pooling)[rows]
     bad = ~np.isfinite(codes).all(axis=1)

@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from .. import __version__
 from ..cache import CodeSource, open_cache
+from ..cache.manifest import ProvenanceCopy
 from ..errors import ProbeError
 from ..atomic import atomic_write
 from .data import Output, labelled_rows, load_codes, resolve_groups, resolve_outputs
@@ -56,9 +57,14 @@ class FittedProbe:
         return list(self.manifest["class_names"])
 
     @property
+    def provenance(self) -> ProvenanceCopy:
+        """The model (and its weights), preprocessing and precision of the codes the probe was fitted on."""
+        return ProvenanceCopy.from_dict(self.manifest, "the probe")
+
+    @property
     def source(self) -> CodeSource:
         """The model, weights, preprocessing and precision of the codes the probe was fitted on."""
-        return CodeSource.from_manifest(self.manifest, precision=self.manifest.get("precision"))
+        return self.provenance.source
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for (rows, channels) codes of this probe's layer."""
@@ -154,14 +160,13 @@ def fit_probe(
         "settings": settings.as_dict(),
         "seed": seed,
         "chosen": chosen_params(pipeline),
-        "model": made.get("model"),
-        "preprocessing": made.get("preprocessing"),
+        **made.copy(),
         "extract_config": made.get("config", {}),
         "precision": made.runtime.precision,
         "training": {
             "cache": str(Path(path).resolve()),
             "cache_key": key,
-            "input": {k: getattr(made.input, k) for k in ("name", "source", "n_images", "fingerprint")},
+            "input": made.input.summary(),
             "n_rows": int(len(y)),
             "class_counts": {n: int((y == c).sum()) for c, n in enumerate(names)},
             "groups": group_name,
@@ -193,9 +198,8 @@ def apply_probe(probe: FittedProbe, cache_path: str | Path) -> Predictions:
     with open_cache(cache_path) as cache:
         source = cache.provenance.source
         check_compatible(probe, source, [f"{l}/{p}" for l, p in cache.outputs], str(cache.path))
-        if source.precision != probe.source.precision:
-            log.warning("codes were made at %s precision, the probe was fitted on %s codes",
-                        source.precision, probe.source.precision)
+        for d in source.differences(probe.source, among=("precision",)):
+            log.warning("codes were made at %s precision, the probe was fitted on %s codes", d.mine, d.theirs)
         ids = cache.ids
         rows = np.arange(len(ids))
         output = Output(probe.layer, probe.pooling, 0, probe.manifest["channels"])

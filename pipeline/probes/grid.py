@@ -100,7 +100,7 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         raise ProbeError(f"results file {out} covers other rows of this cache; pass another out (--out) or delete it")
     if old.data.get("groups_sha256") != data.groups_sha256:
         raise ProbeError(
-            f"results file {out} was made with other groups in --groups {data.group_name} (the column changed "
+            f"results file {out} was made with other groups in groups {data.group_name!r} (the column changed "
             "since); its folds no longer keep groups apart: pass another out (--out), or delete it to start afresh"
         )
     return old
@@ -201,7 +201,7 @@ def run_probes(
         data = load_probe_data(cache, config.layers, config.groups, keep_codes=not engine.tasks_read_cache)
     if config.repeats is None:
         config = replace(config, repeats=default_repeats(len(data.y), config.folds))
-        log.debug("%d labelled rows: --repeats %d, for %d paired estimates", len(data.y), config.repeats,
+        log.debug("%d labelled rows: repeats %d, for %d paired estimates", len(data.y), config.repeats,
                  config.repeats * config.folds)
     try:
         lock = WriterLock(out).acquire()
@@ -231,7 +231,7 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     if not pairs:
         log.info("%s already holds every requested row: nothing to fit", out)
         return previous
-    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with --jobs %d", len(pairs), len(folds.splits()), jobs)
+    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
     with engine.open(jobs, scheduler) as where:
         done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
     weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
@@ -257,8 +257,8 @@ def _leakage(data: ProbeData, folds: Folds) -> dict | None:
     n = len(data.y)
     if leaked:
         log.warning(
-            "--groups %s leaks: %d of %d test rows (%.1f%%) have a near-duplicate in the training folds, which "
-            "inflates every metric; use --groups auto", data.group_name, leaked, n, 100.0 * leaked / n,
+            "groups %r leaks: %d of %d test rows (%.1f%%) have a near-duplicate in the training folds, which "
+            "inflates every metric; use groups='auto' (--groups auto)", data.group_name, leaked, n, 100.0 * leaked / n,
         )
     return {"rows_with_duplicate_in_training": leaked, "rows": n, "fraction": round(leaked / n, 4)}
 
@@ -269,10 +269,8 @@ def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: Probe
     outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
     outputs.update({o.name: o.as_dict() for o in data.outputs})
     return ProbeResults(
-        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m.get("model"),
-               "preprocessing": m.get("preprocessing"), "input": {k: getattr(m.input, k) for k in
-                                                                  ("name", "source", "n_images", "fingerprint")},
-               "extract_config": m.get("config", {})},
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, **m.copy(),
+               "input": m.input.summary(), "extract_config": m.get("config", {})},
         config=config.as_dict(),
         data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),
               "ids_sha256": data.ids_sha256, "groups": data.group_name, "groups_sha256": data.groups_sha256,
