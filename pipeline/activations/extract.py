@@ -22,7 +22,9 @@ from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
+from ..inputs.fingerprint import FINGERPRINT_POLICY
 from .bnstats import BatchNormStats, empty_state
+from .fingerprints import complete_fingerprints
 from .manifest import build_manifest, now, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings, get_pooling
@@ -149,11 +151,14 @@ def extract(
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
                                  plan.copy_new, plan.copy_old)
+            prints: dict[int, np.ndarray] = {}
             passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
-                              bn_members.order if bn_members else None)
+                              bn_members.order if bn_members else None, prints)
+            fingerprints = complete_fingerprints(plan.rows, prints, previous, images)
             manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
             manifest["created"] = now()
-            writer.finish(manifest, plan.planned)
+            manifest["fingerprints"] = FINGERPRINT_POLICY
+            writer.finish(manifest, plan.planned, fingerprints)
         finally:
             writer.close()
     return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
@@ -341,8 +346,10 @@ def _default_name(dataset: str, model: str, key: str) -> str:
 
 
 def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress,
-             bn_order=None) -> int:
-    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
+             bn_order=None, prints: dict | None = None) -> int:
+    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs).
+
+    The fingerprint of every image decoded goes into ``prints`` (row -> fingerprint)."""
     from tqdm import tqdm
 
     paths = {r.id: r.path for r in images.records}
@@ -371,7 +378,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                 dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
                 loader = make_loader(dataset, config.batch_size, workers, cuda)
                 with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
-                    for local, batch in loader:
+                    for local, batch, batch_prints in loader:
+                        if prints is not None:
+                            prints.update(zip(todo[local.numpy()].tolist(), batch_prints.numpy()))
                         batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         with autocast:
                             codes = tap.run(batch)

@@ -10,10 +10,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
 from ..inputs import UndecodableImage, decode_rgb
+from ..inputs.fingerprint import fingerprint
 
 
 class ImageFiles(Dataset):
-    """Row ``i`` -> (i, preprocessed image tensor), decoding with the colour policy."""
+    """Row ``i`` -> (i, preprocessed image tensor, fingerprint), decoding with the colour policy."""
 
     def __init__(self, paths: list[Path], transform, first_row: int = 0):
         self.paths = list(paths)
@@ -30,7 +31,7 @@ class ImageFiles(Dataset):
         except UndecodableImage as exc:
             # It decoded during the check before extraction: the file changed since.
             raise InputError(f"{path} can no longer be decoded ({exc}); it changed during extraction") from None
-        return self.first_row + i, self.transform(image)
+        return self.first_row + i, self.transform(image), fingerprint(image)
 
 
 def default_workers(device: torch.device) -> int:

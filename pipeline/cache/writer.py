@@ -90,6 +90,23 @@ def column_entry(values: np.ndarray) -> dict:
     return integrity.entry(integrity.dtype_name(values), values.shape, None, integrity.whole_hash(values))
 
 
+FINGERPRINTS = "fingerprints"
+
+
+def write_fingerprints(handle: h5py.File, values: np.ndarray, arrays: str) -> str:
+    """Store ``values`` (rows x width, float16, NaN = unknown) as the fingerprints dataset; returns the
+    ``arrays`` manifest with their entry (the caller seals the file's digest afterwards)."""
+    values = np.asarray(values, dtype=np.float16)
+    if values.ndim != 2 or len(values) != len(handle["ids"]):
+        raise CacheError(f"fingerprints of shape {values.shape} do not fit {len(handle['ids'])} rows")
+    if FINGERPRINTS in handle:
+        del handle[FINGERPRINTS]
+    handle.create_dataset(FINGERPRINTS, data=values)
+    found = json.loads(arrays)
+    found["arrays"][FINGERPRINTS] = column_entry(values)
+    return integrity.dumps(found["arrays"], found["attrs"])
+
+
 def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
@@ -274,8 +291,11 @@ class CacheWriter:
         self.file.attrs["rows_committed"] = committed
         self.file.flush()
 
-    def finish(self, manifest: dict, planned: int) -> Path:
+    def finish(self, manifest: dict, planned: int, fingerprints: np.ndarray | None = None) -> Path:
         """Seal a copy (digest, complete), fsync and rename it into place; returns the final path.
+
+        ``fingerprints`` (one row per stored row, NaN where unknown) are stored as the
+        ``fingerprints`` dataset of the sealed copy, with their content hash.
 
         If sealing fails (full disk, file size limit) the partial file is left as it
         was, with every row committed, and the next run seals it again.
@@ -287,19 +307,21 @@ class CacheWriter:
         except CacheError as exc:
             raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
-            self._seal(manifest, planned)
+            self._seal(manifest, planned, fingerprints)
             self._publish()
         except (OSError, RuntimeError) as exc:
             self.sealing.unlink(missing_ok=True)
             raise write_failure(self.partial, exc) from None
         return self.final
 
-    def _seal(self, manifest: dict, planned: int) -> None:
+    def _seal(self, manifest: dict, planned: int, fingerprints: np.ndarray | None = None) -> None:
         arrays = self.array_manifest()  # hashes read from the partial file before it closes
         self.file.flush()
         self.file.close()
         shutil.copyfile(self.partial, self.sealing)
         with h5py.File(self.sealing, "r+") as handle:
+            if fingerprints is not None:
+                arrays = write_fingerprints(handle, fingerprints, arrays)
             handle.attrs["manifest"] = json.dumps(manifest)
             handle.attrs["rows_planned"] = planned
             handle.attrs[integrity.ATTR] = arrays
