@@ -62,17 +62,18 @@ def print_pairs(thumbs: np.ndarray, mirror: bool = True, threshold: float | None
     n = len(thumbs)
     if n < 2:
         raise PipelineError(f"duplicate search needs at least 2 fingerprints, got {n}")
-    plain = views(thumbs)
-    mirrored = views(thumbs, mirror=True)[2:] if mirror else []
+    both = views(thumbs, mirror=mirror)
+    plain, mirrored = both[:2], both[2:]
     k = min(n - 1, max(CANDIDATES, TYPICAL_K))
     top_j, top_s = _nearest(plain, mirrored, k, block)
     typical = float(np.median(top_s[:, typical_k(n) - 1]))
     if threshold is None:
         threshold = relative_threshold(typical)
-    # every row against its nearest candidates, under warps
+    # pairs close without warps are in; every row's nearest others are compared again under warps
+    close_i, close_j = _above(plain, mirrored, threshold, block)
     cand = min(CANDIDATES, n - 1)
-    i = np.repeat(np.arange(n), cand)
-    j = top_j[:, :cand].ravel()
+    i = np.concatenate([np.repeat(np.arange(n), cand), close_i])
+    j = np.concatenate([top_j[:, :cand].ravel(), close_j])
     i, j = np.minimum(i, j), np.maximum(i, j)
     pairs = np.unique(np.stack([i, j], axis=1), axis=0)
     sims = _warped_similarity(np.asarray(thumbs, np.float32), pairs, mirror, block)
@@ -121,6 +122,30 @@ def _flip(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows.reshape(-1, SIDE, SIDE)[:, :, ::-1].reshape(rows.shape))
 
 
+def _base_similarity(plain, mirrored, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop against every row, without warps (each row against itself: -inf)."""
+    sims = None
+    for a, b in [(v, v) for v in plain] + list(zip(plain, mirrored)):
+        s = a[start:stop] @ b.T
+        sims = s if sims is None else np.maximum(sims, s)
+    rows = np.arange(start, stop)
+    sims[rows - start, rows] = -np.inf
+    return sims
+
+
+def _above(plain, mirrored, threshold: float, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` whose similarity without warps already reaches ``threshold``."""
+    n = len(plain[0])
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        bi, bj = np.nonzero(_base_similarity(plain, mirrored, start, stop) >= threshold)
+        keep = bj > bi + start
+        found_i.append(bi[keep] + start)
+        found_j.append(bj[keep])
+    return np.concatenate(found_i), np.concatenate(found_j)
+
+
 def _nearest(plain: list[np.ndarray], mirrored: list[np.ndarray], k: int, block: int):
     """The ``k`` most similar other rows of every row, and their similarities (descending)."""
     n = len(plain[0])
@@ -128,12 +153,7 @@ def _nearest(plain: list[np.ndarray], mirrored: list[np.ndarray], k: int, block:
     top_s = np.zeros((n, k), np.float32)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        sims = None
-        for a, b in [(v, v) for v in plain] + list(zip(plain, mirrored)):
-            s = a[start:stop] @ b.T
-            sims = s if sims is None else np.maximum(sims, s)
-        rows = np.arange(start, stop)
-        sims[rows - start, rows] = -np.inf
+        sims = _base_similarity(plain, mirrored, start, stop)
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         vals = np.take_along_axis(sims, part, axis=1)
         order = np.argsort(-vals, axis=1)

@@ -27,6 +27,7 @@ WIDTH = SIDE * SIDE
 DTYPE = np.float16
 TIE_STEP = 1 / 32  # values closer than this fraction of the image's range rank as equal
 FLAT_TOLERANCE = 0.06  # border lines within this fraction of the range of the border value are padding
+WORK_SIDE = 128  # larger images are box-reduced to about this size before anything else
 BLUR = 0.6  # Gaussian sigma in thumbnail pixels
 MAX_TRIM = 0.4  # never trim more than this fraction from one side
 FINGERPRINT_POLICY = {
@@ -82,9 +83,13 @@ def standardise(values: np.ndarray) -> np.ndarray:
 
 
 def _grey(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Grey values scaled to 0..1, box-averaged first to about WORK_SIDE pixels on the short side."""
     if isinstance(image, Image.Image):
         if image.mode not in ("L", "F", "I", "I;16"):
             image = image.convert("L")
+        factor = min(image.size) // WORK_SIDE
+        if factor >= 2 and image.mode in ("L", "F", "I"):
+            image = image.reduce(factor)  # the thumbnail is 32 px: the time goes into the full-size image
         values = np.asarray(image, dtype=np.float32)
     else:
         values = np.asarray(image, dtype=np.float32)
