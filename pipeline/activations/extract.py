@@ -22,7 +22,7 @@ from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
-from ..inputs.fingerprint import FINGERPRINT_POLICY
+from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
 from .bnstats import BatchNormStats, empty_state
 from .fingerprints import complete_fingerprints
 from .manifest import build_manifest, now, pooled, update_summary
@@ -146,7 +146,7 @@ def extract(
         if bn_start is not None:
             manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum()),
                                     **bn_members.as_dict()}
-        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
+        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start, fingerprint_width=WIDTH)
         try:
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,

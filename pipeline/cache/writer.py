@@ -107,6 +107,17 @@ def write_fingerprints(handle: h5py.File, values: np.ndarray, arrays: str) -> st
     return integrity.dumps(found["arrays"], found["attrs"])
 
 
+def _fingerprints_entry(handle: h5py.File, values: np.ndarray, arrays: str) -> str:
+    """The ``arrays`` manifest with the fingerprints' entry; written into the file only when the partial
+    file had no room for them (one begun by an earlier layerprobe)."""
+    values = np.asarray(values, dtype=np.float16)
+    if FINGERPRINTS not in handle:
+        return write_fingerprints(handle, values, arrays)
+    found = json.loads(arrays)
+    found["arrays"][FINGERPRINTS] = column_entry(values)
+    return integrity.dumps(found["arrays"], found["attrs"])
+
+
 def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
@@ -146,7 +157,7 @@ class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
     def __init__(self, final: Path, key: str, settings_key: str, manifest: dict, rows: RowTable,
-                 outputs: list[OutputSpec], bn_state: dict | None = None):
+                 outputs: list[OutputSpec], bn_state: dict | None = None, fingerprint_width: int | None = None):
         self.final = Path(final)
         self.partial = partial_path(self.final)
         self.sealing = sealing_path(self.final)
@@ -155,6 +166,7 @@ class CacheWriter:
         self.n_rows = len(rows.ids)
         self.columns = row_arrays(rows)
         self.hashes = _RunningHashes(outputs)
+        self.fingerprint_width = fingerprint_width
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.file = self._resume() if self.partial.exists() else None
         if self.file is None:
@@ -233,6 +245,12 @@ class CacheWriter:
                 dcpl=dcpl,
             )
             ds.attrs.update({k: ("" if v is None else v) for k, v in out.attrs.items()})
+        if self.fingerprint_width:
+            # room for the fingerprints now (filled at the end), so the seal never has to grow the file for them
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            handle.create_dataset(FINGERPRINTS, shape=(n, self.fingerprint_width), dtype=np.float16,
+                                  fillvalue=np.nan, dcpl=dcpl)
         self.hashes.create(handle, n)
         handle.flush()
         return handle
@@ -307,6 +325,9 @@ class CacheWriter:
         except CacheError as exc:
             raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
+            if fingerprints is not None and FINGERPRINTS in self.file:
+                self.file[FINGERPRINTS][...] = np.asarray(fingerprints, dtype=np.float16)  # allocated: no growth
+                self.file.flush()
             self._seal(manifest, planned, fingerprints)
             self._publish()
         except (OSError, RuntimeError) as exc:
@@ -321,7 +342,7 @@ class CacheWriter:
         shutil.copyfile(self.partial, self.sealing)
         with h5py.File(self.sealing, "r+") as handle:
             if fingerprints is not None:
-                arrays = write_fingerprints(handle, fingerprints, arrays)
+                arrays = _fingerprints_entry(handle, fingerprints, arrays)
             handle.attrs["manifest"] = json.dumps(manifest)
             handle.attrs["rows_planned"] = planned
             handle.attrs[integrity.ATTR] = arrays
