@@ -27,7 +27,7 @@ from planted import TRANSFORMS, br35h_paths, pixel_truth, planted_set  # noqa: E
 
 from pipeline.duplicates.prints import print_pairs  # noqa: E402
 from pipeline.inputs import decode_rgb  # noqa: E402
-from pipeline.inputs.fingerprint import fingerprint_files  # noqa: E402
+from pipeline.inputs.fingerprint import fingerprint, fingerprint_files  # noqa: E402
 
 
 def ours(paths: list[Path], mirror: bool = True) -> tuple[set, float]:
@@ -58,10 +58,7 @@ def imagededup(paths: list[Path], method: str) -> tuple[set, float]:
     started = time.perf_counter()
     tool = getattr(methods, method)()
     folder = paths[0].parent
-    if method == "CNN":
-        duplicates = tool.find_duplicates(image_dir=folder)
-    else:
-        duplicates = tool.find_duplicates(image_dir=folder)
+    duplicates = tool.find_duplicates(image_dir=folder)
     index = {p.name: k for k, p in enumerate(paths)}
     found = {tuple(sorted((index[a], index[b]))) for a, dups in duplicates.items() for b in dups
              if a in index and b in index}
@@ -103,7 +100,7 @@ def planted_table(work: Path) -> None:
     print(f"planted: {len(paths)} images ({len(distinct)} distinct bases: "
           f"{dict(collections.Counter(data.source[k] for k in distinct))}; {len(truth)} planted copies, "
           f"{len(truth) // len(TRANSFORMS)}+ of each of {', '.join(TRANSFORMS)})")
-    print(f"| tool | pairs | precision | recall | false pairs (photo/texture) | false pairs (Br35H) | seconds |")
+    print("| tool | pairs | precision | recall | false pairs (photo/texture) | false pairs (Br35H) | seconds |")
     print("|---|---|---|---|---|---|---|")
     per_kind = {}
     for name, (found, seconds) in tools(paths).items():
@@ -159,8 +156,7 @@ def homogeneous_table() -> None:
     print("| set | images | typical 10th-neighbour similarity | threshold | pairs | largest cluster | pairs at a fixed 0.90 | largest cluster at 0.90 |")
     print("|---|---|---|---|---|---|---|---|")
     for name, images in sets.items():
-        prints = np.stack([__import__("pipeline.inputs.fingerprint", fromlist=["x"]).fingerprint(im)
-                           for im in images])
+        prints = np.stack([fingerprint(im) for im in images])
         relative = print_pairs(prints)
         fixed = print_pairs(prints, threshold=0.90)
         largest = lambda p: int(np.bincount(clusters(len(images), p.i, p.j)).max())  # noqa: E731

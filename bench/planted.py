@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 TRANSFORMS = ("copy", "resize", "pad", "crop", "window", "gamma", "sharpen", "jpeg", "mirror", "rotate")
 
