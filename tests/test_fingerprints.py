@@ -20,6 +20,7 @@ from pipeline.duplicates.prints import pair_similarity, print_pairs, relative_th
 from pipeline.errors import ProbeError
 from pipeline.inputs import from_folder
 from pipeline.inputs.fingerprint import WIDTH, fingerprint, fingerprint_files, ranks
+from pipeline.probes import ProbeConfig, run_probes
 from pipeline.probes.data import resolve_groups
 from pipeline.probes.splits import check_stratifiable
 
@@ -147,11 +148,11 @@ def test_fingerprint_view_finds_what_codes_miss_and_says_look_alike(tmp_path, ti
 def test_groups_dup_cluster_and_a_warning_before_plain_folds(tmp_path, image_folder, tiny_config, caplog):
     (image_folder / "benign" / "copy.png").write_bytes((image_folder / "benign" / "img00.png").read_bytes())
     path = extract(from_folder(image_folder), tiny_config(), out=tmp_path / "c.h5", progress=False).path
-    with open_cache(path) as cache:
-        with caplog.at_level(logging.WARNING):
-            name, values = resolve_groups(cache, None)
-        assert name == "none" and values is None
-        assert "was never scanned for near-duplicates, so the folds use no groups" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        results = run_probes(path, ProbeConfig(probes=("logreg",), layers=("pre_logits",), folds=2, n_boot=10),
+                             out=tmp_path / "r.json", progress=False)
+    assert results.data["groups"] == "none"
+    assert "c.h5 was never scanned for near-duplicates, so the folds use no groups" in caplog.text
     scan_and_store(path, view="fingerprint")  # the tiny random-init model's codes say little
     with open_cache(path) as cache:
         name, values = resolve_groups(cache, "dup_cluster")

@@ -104,14 +104,7 @@ def default_groups(cache: ActivationCache) -> str:
 
 def resolve_groups(cache: ActivationCache, name: str | None) -> tuple[str, np.ndarray | None]:
     """``(source name, per-row groups or None)`` for ``--groups``; rows without a group stand alone."""
-    if name is None:
-        name = default_groups(cache)
-        if cache.dup_cluster is None:
-            log.warning(
-                "%s was never scanned for near-duplicates, so the folds use %s; near-duplicates may sit on both "
-                "sides of a split and inflate every score. Run `layerprobe duplicates %s` once (it stores the "
-                "clusters and makes --groups auto the default), or pass --groups auto now",
-                cache.path.name, "its group column" if name == "groups" else "no groups", cache.path)
+    name = default_groups(cache) if name is None else name
     if name not in GROUP_SOURCES:
         raise ProbeError(f"unknown groups {name!r} (--groups); available: {', '.join(GROUP_SOURCES)}")
     values = GROUP_SOURCES[name](cache)
