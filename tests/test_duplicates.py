@@ -185,3 +185,6 @@ def test_planted_duplicates_of_real_photos_are_found_without_false_pairs(tmp_pat
     found = {tuple(sorted(report.ids[[i, j]].tolist())) for i, j in zip(report.pairs.i, report.pairs.j)}
     expected = {tuple(sorted([f"all/{name}.png", f"all/{source}.png"])) for name, (source, _) in planted.items()}
     assert found == expected, f"missed {expected - found}, false {found - expected}"
+    both = scan_cache(cache)  # the defaults: fingerprints and codes, relative thresholds
+    found = {tuple(sorted(both.ids[[i, j]].tolist())) for i, j in zip(both.pairs.i, both.pairs.j)}
+    assert found == expected, f"missed {expected - found}, false {found - expected}"
