@@ -167,3 +167,14 @@ def test_coarse_groups_name_the_ways_out():
     with pytest.raises(ProbeError, match=r"spans only 2 group\(s\), fewer than --folds 3.*--folds 2 or fewer, "
                                          r"finer groups, --groups dup_cluster"):
         check_stratifiable(y, groups, 3, ["a", "b"], "groups")
+
+
+def test_an_incremental_extraction_keeps_and_adds_fingerprints(tmp_path, image_folder, tiny_config):
+    path = extract(from_folder(image_folder), tiny_config(), out=tmp_path / "c.h5", progress=False).path
+    _scene(5).save(image_folder / "benign" / "new.png")
+    again = extract(from_folder(image_folder), tiny_config(), out=path, progress=False)
+    assert again.forward_passes > 0 and not again.reused
+    with open_cache(path) as cache:
+        stored, ids = cache.fingerprints, cache.ids
+    assert len(ids) == 17
+    np.testing.assert_array_equal(stored, fingerprint_files([image_folder / i for i in ids]))
