@@ -382,43 +382,54 @@ def merge(shards, out, quiet):
 
 
 class _Threshold(click.ParamType):
-    """A cosine similarity in [-1, 1], or the word ``auto``."""
+    """A cosine similarity in [-1, 1], or the word ``relative`` or ``auto``."""
 
     name = "threshold"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float) or value == "auto":
+        if isinstance(value, float) or value in ("auto", "relative"):
             return value
         try:
             number = float(value)
         except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+            self.fail(f"{value!r} is neither a number nor 'relative' or 'auto'", param, ctx)
         if not -1.0 <= number <= 1.0:
-            self.fail(f"{number} is not a cosine similarity between -1 and 1", param, ctx)
+            self.fail(f"{number} is not a cosine similarity between -1 and 1 (or use 'relative' or 'auto')", param,
+                      ctx)
         return number
 
 
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--layer", help="Output to compare, e.g. pre_logits or blocks.6/avg (default: pre_logits, else the deepest).")
-@click.option("--threshold", type=_Threshold(), default="0.9", show_default=True,
-              help="Centred cosine similarity at which two images count as near-duplicates, or 'auto'.")
+@click.option("--threshold", type=_Threshold(), default="relative", show_default=True,
+              help="Code view: centred cosine at which two images count as near-duplicates, 'relative' (from the "
+                   "data set's own neighbour distances) or 'auto' (Otsu).")
+@click.option("--view", type=click.Choice(["both", "fingerprint", "code"]), default="both", show_default=True,
+              help="Pairs from image fingerprints, from codes, or both (clusters from their union).")
+@click.option("--print-threshold", type=click.FloatRange(-1, 1),
+              help="Fingerprint view: correlation at which two images count as the same (default: relative).")
+@click.option("--mirror/--no-mirror", default=True, show_default=True,
+              help="Fingerprint view: a horizontally mirrored image counts as the same image.")
 @click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
               help="CSV of every pair found (default: beside the cache, <cache>.duplicates.csv).")
 @click.option("--no-store", is_flag=True, help="Only report; do not write the dup_cluster column into the cache.")
 @click.option("--wait", is_flag=True, help="Wait for an extraction into the same cache instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json):
-    """Find near-duplicate images from their cached codes and store them as groups.
+def duplicates(cache_path, layer, threshold, view, print_threshold, mirror, pairs_path, no_store, wait, as_json):
+    """Find near-duplicate images from fingerprints and codes, and store them as groups.
 
-    Codes are centred on the data set's mean and compared by cosine similarity,
-    blockwise, so 50,000 images need no 50,000 x 50,000 matrix. Pairs at or above
-    the threshold are joined into clusters; clusters whose members carry different
-    labels (the same image labelled two ways) or sit on both sides of the input's
-    split column are listed. The clusters are written into the cache as the
-    dup_cluster column, which `probe --groups auto` uses so no duplicate sits on
-    both sides of a fold. 'auto' places the threshold in the valley of the
-    nearest-neighbour similarities (Otsu's method, never below 0.8).
+    Two views, blockwise (50,000 images need no 50,000 x 50,000 matrix): image
+    fingerprints stored at extraction (contrast-normalised thumbnails, compared
+    under small crops, shifts, rotations and the mirror image; a cache without
+    them gets them from its image files) and the codes, centred on the data
+    set's mean. Each view's threshold is relative to the data set's own
+    neighbour distances, so a homogeneous set does not collapse into a few
+    giant clusters. Each pair is listed with the views that found it; clusters
+    come from the union. Clusters with two labels are named: "same image"
+    when the fingerprints are identical, else "look-alike" (check the labels,
+    or expect these images to be hard). The clusters are written into the cache
+    as the dup_cluster column, which `probe --groups auto` uses.
 
     \b
     Example:
@@ -428,7 +439,8 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json
 
     from .duplicates import scan_and_store, write_pairs
 
-    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait)
+    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait, view=view, mirror=mirror,
+                            print_threshold=print_threshold)
     pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
     write_pairs(report, pairs_path)
     summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}
@@ -436,21 +448,35 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json
         click.echo(json.dumps(summary, indent=2))
         return
     sizes = ", ".join(f"{n} of size {k}" for k, n in summary["cluster_sizes"].items()) or "none"
+    views = summary["views"]
+    compared = []
+    if "fingerprint" in views:
+        fp = views["fingerprint"]
+        compared.append(("compared", f"{summary['rows']} images by fingerprint, threshold {fp['threshold']} "
+                                     f"({fp['threshold_source']}{', mirror included' if fp['mirror'] else ''})"))
+    if "code" in views:
+        compared.append(("compared", f"{summary['rows']} images by {summary['output']}, threshold "
+                                     f"{summary['threshold']} ({summary['threshold_source']})"))
+    kinds = ", ".join(f"{n} {k}" for k, n in summary["pair_kinds"].items()) or "none"
+    conflicts = summary["label_conflicts"]
+    same = sum(c["kind"] == "same image" for c in conflicts)
     lines = [
-        ("compared", f"{summary['rows']} images by {summary['output']}, threshold {summary['threshold']} "
-                     f"({summary['threshold_source']})"),
-        ("pairs", f"{summary['pairs']} near-duplicate pairs, written to {pairs_path}"),
+        *compared,
+        ("pairs", f"{summary['pairs']} near-duplicate pairs (found by {kinds}), written to {pairs_path}"),
         ("clusters", f"{summary['clusters']} clusters hold {summary['rows_in_clusters']} images; "
                      f"{summary['distinct_images']} distinct images in all"),
         ("sizes", sizes),
-        ("conflicts", f"{len(summary['label_conflicts'])} cluster(s) with two labels"),
+        ("conflicts", f"{same} cluster(s) hold the same image under two labels (check the labels); "
+                      f"{len(conflicts) - same} hold look-alike images with different labels (check the labels, "
+                      "or expect these images to be hard)"),
         ("splits", f"{len(summary['split_crossings'])} cluster(s) across the split column"),
         ("stored", "dup_cluster column written into the cache; use probe --groups auto" if not no_store
                    else "not stored (--no-store)"),
     ]
     click.echo("\n".join(f"{k:<10} {v}" for k, v in lines))
-    for conflict in summary["label_conflicts"][:10]:
-        click.echo("conflict   " + ", ".join(f"{i} ({l})" for i, l in zip(conflict["ids"], conflict["labels"])))
+    for conflict in conflicts[:10]:
+        click.echo(f"{'same' if conflict['kind'] == 'same image' else 'look-alike':<10} "
+                   + ", ".join(f"{i} ({l})" for i, l in zip(conflict["ids"], conflict["labels"])))
     for crossing in summary["split_crossings"][:10]:
         click.echo("crossing   " + ", ".join(f"{i} ({s})" for i, s in zip(crossing["ids"], crossing["splits"])))
 

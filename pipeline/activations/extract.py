@@ -23,8 +23,10 @@ from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
 from ..inputs.decode import PIL_DECODER
+from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .bnstats import BatchNormStats, empty_state
+from .fingerprints import complete_fingerprints
 from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings, get_pooling
@@ -143,15 +145,17 @@ def extract(
         bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
         # the preprocessing with the input's decoding policy (DICOM window, NIfTI scaling) as its colour entry
         manifest = replace(manifest, shard=shard, bn_stats=bn, preprocessing=source.preprocessing).with_entries(
-            update=update_summary(plan))
-        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
+            update=update_summary(plan), fingerprints=FINGERPRINT_POLICY)
+        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start, fingerprint_width=WIDTH)
         try:
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
                                  plan.copy_new, plan.copy_old)
+            prints: dict[int, np.ndarray] = {}
             passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
-                              bn_members.order if bn_members else None)
-            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned)
+                              bn_members.order if bn_members else None, prints)
+            fingerprints = complete_fingerprints(plan.rows, prints, previous, images)
+            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned, fingerprints)
         finally:
             writer.close()
     return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
@@ -349,8 +353,10 @@ def _default_name(dataset: str, model: str, key: str) -> str:
 
 
 def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress,
-             bn_order=None) -> int:
-    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
+             bn_order=None, prints: dict | None = None) -> int:
+    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs).
+
+    The fingerprint of every image decoded goes into ``prints`` (row -> fingerprint)."""
     from tqdm import tqdm
 
     records = {r.id: r for r in images.records}
@@ -381,7 +387,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                                      decoder=images.decoder, frames=[r.frame for r in chosen])
                 loader = make_loader(dataset, config.batch_size, workers, cuda)
                 with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
-                    for local, batch in loader:
+                    for local, batch, batch_prints in loader:
+                        if prints is not None:
+                            prints.update(zip(todo[local.numpy()].tolist(), batch_prints.numpy()))
                         batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         with autocast:
                             codes = tap.run(batch)

@@ -11,10 +11,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import InputError
 from ..inputs import UndecodableImage
 from ..inputs.decode import PIL_DECODER
+from ..inputs.fingerprint import fingerprint
 
 
 class ImageFiles(Dataset):
-    """Row ``i`` -> (i, preprocessed image tensor), decoding frame ``frames[i]`` of ``paths[i]`` with ``decoder``."""
+    """Row ``i`` -> (i, preprocessed image tensor, fingerprint), decoding frame ``frames[i]`` of ``paths[i]``
+    with ``decoder``."""
 
     def __init__(self, paths: list[Path], transform, first_row: int = 0, decoder=PIL_DECODER,
                  frames: list[int | None] | None = None):
@@ -34,7 +36,7 @@ class ImageFiles(Dataset):
         except UndecodableImage as exc:
             # It decoded during the check before extraction: the file changed since.
             raise InputError(f"{path} can no longer be decoded ({exc}); it changed during extraction") from None
-        return self.first_row + i, self.transform(image)
+        return self.first_row + i, self.transform(image), fingerprint(image)
 
 
 def default_workers(device: torch.device) -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import ActivationCache, CacheManifest
-from ..duplicates import auto_groups
+from ..duplicates import auto_groups, duplicate_clusters
 from ..errors import ProbeError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ GROUP_SOURCES: dict[str, GroupSource] = {
     "none": lambda cache: None,
     "groups": lambda cache: cache.groups,
     "auto": auto_groups,
+    "dup_cluster": lambda cache: np.char.add("dup:", duplicate_clusters(cache).astype(str)),
 }
 
 

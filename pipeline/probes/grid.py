@@ -250,8 +250,17 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
 
 
 def _leakage(data: ProbeData, folds: Folds) -> dict | None:
-    """How many test rows have a near-duplicate in training under these folds (stored clusters only)."""
+    """How many test rows have a near-duplicate in training under these folds (stored clusters only).
+
+    A cache never scanned for duplicates gets a warning instead, before any fit on folds that may leak."""
     if data.duplicates is None:
+        if data.group_name not in ("auto", "dup_cluster"):
+            log.warning(
+                "%s was never scanned for near-duplicates, so the folds use %s; near-duplicates may sit on both "
+                "sides of a split and inflate every score. Run `layerprobe duplicates %s` once (it stores the "
+                "clusters and makes --groups auto the default), or pass --groups auto now",
+                data.cache_path.name, "the group column" if data.group_name == "groups" else "no groups",
+                data.cache_path)
         return None
     leaked = max(int(leaked_rows(data.duplicates, test_fold).sum()) for test_fold in folds.test_fold)
     n = len(data.y)
