@@ -164,8 +164,8 @@ def test_groups_dup_cluster_and_a_warning_before_plain_folds(tmp_path, image_fol
 def test_coarse_groups_name_the_ways_out():
     y = np.array([0, 0, 0, 1, 1, 1])
     groups = np.array(["siteA", "siteA", "siteB", "siteA", "siteB", "siteB"])
-    with pytest.raises(ProbeError, match=r"spans only 2 group\(s\), fewer than --folds 3.*--folds 2 or fewer, "
-                                         r"finer groups, --groups dup_cluster"):
+    with pytest.raises(ProbeError, match=r"spans only 2 group\(s\), fewer than folds=3 .*folds=2 or fewer, "
+                                         r"finer groups, groups='dup_cluster' \(--groups dup_cluster"):
         check_stratifiable(y, groups, 3, ["a", "b"], "groups")
 
 
