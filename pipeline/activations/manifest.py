@@ -37,7 +37,9 @@ def build_manifest(*, images, config, loaded, layers, pools, outputs, rows, note
         "layerprobe": __version__,
         "key": key,
         "created": now(),
-        "model": {"name": loaded.name, "family": loaded.family, "weights": loaded.weights.as_dict()},
+        "model": {"name": loaded.name, "family": loaded.family, "weights": loaded.weights.as_dict(),
+                  # the cost side of a model comparison (probes.study), beside the measured throughput
+                  "n_params": int(sum(p.numel() for p in loaded.module.parameters()))},
         "layers": [s.as_dict() for s in layers],
         "poolings": list(pools),
         "outputs": [f"{l}/{p}" for l, p in outputs],
