@@ -86,6 +86,9 @@ def test_comparison_across_models_and_the_cheapest_tied(study):
     tied_models = {m for m, _ in c.tied}
     expected_model = "net-small" if "net-small" in tied_models else "net-large"
     assert stored["cheapest"][0] == expected_model
+    best_of_cheapest = max((x for x in c.candidates if (x.model, x.output) in c.tied and x.model == expected_model),
+                           key=lambda x: x.score.mean)
+    assert stored["cheapest"] == [expected_model, best_of_cheapest.output]
     costs = {m["label"]: m["cost"] for m in study.models}
     assert costs["net-small"]["images_per_s"] == 20.0 and costs["net-large"]["images_per_s"] == 5.0
     assert costs["net-large"]["n_params"] == 5000

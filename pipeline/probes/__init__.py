@@ -47,7 +47,7 @@ from .results import (
 )
 from .splits import Folds, inner_splits, make_folds
 from .study import run_study
-from .study_results import StudyResults, is_study, load_study
+from .study_results import StudyResults, default_study_path, is_study, load_study, study_rows
 
 __all__ = [
     "BACKENDS",
@@ -83,6 +83,7 @@ __all__ = [
     "default_repeats",
     "check_compatible",
     "default_results_path",
+    "default_study_path",
     "fit_probe",
     "get_backend",
     "get_metric",
@@ -103,6 +104,7 @@ __all__ = [
     "run_study",
     "save_probe",
     "split_comparison",
+    "study_rows",
     "summary_rows",
     "write_results",
 ]

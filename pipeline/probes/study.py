@@ -267,8 +267,11 @@ def _compare(study: StudyResults) -> None:
 
 
 def cheapest(comparison: ModelComparison, study: StudyResults) -> list[str]:
-    """The (model, output) of the tied set that costs least to run: highest measured throughput where every
-    tied model has one, then fewest parameters, then the narrowest code, then the higher score."""
+    """The (model, output) of the tied set whose model costs least to run (highest measured throughput where
+    every tied model has one, then fewest parameters), at that model's best tied output (then the narrower code).
+
+    The output is the best, not the narrowest, of the cheapest model: with few folds the tied set can be wide,
+    and a shallow layer tied only through a wide interval would be a poor pick."""
     cost = {m["label"]: m["cost"] for m in study.models}
     width = {(m["label"], o["output"]): o["channels"] for m in study.models for o in m["outputs"]}
     tied = [c for c in comparison.candidates if (c.model, c.output) in comparison.tied]
@@ -277,8 +280,8 @@ def cheapest(comparison: ModelComparison, study: StudyResults) -> list[str]:
     def key(c):
         rate = cost[c.model]["images_per_s"] if timed else None
         params = cost[c.model]["n_params"]
-        return (-(rate or 0.0), params if params is not None else float("inf"), width[(c.model, c.output)],
-                -c.score.mean)
+        return (-(rate or 0.0), params if params is not None else float("inf"), -c.score.mean,
+                width[(c.model, c.output)])
 
     best = min(tied, key=key)
     return [best.model, best.output]

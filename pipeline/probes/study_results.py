@@ -137,3 +137,27 @@ def load_study(path: str | Path) -> StudyResults:
                         created=doc.get("created", ""), version=doc.get("layerprobe", ""),
                         comparisons=doc.get("comparisons", {}), chosen=doc.get("chosen", {}),
                         predictions=doc.get("predictions", {}))
+
+
+def study_rows(study: StudyResults, metric: str) -> list[dict]:
+    """One flat record per row for tables and ``--json``: ``best`` marks each probe's best (model, layer)
+    across models, ``tied`` the candidates tied with it (ROC AUC and balanced accuracy)."""
+    from .metrics import get_metric
+
+    sign = 1.0 if get_metric(metric).higher_is_better else -1.0
+    best: dict[str, tuple] = {}
+    for r in study.rows:
+        value = r["metrics"].get(metric, {}).get("mean")
+        if value is not None and (r["probe"] not in best or sign * value > sign * best[r["probe"]][0]):
+            best[r["probe"]] = (value, r["model"], r["output"])
+    out = []
+    for r in study.rows:
+        m = r["metrics"].get(metric)
+        if m is None:
+            raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
+        tied = {tuple(t) for t in study.comparisons.get(metric, {}).get(r["probe"], {}).get("tied", [])}
+        out.append({"model": r["model"], "output": r["output"], "depth": r["depth"], "probe": r["probe"],
+                    "metric": metric, "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
+                    "best": best.get(r["probe"], (None,))[1:] == (r["model"], r["output"]),
+                    "tied": (r["model"], r["output"]) in tied, "channels": r["channels"]})
+    return out
