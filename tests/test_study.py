@@ -139,3 +139,22 @@ def test_groups_are_joined_over_the_caches(tmp_path):
         assert len(set(fold[:4])) == 1
         for i in range(4, 60, 2):
             assert fold[i] == fold[i + 1]
+
+
+def test_two_tiny_random_init_models_of_the_same_images(image_folder, tiny_config, tmp_path):
+    """Real extraction: the tiny model at 64 and at 48 px is two models; their study rows equal single runs."""
+    from pipeline.activations import extract
+    from pipeline.inputs import from_folder
+
+    images = from_folder(image_folder)
+    a = extract(images, tiny_config(layers=("-2", "-1")), out=tmp_path / "a.h5", progress=False).path
+    b = extract(images, tiny_config(layers=("-2", "-1"), img_size=48), out=tmp_path / "b.h5", progress=False).path
+    config = ProbeConfig(probes=("knn",), folds=2, n_boot=20, groups="none")
+    study = run_study([a, b], config, out=tmp_path / "s.study.json", progress=False)
+    assert study.labels == ["test_efficientnet@64px", "test_efficientnet@48px"]
+    costs = [m["cost"] for m in study.models]
+    assert all(c["n_params"] > 0 and c["images_per_s"] > 0 and c["images_computed"] == 16 for c in costs)
+    assert costs[0]["n_params"] == costs[1]["n_params"]  # one architecture at two sizes
+    for label, path in zip(study.labels, (a, b)):
+        single = run_probes(path, config, out=tmp_path / f"{path.stem}.probes.json", progress=False)
+        assert _strip([r for r in study.rows if r["model"] == label]) == _strip(single.rows)

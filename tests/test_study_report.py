@@ -132,3 +132,27 @@ def test_study_report_fits_1280_px_in_chromium(study_file, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "report_width.py"), str(tmp_path / "r.html")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "fits" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_single_cache_report_with_many_chosen_c_fits_1280_px(tmp_path):
+    """The results table of one cache overflowed by its "chosen C" column (1490 px with eight values)."""
+    from pipeline.probes import ProbeConfig, run_probes
+    from pipeline.report import write_report
+
+    from .probe_data import make_codes, write_cache
+
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed (apt-get install -y chromium); the width check needs a real browser")
+    codes, y = make_codes(n=60, widths=(4, 8, 12), informative=(1, 2, 4))
+    cache = write_cache(tmp_path / "c.h5", codes, y, ["benign", "malignant"])
+    run_probes(cache, ProbeConfig(probes=("logreg",), folds=3, n_boot=20), out=tmp_path / "c.probes.json",
+               progress=False)
+    doc = json.loads((tmp_path / "c.probes.json").read_text())
+    for r in doc["rows"]:
+        r["chosen"] = [{"repeat": 0, "fold": k, "C": c} for k, c in enumerate(10.0 ** np.arange(-4, 4))]
+    (tmp_path / "c.probes.json").write_text(json.dumps(doc))
+    page = write_report(tmp_path / "c.probes.json", similarity=False).html
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "report_width.py"), str(page)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "fits" in run.stdout, run.stdout + run.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import ProbeError
-from .results import ProbeResults, _finite
+from .results import ProbeResults, _finite, read_document
 from .splits import Folds
 
 STUDY_FORMAT = "layerprobe-study-results"
@@ -115,23 +115,13 @@ def is_study(path: str | Path) -> bool:
             head = handle.read(200).decode(errors="replace")
     except OSError:
         return False
-    return f'"format":"{STUDY_FORMAT}"' in head.replace(" ", "")
+    return f'"format":"{STUDY_FORMAT}"' in "".join(head.split())
 
 
 def load_study(path: str | Path) -> StudyResults:
     """Read a study file, refusing anything that is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProbeError(f"study file {str(path)!r} does not exist; create it with `layerprobe probe CACHE_A CACHE_B`")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"{path} is not a readable JSON file ({exc}); it is not a study file") from None
-    if not isinstance(doc, dict) or doc.get("format") != STUDY_FORMAT:
-        raise ProbeError(f"{path} is not a layerprobe study file (no format {STUDY_FORMAT!r})")
-    if doc.get("format_version") != STUDY_FORMAT_VERSION:
-        raise ProbeError(f"{path} has study format version {doc.get('format_version')}; this layerprobe reads "
-                         f"version {STUDY_FORMAT_VERSION}: run the study again")
+    doc = read_document(path, STUDY_FORMAT, STUDY_FORMAT_VERSION, "study", "study",
+                        "layerprobe probe CACHE_A CACHE_B", "run the study again")
     return StudyResults(models=doc["models"], config=doc["config"], data=doc["data"],
                         folds=Folds.from_dict(doc["folds"]), rows=doc["rows"], runtime=doc.get("runtime", {}),
                         created=doc.get("created", ""), version=doc.get("layerprobe", ""),
