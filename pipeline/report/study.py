@@ -218,7 +218,7 @@ def _leakage(study: StudyResults) -> str:
     return ("<h2>Duplicates and leakage</h2><table><thead><tr><th class=name>clusters found by</th><th>clusters</th>"
             "<th>images in clusters</th><th>threshold</th><th>test images with a duplicate in training: study folds"
             "</th><th>same, plain stratified folds</th></tr></thead><tbody>" + "".join(lines) + "</tbody></table>"
-            f"<p class=note>The study's folds keep {_e(study.data['groups'])} groups whole "
+            f"<p class=note>The study's folds keep the groups of {_e(study.data['groups'])} whole "
             f"({study.data.get('n_groups') or 'no'} groups), joined over every cache, so a near-duplicate found by "
             "any model's codes never sits on both sides of a split. The last column is what a plain random "
             "split with the same seed would have leaked.</p>")
