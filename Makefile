@@ -54,6 +54,7 @@ bench: setup ## Print the benchmark figures (see BENCHMARKS.md)
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/panel.py
 	$(BIN)/python bench/advice.py
+	$(BIN)/python bench/medical.py
 
 clean: ## Remove caches under cache/ (keeps the virtual environment)
 	find cache -mindepth 1 ! -name README.md -delete

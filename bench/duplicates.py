@@ -81,7 +81,7 @@ def main() -> None:
     with open_cache(path) as cache:
         output = default_output(cache.outputs)
         codes, ids = cache.codes(output), cache.ids
-        root = cache.manifest["input"]["root_resolved"]
+        root = cache.provenance.input.root_resolved
     paths = [f"{root}/{i}" for i in ids]
     started = time.perf_counter()
     truth = pixel_pairs(paths)

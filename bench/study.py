@@ -81,14 +81,14 @@ def _conclusion(study) -> None:
         best = comparison["best"]
         top = {}
         for x in comparison["candidates"]:
-            if x["model"] not in top or x["mean"] > top[x["model"]]["mean"]:
-                top[x["model"]] = x
+            if x["backbone"] not in top or x["mean"] > top[x["backbone"]]["mean"]:
+                top[x["backbone"]] = x
         per_model = "; ".join(f"{k} best {v['output']} {v['mean']:.4f} [{v['interval'][0]:.4f}, {v['interval'][1]:.4f}]"
                               for k, v in top.items())
         print(f"{probe:<7} best {best[0]} {best[1]}; {len(comparison['tied'])} of {len(comparison['candidates'])} "
               f"tied (models {sorted({t[0] for t in comparison['tied']})}); cheapest tied {comparison['cheapest']}; "
               f"{per_model}")
-    print(f"chosen: {c['model']} {c['output']} {c['probe']} by {c['metric']} (best {c['best']}, {c['tied']} tied)")
+    print(f"chosen: {c['backbone']} {c['output']} {c['probe']} by {c['metric']} (best {c['best']}, {c['tied']} tied)")
 
 
 if __name__ == "__main__":

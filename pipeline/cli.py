@@ -153,6 +153,15 @@ class _Shard(click.ParamType):
 @click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
 @click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
 @click.option("--dataset", type=click.Choice(["br35h"]), help="A bundled data set.")
+@click.option("--dicom", type=click.Path(), help="DICOM files: a folder (one sub-folder per class) or a CSV of paths.")
+@click.option("--nifti", type=click.Path(), help="NIfTI volumes: a CSV path,label[,group][,split], cut into slices.")
+@click.option("--window", help="DICOM/NIfTI window: a preset (brain, lung, bone, soft-tissue), CENTER,WIDTH such as "
+                               "40,80, or 'file' (DICOM default: the file's own window).")
+@click.option("--percentiles", help="NIfTI: scale from the volume's LOW,HIGH percentiles (default 0.5,99.5).")
+@click.option("--slice-axis", type=click.IntRange(0, 2),
+              help="NIfTI: slice along this canonical axis (default 2, axial).")
+@click.option("--slice-step", type=click.IntRange(min=1), help="NIfTI: every k-th slice (default 1).")
+@click.option("--slice-range", metavar="START:STOP", help="NIfTI: only slices START..STOP-1.")
 @click.option("--model", "model_name", default="tf_efficientnet_lite0", show_default=True, help="Any timm model name, or torchvision/<name>.")
 @model_options
 @click.option("--layers", "layer_tokens", multiple=True, default=["all"], show_default=True,
@@ -176,7 +185,8 @@ class _Shard(click.ParamType):
                    ".shardI-of-N before .h5; join them with `layerprobe merge`. 'auto' (the default under torchrun "
                    "with WORLD_SIZE > 1): shard RANK of WORLD_SIZE on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
-def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
+def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_axis, slice_step, slice_range,
+            model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
             device, workers, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
@@ -190,6 +200,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
       layerprobe extract --images ./lesions --layers 1,3,pre_logits --pool avg,gem
       layerprobe extract --csv slices.csv --model tf_efficientnet_lite2 --limit 500
       layerprobe extract --dataset br35h --shard 2/4
+      layerprobe extract --dicom ./studies --window brain
+      layerprobe extract --nifti volumes.csv --slice-axis 2 --slice-step 4
       torchrun --nproc_per_node 8 -m pipeline.cli extract --csv slides.csv
     """
     from .activations import ExtractConfig, launched_in_parallel, rank_config
@@ -197,7 +209,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
 
     if quiet:
         _setup_logging(False, quiet=True)
-    image_set = _image_set(images, csv_file, dataset)
+    image_set = _image_set(images, csv_file, dataset, dicom, nifti, window=window, percentiles=percentiles,
+                           axis=slice_axis, step=slice_step, slice_range=slice_range)
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
@@ -249,20 +262,30 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset"}  # option -> source
+_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset",
+                  "--dicom PATH": "dicom", "--nifti CSV": "nifti"}  # option -> source
+_DECODING_FLAGS = {"window": "--window", "percentiles": "--percentiles", "axis": "--slice-axis",
+                   "step": "--slice-step", "slice_range": "--slice-range"}
 
 
-def _image_set(images, csv_file, dataset):
+def _image_set(*values, **options):
     from .errors import InputError
-    from .inputs.sources import load_input
+    from .inputs.sources import get_source, load_input
 
-    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, (images, csv_file, dataset)) if value]
+    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, values) if value]
     if len(given) != 1:
         found = f"got {' and '.join(flag.split()[0] for flag, _ in given)}" if given else "got none"
         flags = list(_INPUT_OPTIONS)
         raise InputError(f"pass exactly one input source: {', '.join(flags[:-1])} or {flags[-1]} ({found})")
     flag, value = given[0]
-    return load_input(_INPUT_OPTIONS[flag], value)
+    source = get_source(_INPUT_OPTIONS[flag])
+    stray = [k for k, v in options.items() if v is not None and k not in source.options]
+    if stray:
+        takers = [f.split()[0] for f, name in _INPUT_OPTIONS.items() if set(get_source(name).options) & set(stray)]
+        verb = "does" if len(stray) == 1 else "do"
+        raise InputError(f"{' and '.join(_DECODING_FLAGS[k] for k in stray)} {verb} not apply to {flag.split()[0]}; "
+                         f"only to {' or '.join(takers)}")
+    return load_input(source.name, value, **options)
 
 
 @main.command()
@@ -546,7 +569,7 @@ def advise_command(cache_path, results_path, metric, learning_curve, curve_steps
 
 def _describe(path, rows, counts, m) -> str:
     src, inp, run = m.source, m.input, m.runtime
-    pre, weights_source = src.preprocessing, m.get("model")["weights"].get("source")
+    pre, weights_source = src.preprocessing, m.model.weights.source
     classes = ", ".join(f"{k} ({v})" for k, v in counts.items()) or "unlabelled"
     lines = [
         ("cache", str(path)),
@@ -554,9 +577,9 @@ def _describe(path, rows, counts, m) -> str:
         ("images", f"{rows} from {inp.name} ({inp.source}); classes: {classes}"),
         ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
                        f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
-        ("made", f"{m.get('created')} on {run.device} ({run.precision}) in "
+        ("made", f"{m.created} on {run.device} ({run.precision}) in "
                  f"{'?' if run.duration_s is None else run.duration_s} s"),
-        ("key", m.get("key")),
+        ("key", m.key),
     ]
     if inp.skipped:
         lines.append(("skipped", f"{len(inp.skipped)} bad image(s): " + ", ".join(s["id"] for s in inp.skipped[:5])))
@@ -698,11 +721,13 @@ def probe(cache_paths, probe_names, layer_tokens, folds, repeats, groups, seed, 
         click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "comparison": comparison},
                               indent=2))
         return
-    table = [("layer", "probe", metric, "95% CI", "best")]
+    levels = list(dict.fromkeys(how for r in rows for how in r["patient"]))  # patient-level aggregations
+    table = [("layer", "probe", metric, "95% CI", "best", *(f"patient {how}" for how in levels))]
     for r in rows:
         low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
         table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
-                      "*" if r["best"] else ("=" if r["tied"] else "")))
+                      "*" if r["best"] else ("=" if r["tied"] else ""),
+                      *(_patient_cell(r["patient"].get(how)) for how in levels)))
     click.echo(_table(table))
     if comparison:
         click.echo("")
@@ -726,13 +751,20 @@ def _study(cache_paths, config, out, jobs, quiet, where, metric, as_json) -> Non
     table = [("model", "layer", "probe", metric, "95% CI", "best")]
     for r in rows:
         low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
-        table.append((r["model"], r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
+        table.append((r["backbone"], r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
                       "*" if r["best"] else ("=" if r["tied"] else "")))
     click.echo(_table(table))
     if study.chosen:
         c = study.chosen
-        click.echo(f"\nchosen: {c['model']} {c['output']} with {c['probe']} (the cheapest of {c['tied']} tied with "
+        click.echo(f"\nchosen: {c['backbone']} {c['output']} with {c['probe']} (the cheapest of {c['tied']} tied with "
                    f"the best by {c['metric']}, {' '.join(c['best'])})")
+
+
+def _patient_cell(m: dict | None) -> str:
+    if m is None:
+        return ""
+    low, high = (f"{v:.3f}" if v is not None else "nan" for v in m["ci"])
+    return f"{m['mean']:.3f} [{low}, {high}]"
 
 
 @main.command()
@@ -827,8 +859,11 @@ def fit(cache_path, layer, probe_name, groups, seed, out):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
 @click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: as for extract).")
+@click.option("--per-patient", is_flag=True,
+              help="One row per patient (group: DICOM PatientID, NIfTI volume, CSV group): mean probabilities, "
+                   "and for two classes the largest positive one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines.")
-def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet):
+def predict(probe_path, inputs, out, weights, device, batch_size, workers, per_patient, quiet):
     """Predict images with a saved probe: one forward pass to its layer, then the probe.
 
     Takes image files, a folder (of images, or of class sub-folders) or a CSV
@@ -840,6 +875,7 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
     Examples:
       layerprobe predict br35h.pre_logits-none.logreg.probe.npz new_scans/ --out preds.csv
       layerprobe predict tumour.probe.npz scan1.jpg scan2.jpg
+      layerprobe predict ich.probe.npz new_studies/ --per-patient --out patients.csv
     """
     from pathlib import Path
 
@@ -855,11 +891,14 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
 
         predictions = predict_images(fitted, images_from_paths(list(inputs)), weights=weights, device=device,
                                      batch_size=batch_size, workers=workers, progress=not quiet)
+    text = predictions.per_group_csv() if per_patient else predictions.to_csv()
     if out:
-        predictions.write_csv(out)
-        log.info("wrote %d predictions to %s", len(predictions.ids), out)
+        from .atomic import atomic_write
+
+        atomic_write(out, text.encode())
+        log.info("wrote %d %s predictions to %s", text.count("\n") - 1, "patient" if per_patient else "image", out)
     else:
-        click.echo(predictions.to_csv(), nl=False)
+        click.echo(text, nl=False)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 Every error a user can cause derives from :class:`PipelineError`. Messages say
 what was found, what is allowed and how to fix it; the CLI prints them as one
 line and exits non-zero.
+
+Messages are written for both callers: a fix names the Python parameter first
+and the CLI option in brackets, ``pass groups='none' (--groups none)`` or
+``folds (--folds) must be at least 2``; a step of another stage names its
+function and its command, ``run_probes (layerprobe probe)``. So a Python caller
+is told what to pass, and the CLI prints the same text unchanged.
 """
 
 

@@ -228,6 +228,31 @@ def make_split(task: Task, n_train: int, n_test: int, seed: int) -> tuple[list[S
     return task.make(n_train, seed), task.make(n_test, seed + 1)
 
 
+def make_draws(task: Task, n_train: int, n_test: int, seed: int,
+               draws: int) -> tuple[list[list[Sample]], list[Sample]]:
+    """``draws`` training sets of ``n_train`` images and one test set; the first training set is ``make_split``'s.
+
+    Cross-validation estimates how well a probe does on average over training
+    sets of its size, not on the one at hand (Bates, Hastie & Tibshirani 2023),
+    so the panel's truth averages probes fitted on several training draws. The
+    extra draws come from other seeds (the faces from the training source images
+    only, the MRI slices without replacement), never from the test set.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    if task.make is shuffled_br35h:
+        pool = shuffled_br35h(draws * n_train + n_test, seed)
+        trains = []
+        for _ in range(draws):
+            part, pool = split_strata(pool, n_train)
+            trains.append(part)
+        return trains, pool
+    first, test = make_split(task, n_train, n_test, seed)
+    extra = [faces(n_train, seed + 1000 + d, "train") if task.make is faces else task.make(n_train, seed + 1000 + d)
+             for d in range(1, draws)]
+    return [first, *extra], test
+
+
 def split_strata(samples: list[Sample], n_first: int) -> tuple[list[Sample], list[Sample]]:
     """The same share of every (content, label) stratum in the first part, so both parts stay balanced."""
     strata: dict[tuple[str, str], list[Sample]] = {}

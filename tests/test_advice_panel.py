@@ -20,6 +20,7 @@ from tests.panel_data import (
     colour_cast,
     faces,
     gaussian_blur,
+    make_draws,
     make_split,
     shuffled_br35h,
     split_strata,
@@ -108,6 +109,31 @@ def test_no_signal_labels_are_independent_of_the_tumour():
 def test_train_and_test_crops_differ():
     train, test = make_split(TASKS["cast"], 12, 12, 0)
     assert not {s.image.tobytes() for s in train} & {s.image.tobytes() for s in test}
+
+
+def test_training_draws_are_new_images_never_test_ones():
+    trains, test = make_draws(TASKS["cast"], 12, 12, 0, 3)
+    first, same_test = make_split(TASKS["cast"], 12, 12, 0)
+    assert [s.image.tobytes() for s in trains[0]] == [s.image.tobytes() for s in first]
+    assert [s.image.tobytes() for s in test] == [s.image.tobytes() for s in same_test]
+    seen = [{s.image.tobytes() for s in part} for part in (*trains, test)]
+    assert [len(part) for part in seen] == [12, 12, 12, 12]
+    assert all(not a & b for i, a in enumerate(seen) for b in seen[i + 1:])
+    assert all({s.label for s in part} == {"neutral", "warm"} for part in trains)
+
+
+def test_no_signal_draws_share_no_slice_and_stay_balanced():
+    trains, test = make_draws(TASKS["no_signal"], 8, 16, 0, 3)
+    groups = [{s.group for s in part} for part in (*trains, test)]
+    assert [len(g) for g in groups] == [8, 8, 8, 16]
+    assert all(not a & b for i, a in enumerate(groups) for b in groups[i + 1:])
+    assert all(_counts(part) == {(c, lab): 2 for c in ("no", "yes") for lab in ("a", "b")} for part in trains)
+
+
+def test_faces_draws_come_from_training_sources_only():
+    trains, test = make_draws(TASKS["faces"], 8, 8, 0, 2)
+    test_sources = {s.content for s in test}
+    assert all(not {s.content for s in part} & test_sources for part in trains)
 
 
 @pytest.mark.slow

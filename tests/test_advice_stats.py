@@ -64,9 +64,17 @@ def test_a_falling_curve_is_different_and_picks_the_best():
     assert c.last_behind_best.mean == pytest.approx(c.score("blocks.2/avg").mean - c.score("pre_logits/none").mean)
 
 
-def test_ties_go_to_the_last_output_never_the_earliest():
+def test_a_last_output_shown_as_good_is_chosen_never_the_earliest():
+    c = compare_rows(_table([0.80, 0.95, 0.951, 0.95, 0.95], spread=0.002), "roc_auc", 0.25, 2)
+    assert c.best != "pre_logits/none" and c.verdict == "similar" and c.chosen == "pre_logits/none"
+    assert c.beats_last_by_at_most <= c.margin
+
+
+def test_a_last_output_only_tied_leaves_the_choice_to_the_best():
+    """Tied at 95% is not shown as good: with a wide spread the last may be worse by more than the margin."""
     c = compare_rows(_table([0.80, 0.95, 0.951, 0.95, 0.95], spread=0.02), "roc_auc", 0.25, 2)
-    assert c.best != "pre_logits/none" and "pre_logits/none" in c.tied and c.chosen == "pre_logits/none"
+    assert "pre_logits/none" in c.tied and c.verdict == "uncertain" and c.beats_last_by_at_most > c.margin
+    assert c.chosen == c.best != "blocks.0/avg"
 
 
 def test_a_saturated_task_is_similar_saturated_and_chooses_the_last():
@@ -102,5 +110,5 @@ def test_one_output_alone_is_never_a_verdict():
     advice = advise(400, 2, None, Curve("logme", ("pre_logits/none",), (0.1,)), c)
     found = {f.topic: f.text for f in advice.findings}
     assert found["similarity"] == ("Uncertain whether the data set is like ImageNet: only pre_logits/none was probed "
-                                   "(0.912); probe the other layers (`layerprobe probe` without --layers) to compare "
-                                   "them.")
+                                   "(0.912); probe the other layers (run_probes without layers; layerprobe probe "
+                                   "without --layers) to compare them.")

@@ -42,7 +42,8 @@ def test_advise_reads_the_stored_comparisons_and_fits_a_learning_curve(tmp_path)
 def test_a_learning_curve_needs_results(tmp_path):
     result = CliRunner().invoke(main, ["advise", str(_cache(tmp_path)), "--learning-curve"])
     assert result.exit_code == 1
-    assert result.output == "Error: a learning curve needs probe results: pass --results (from `layerprobe probe`)\n"
+    assert result.output == ("Error: a learning curve needs probe results: pass results_path (--results), written by "
+                             "run_probes (layerprobe probe)\n")
 
 
 def test_old_results_files_without_comparisons_still_advise(tmp_path):

@@ -79,7 +79,7 @@ def test_plain_folds_warn_how_much_they_leak(cache_with_duplicates, tmp_path, ca
                              out=tmp_path / "r.json", progress=False)
     leak = results.data["leakage"]
     assert leak["rows_with_duplicate_in_training"] > 0
-    assert f"--groups none leaks: {leak['rows_with_duplicate_in_training']} of 36 test rows" in caplog.text
+    assert f"groups 'none' leaks: {leak['rows_with_duplicate_in_training']} of 36 test rows" in caplog.text
 
 
 def test_auto_without_stored_clusters_scans_at_the_defaults(cache_with_duplicates, caplog):
@@ -115,4 +115,4 @@ def test_report_compare_splits_needs_the_plain_run(cache_with_duplicates):
     runner.invoke(main, ["probe", str(cache_with_duplicates), "--probes", "logreg", "--layers", "pre_logits",
                          "--folds", "3", "--bootstrap", "20", "-q"])
     result = runner.invoke(main, ["report", str(cache_with_duplicates.with_name("c.probes.json")), "--compare-splits"])
-    assert result.exit_code == 1 and "run `layerprobe probe CACHE --compare-splits` first" in result.output
+    assert result.exit_code == 1 and "groups='none' (layerprobe probe CACHE --compare-splits)" in result.output

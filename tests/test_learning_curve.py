@@ -20,7 +20,8 @@ def test_pieces_are_nested_stratified_and_keep_groups_whole():
         assert set(np.unique(y[p])) == {0, 1}
         inside = set(groups[p])
         assert all(set(np.flatnonzero(groups == g)) <= set(p) for g in inside)  # no pair is cut
-    with pytest.raises(ProbeError, match="cuts each training part into 4 pieces, but .*use fewer --curve-steps"):
+    with pytest.raises(ProbeError, match=r"cuts each training part into 4 pieces, but .*use fewer steps "
+                                         r"\(--curve-steps\)"):
         nested_pieces(np.array([0, 0, 0, 1, 1, 1, 1, 1]), None, 4, 0, ["a", "b"])
 
 

@@ -71,7 +71,8 @@ def test_probe_logs_to_stderr_only(runner, cache):
 @pytest.mark.parametrize(("args", "message"), [
     (["--probes", "logreg,rf"], "Error: unknown probe 'rf'; available: knn, lgbm, logreg, svm"),
     (["--layers", "blocks.7"], "Error: 'blocks.7' is not a layer of mri.h5; it holds blocks.0/avg, blocks.1/avg"),
-    (["--folds", "40"], "Error: class 'no' has 30 labelled image(s), fewer than --folds 40: use --folds 30 or fewer"),
+    (["--folds", "40"], "Error: class 'no' has 30 labelled image(s), fewer than folds=40 (--folds): use folds=30 "
+                        "or fewer"),
     (["--groups", "groups"], "Error: groups 'groups' (--groups groups): mri.h5 has no such column"),
 ])
 def test_probe_errors_are_one_line(runner, cache, args, message):

@@ -92,7 +92,8 @@ def test_backend_errors_are_clear(cache, tmp_path, monkeypatch):
             "--out", str(tmp_path / "r.json")]
     result = runner.invoke(main, [*args, "--scheduler", "tcp://127.0.0.1:1"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: --scheduler tcp://127.0.0.1:1 needs --backend dask")
+    assert result.output.startswith("Error: scheduler='tcp://127.0.0.1:1' (--scheduler) needs backend='dask' "
+                                    "(--backend dask)")
     monkeypatch.setattr(backends, "CONNECT_TIMEOUT_S", 1)
     result = runner.invoke(main, [*args, "--backend", "dask", "--scheduler", "tcp://127.0.0.1:1"])
     assert result.exit_code == 1

@@ -53,8 +53,8 @@ def test_one_class_only(tmp_path):
 
 def test_class_with_fewer_images_than_folds(tmp_path):
     cache = _cache(tmp_path, labels=[0] * 37 + [1] * 3, names=("common", "rare"))
-    with pytest.raises(ProbeError, match=r"class 'rare' has 3 labelled image\(s\), fewer than --folds 5: use "
-                                         r"--folds 3 or fewer, or add images of that class") as e:
+    with pytest.raises(ProbeError, match=r"class 'rare' has 3 labelled image\(s\), fewer than folds=5 \(--folds\): "
+                                         r"use folds=3 or fewer, or add images of that class") as e:
         _run(cache)
     _check(e)
 
@@ -64,9 +64,9 @@ def test_group_column_that_makes_stratified_folds_impossible(tmp_path):
     labels = [0] * 20 + [1] * 20
     groups = [f"p{i}" for i in range(20)] + ["q1"] * 10 + ["q2"] * 10
     cache = _cache(tmp_path, labels=labels, groups=groups)
-    with pytest.raises(ProbeError, match=r"--groups groups: class 'b' spans only 2 group\(s\), fewer than --folds 5, "
-                                         r"so stratified group folds are impossible; use --folds 2 or fewer, finer "
-                                         r"groups, or --groups none") as e:
+    with pytest.raises(ProbeError, match=r"groups 'groups' \(--groups\): class 'b' spans only 2 group\(s\), fewer "
+                                         r"than folds=5 \(--folds\), so stratified group folds are impossible; use "
+                                         r"folds=2 or fewer, finer groups, or groups='none' \(--groups none\)") as e:
         _run(cache)
     _check(e)
 
@@ -77,8 +77,8 @@ def test_groups_too_few_for_the_inner_folds(tmp_path):
     groups = [f"p{i}" for i in range(30)] + ["q1"] * 10 + ["q2", "q3"]
     cache = _cache(tmp_path, n=42, labels=labels, groups=groups)
     with pytest.raises(ProbeError, match=r"class 'b' has only 2 group\(s\) in a training part, fewer than the 3 "
-                                         r"inner folds that choose C; use fewer --folds, finer groups or --groups "
-                                         r"none") as e:
+                                         r"inner folds that choose C; use fewer folds \(--folds\), finer groups or "
+                                         r"groups='none' \(--groups none\)") as e:
         _run(cache, folds=3)
     _check(e)
 
@@ -87,7 +87,8 @@ def test_stored_folds_without_a_class_in_a_test_part():
     y = np.array([0, 0, 0, 1, 1, 1])
     folds = Folds(np.array([[0, 1, 0, 1, 1, 1]]), 2, (0,), "groups")
     with pytest.raises(ProbeError, match=r"the test part of fold 0 has no image of class 'b' \(groups too large or "
-                                         r"too few\); use fewer --folds, finer groups or --groups none"):
+                                         r"too few\); use fewer folds \(--folds\), finer groups or groups='none' "
+                                         r"\(--groups none\)"):
         check_folds(folds, y, np.array(["1", "2", "3", "4", "5", "6"]), ["a", "b"])
 
 
@@ -97,7 +98,7 @@ def test_non_finite_codes_in_a_layer(tmp_path):
     cache = write_cache(tmp_path / "c.h5", codes, y, ["a", "b"])
     with pytest.raises(ProbeError, match=r"layer blocks.1/avg has 2 row\(s\) with NaN or infinite codes \(first: "
                                          r"img0003.png, img0007.png\); re-extract those images or leave the layer "
-                                         r"out with --layers") as e:
+                                         r"out of layers \(--layers\)") as e:
         _run(cache)
     _check(e)
 

@@ -89,8 +89,8 @@ def test_results_do_not_depend_on_jobs(tmp_path):
 def test_group_column_too_coarse_for_the_folds_is_refused():
     y = np.array([0] * 6 + [1] * 6)
     groups = np.array(["p1"] * 6 + ["p2", "p2", "p3", "p3", "p4", "p4"])
-    with pytest.raises(ProbeError, match=r"--groups groups: class 'a' spans only 1 group\(s\), fewer than "
-                                         r"--folds 3, so stratified group folds are impossible"):
+    with pytest.raises(ProbeError, match=r"groups 'groups' \(--groups\): class 'a' spans only 1 group\(s\), fewer "
+                                         r"than folds=3 \(--folds\), so stratified group folds are impossible"):
         make_folds(y, groups, 3, 1, 0, ["a", "b"], "groups")
 
 
@@ -107,7 +107,7 @@ def test_stored_folds_are_refused_when_the_groups_changed(tmp_path):
         config = ProbeConfig(probes=("logreg",), folds=3, n_boot=10, groups="clusters")
         assert run_probes(cache, config, out=out, progress=False).folds.groups == "clusters"
         clusters["values"] = np.array([f"c{i // 3}" for i in range(60)])  # a new scan, other clusters
-        with pytest.raises(ProbeError, match=r"was made with other groups in --groups clusters \(the column changed "
+        with pytest.raises(ProbeError, match=r"was made with other groups in groups 'clusters' \(the column changed "
                                              r"since\); its folds no longer keep groups apart"):
             run_probes(cache, ProbeConfig(probes=("lgbm",), folds=3, n_boot=10, groups="clusters"), out=out,
                        progress=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import replace
 import json
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from pipeline.cache import CacheManifest, CacheWriter, CodeSource, OutputSpec, RowTable, open_cache
 from pipeline.cache.format import cache_key
+from pipeline.cache.manifest import ProvenanceCopy, manifest_json
 from pipeline.cache.source import settings_differences
 from pipeline.errors import CacheError
 from pipeline.model.build import Preprocessing
@@ -89,9 +92,11 @@ def _write_today(path: Path, manifest: dict) -> Path:
     rows = RowTable(ids=ids, labels=[0, 0, 0, 1, 1, 1], class_names=["benign", "malignant"], sizes=[1] * 6,
                     sha256=["0" * 64] * 6)
     widths = {"blocks.0": 16, "blocks.1": 24, "blocks.2": 32, "blocks.3": 48, "blocks.4": 64, "pre_logits": 256}
-    specs = [OutputSpec(*o.split("/"), widths[o.split("/")[0]], {"name": o.split("/")[0]}) for o in manifest["outputs"]]
+    outputs = manifest.outputs if isinstance(manifest, CacheManifest) else manifest["outputs"]
+    key = manifest.key if isinstance(manifest, CacheManifest) else manifest["key"]
+    specs = [OutputSpec(*o.split("/"), widths[o.split("/")[0]], {"name": o.split("/")[0]}) for o in outputs]
     codes = {(s.layer, s.pooling): np.arange(6 * s.channels, dtype=np.float32).reshape(6, -1) for s in specs}
-    writer = CacheWriter(path, manifest["key"], TODAY_SETTINGS_KEY, manifest, rows, specs)
+    writer = CacheWriter(path, key, TODAY_SETTINGS_KEY, manifest, rows, specs)
     try:
         writer.copy_rows(None, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
         writer.write(0, np.arange(6), codes)
@@ -128,6 +133,61 @@ def test_a_manifest_that_lacks_what_the_stages_read_is_refused_on_open(tmp_path,
         open_cache(path)
 
 
+def test_a_typed_manifest_changed_by_replace_is_written_as_todays_json():
+    m = CacheManifest.from_dict(TODAY)
+    assert json.loads(manifest_json(m)) == TODAY
+    changed = replace(m, runtime=replace(m.runtime, workers=2), bn_stats=None).with_entries(update={"added": 1})
+    expected = {**TODAY, "runtime": {**TODAY["runtime"], "workers": 2}, "update": {"added": 1}}
+    del expected["bn_stats"]
+    assert changed.as_dict() == expected and m.as_dict() == TODAY
+    assert changed.source == m.source and changed.settings_key == TODAY_SETTINGS_KEY
+    with pytest.raises(ValueError, match="model are typed entries"):
+        m.with_entries(model={})
+
+
+def test_a_manifest_of_an_older_layerprobe_keeps_the_keys_no_type_names():
+    older = copy.deepcopy(TODAY)
+    older["input"]["from_the_future"] = [1, 2]
+    del older["model"]["family"]
+    m = CacheManifest.from_dict(older)
+    assert m.model.family is None and m.input.extra == {"from_the_future": [1, 2]}
+    assert m.as_dict() == {**older, "model": {**older["model"], "family": None}}
+
+
+def test_a_derived_column_on_a_cache_of_today_adds_only_its_entry(tmp_path):
+    from pipeline.cache import add_row_column
+
+    manifest = copy.deepcopy(TODAY)
+    manifest.pop("bn_stats")
+    path = _write_today(tmp_path / "c.h5", manifest)
+    about = {"threshold": 0.9, "output": "pre_logits/none"}
+    add_row_column(path, "dup_cluster", np.array([0, 0, 1, 2, 3, 3]), about)
+    with open_cache(path) as cache:
+        assert cache.manifest == {**manifest, "columns": {"dup_cluster": about}}
+        assert cache.provenance.columns == {"dup_cluster": about}
+        assert cache.extras()["dup_clusters"] == {"clusters": 2, "rows_in_clusters": 4, **about}
+
+
+def test_the_writer_refuses_a_typed_manifest_the_reader_would_refuse(tmp_path):
+    manifest = copy.deepcopy(TODAY)
+    manifest.pop("bn_stats")
+    typed = CacheManifest.from_dict(manifest)
+    broken = replace(typed, runtime=replace(typed.runtime, precision=None))
+    with pytest.raises(CacheError, match=r"c\.h5 was not sealed: its manifest's runtime\.precision is NoneType"):
+        _write_today(tmp_path / "c.h5", broken)
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_probe_or_results_copy_is_read_through_its_type():
+    made = CacheManifest.from_dict(TODAY)
+    copied = ProvenanceCopy.from_dict({**made.copy(), "input": made.input.summary(), "precision": "float32"})
+    assert copied.source == made.source
+    assert (copied.model.weights.source, copied.input.name, copied.input.n_images) == ("random-init", "images", 6)
+    assert ProvenanceCopy.from_dict(made.copy()).source.precision is None
+    with pytest.raises(CacheError, match=r"the probe: its manifest has no model\.weights\.sha256"):
+        ProvenanceCopy.from_dict({"model": {"name": "x", "weights": {}}, "preprocessing": {}}, "the probe")
+
+
 def test_extract_names_its_cache_by_the_code_source_key(image_folder, tiny_config, tmp_path):
     from pipeline.activations import extract
     from pipeline.activations.extract import _default_name
@@ -141,6 +201,28 @@ def test_extract_names_its_cache_by_the_code_source_key(image_folder, tiny_confi
     assert result.path.name == _default_name("images", "test_efficientnet", key)
 
 
+def _shape(value):
+    """The keys of a manifest, nested, without their values: the JSON's shape."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if k not in ("members", "packages", "update")}
+    return type(value).__name__ if value is not None else None
+
+
+def test_extract_writes_the_manifest_in_the_shape_caches_have_today(image_folder, tiny_config, tmp_path):
+    from pipeline.activations import extract
+    from pipeline.inputs import from_folder
+
+    result = extract(from_folder(image_folder), tiny_config(limit=6, bn_stats=True), out=tmp_path / "c.h5",
+                     progress=False)
+    with open_cache(result.path) as cache:
+        written = cache.manifest
+    today = copy.deepcopy(TODAY)
+    today["model"]["n_params"] = 1  # added since, for the cost column of a study across models
+    assert _shape(written) == _shape(today)
+    assert written["bn_stats"]["members"].keys() == TODAY["bn_stats"]["members"].keys()
+    assert written["runtime"]["packages"].keys() == TODAY["runtime"]["packages"].keys()
+
+
 def test_a_writer_never_seals_a_manifest_the_reader_would_refuse(tmp_path):
     manifest = copy.deepcopy(TODAY)
     manifest.pop("bn_stats")
@@ -148,3 +230,39 @@ def test_a_writer_never_seals_a_manifest_the_reader_would_refuse(tmp_path):
     with pytest.raises(CacheError, match=r"c\.h5 was not sealed: its manifest has no runtime\.precision"):
         _write_today(tmp_path / "c.h5", manifest)
     assert not (tmp_path / "c.h5").exists()
+
+
+# Provenance is read and compared only through pipeline/cache's types. Outside pipeline/cache/ no code reads
+# the model, weights, preprocessing, precision or the manifest's parts by string key, and no code compares
+# them by hand: CodeSource.differences does (and names what differs).
+PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+STRING_KEY_READ = re.compile(
+    r"""(\[|\.get\()\s*["'](model|weights|preprocessing|precision)["']"""
+    r"""|manifest\w*\s*(\[|\.get\()\s*["'](input|runtime|bn_stats|columns|shard|key|created)["']""")
+HAND_COMPARISON = re.compile(
+    r"""(weights_sha256|weights\.sha256|preprocessing|precision|\.model\.name|source\.model)[\w.()\[\]"']*\s*(==|!=)"""
+    r"""|(==|!=)\s*[\w.\[\]"']*(weights_sha256|weights\.sha256|preprocessing|precision)\b""")
+
+
+def _provenance_breaches(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if not line.lstrip().startswith("#") and (STRING_KEY_READ.search(line) or HAND_COMPARISON.search(line))]
+
+
+def test_the_scan_finds_the_reads_and_comparisons_it_forbids():
+    planted = """weights = m["model"]["weights"]["source"]
+pre = made.get("preprocessing")
+bn = cache.manifest.get("bn_stats")
+if a.source.weights_sha256 != b.source.weights_sha256:
+if loaded.preprocessing.as_dict() == cached:
+if codes.precision != probe.source.precision:
+ok = probe.source.differences(found)
+extras["bn_stats"]; data.ids_sha256 != results.data.get("ids_sha256")"""
+    assert _provenance_breaches(planted) == planted.splitlines()[:6]
+
+
+def test_no_provenance_is_read_by_string_key_or_compared_by_hand_outside_the_cache_stage():
+    breaches = {str(path.relative_to(PACKAGE)): found for path in sorted(PACKAGE.rglob("*.py"))
+                if path.parent.name != "cache" and (found := _provenance_breaches(path.read_text()))}
+    assert breaches == {}, ("read provenance through CacheManifest / ProvenanceCopy and compare it with "
+                            f"CodeSource.differences: {breaches}")

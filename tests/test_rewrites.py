@@ -111,7 +111,7 @@ def test_duplicates_fails_fast_while_another_process_writes_the_cache(cache):
         assert holder.stdout.readline().strip() == "held"
         result = CliRunner().invoke(main, ["duplicates", str(cache), "--threshold", "0.999"])
         assert result.exit_code == 1
-        assert f"is being written by process {holder.pid}; wait for it to finish (or pass wait=True, --wait)" in result.output
+        assert f"is being written by process {holder.pid}; wait for it to finish (or pass wait=True (--wait))" in result.output
         with open_cache(cache) as stored:
             assert stored.dup_cluster is None
     finally:

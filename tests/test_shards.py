@@ -223,7 +223,7 @@ def test_missing_duplicated_and_unfinished_shards_are_refused(corpus, tmp_path):
     with pytest.raises(CacheError, match="none were given"):
         merge_shards([])
     with pytest.raises(CacheError, match=r"cannot merge: shard 2 of 3 is missing \(got 0, 1\); extract it with "
-                                         r"--shard 2/3"):
+                                         r"shard=\(2, 3\) \(--shard 2/3\)"):
         merge_shards([s0, s1], tmp_path / "m.h5")
     with pytest.raises(CacheError, match=r"c.shard0-of-3.h5 is given twice"):
         merge_shards([s0, s1, s2, s0], tmp_path / "m.h5")
@@ -244,7 +244,7 @@ def test_missing_duplicated_and_unfinished_shards_are_refused(corpus, tmp_path):
 
 def test_foreign_shards_are_refused(corpus, tmp_path):
     root, _, reference, (s0, s1, s2) = corpus
-    with pytest.raises(CacheError, match=r"single.h5 is not a shard \(it was extracted without --shard\)"):
+    with pytest.raises(CacheError, match=r"single.h5 is not a shard \(it was extracted without shard, --shard\)"):
         merge_shards([s0, reference, s2], tmp_path / "m.h5")
     other = _foreign(corpus, tmp_path, "size", img_size=48)
     with pytest.raises(CacheError, match=r"other settings \(different preprocessing\)"):
@@ -331,12 +331,12 @@ def test_torchrun_environment_gives_the_rank_its_shard_and_gpu():
     on_cpu = rank_config(ExtractConfig(device="cpu"), env, cuda_available=True)
     assert on_cpu.shard == (3, 4) and on_cpu.device == "cpu"
     assert rank_config(ExtractConfig(), env, cuda_available=False).device == "auto"
-    with pytest.raises(PipelineError, match="--shard auto takes its shard from torchrun's RANK and WORLD_SIZE"):
+    with pytest.raises(PipelineError, match=r"rank_config \(--shard auto\) takes its shard from torchrun's RANK and WORLD_SIZE"):
         rank_config(ExtractConfig(), {})
     with pytest.raises(PipelineError, match=r"RANK 4 is out of range \(0 to 3\) for WORLD_SIZE 4"):
         torchrun_rank({"RANK": "4", "WORLD_SIZE": "4"})
     if not __import__("torch").cuda.is_available():
-        with pytest.raises(InputError, match="--device cuda:0 was asked for but no CUDA GPU is visible"):
+        with pytest.raises(InputError, match=r"device='cuda:0' \(--device cuda:0\) was asked for but no CUDA GPU is visible"):
             resolve_device("cuda:0")
 
 
@@ -375,7 +375,7 @@ def test_cli_extract_shard_option(image_folder, tmp_path, monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     result = runner.invoke(main, [*base, "--shard", "auto"])
-    assert result.exit_code == 1 and "Error: --shard auto takes its shard from torchrun" in result.output
+    assert result.exit_code == 1 and "Error: rank_config (--shard auto) takes its shard from torchrun" in result.output
     result = runner.invoke(main, [*base, "--shard", "0/2"])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{tmp_path / 'c.shard0-of-2.h5'}\n"

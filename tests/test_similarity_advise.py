@@ -60,14 +60,26 @@ def test_a_best_layer_below_a_worse_top_means_different_and_fine_tuning():
     assert few.similarity == "different" and few.fine_tune == "unlikely"
 
 
-def test_a_last_layer_tied_with_the_best_is_chosen_and_ties_are_named():
-    probes = _probe([0.80, 0.90, 0.95, 0.96, 0.955], spread=0.03)
+def test_a_last_layer_shown_as_good_as_the_best_is_chosen_and_ties_are_named():
+    probes = _probe([0.80, 0.90, 0.95, 0.957, 0.955], spread=0.006)
     advice = advise(3000, 2, None, _logme([0.1] * 5), probes)
-    assert probes.best == "blocks.3/avg" and advice.layer == "pre_logits/none"
+    assert probes.best == "blocks.3/avg" and probes.verdict == "similar" and advice.layer == "pre_logits/none"
     assert advice.tied == list(probes.tied) and "blocks.3/avg" in advice.tied
     found = _topics(advice)
     assert "It is the last output and tied with the highest, blocks.3/avg" in found["layer"].text
     assert "ties go to the last output, the simplest choice" in found["layer"].text
+
+
+def test_a_last_layer_merely_tied_is_named_as_the_simpler_alternative():
+    probes = _probe([0.80, 0.90, 0.95, 0.96, 0.955], spread=0.03)
+    advice = advise(3000, 2, None, _logme([0.1] * 5), probes)
+    assert probes.best == "blocks.3/avg" and probes.verdict == "uncertain" and advice.layer == "blocks.3/avg"
+    assert "pre_logits/none" in advice.tied
+    text = _topics(advice)["layer"].text
+    assert text.startswith("Use blocks.3/avg:")
+    assert (f"The last output, pre_logits/none ({probes.score('pre_logits/none').mean:.3f}), is tied with it at 95% "
+            f"confidence and is the simpler choice, but may be worse by up to {probes.last_behind_best.high:.3f}"
+            ) in text
 
 
 def test_headroom_leaves_fine_tuning_uncertain_on_a_similar_task():

@@ -80,7 +80,8 @@ def test_similarity_refuses_caches_that_differ_naming_what_differs(runner, pair,
     result = runner.invoke(main, ["similarity", str(a), "--reference", str(other)])
     assert result.exit_code == 1
     assert result.output == ("Error: a.h5 and other.h5 cannot be compared: model synthetic-net vs other-net. "
-                             "Extract both with the same --model, weights, --img-size, --layers and --pool\n")
+                             "Extract both with the same model, weights, img_size, layers and pools (--model, "
+                             "--weights, --img-size, --layers, --pool)\n")
     fewer = write_cache(tmp_path / "fewer.h5", {k: v for k, v in codes.items() if k[0] != "blocks.1"}, y, ["no", "yes"])
     result = runner.invoke(main, ["similarity", str(a), "--reference", str(fewer)])
     assert result.exit_code == 1 and "outputs only in a.h5: blocks.1/avg; only in fewer.h5: none" in result.output
@@ -137,7 +138,7 @@ def test_advise_with_probe_results(runner, pair, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "layer      blocks.1/avg (by probe logreg, roc_auc)"
-    missing = "- No distance to ImageNet: the cache holds no BatchNorm statistics (extract with --bn-stats to add it)."
+    missing = "- No distance to ImageNet: the cache holds no BatchNorm statistics (extract with bn_stats=True (--bn-stats) to add it)."
     assert missing in lines
     assert any(line.startswith("- LogME and the logreg probe ") for line in lines)
     other = runner.invoke(main, ["advise", str(b), "--results", str(results)])

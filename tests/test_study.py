@@ -53,7 +53,7 @@ def study(pair):
 
 
 def _strip(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING and k != "model"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING and k != "backbone"} for r in rows]
 
 
 def test_rows_equal_the_single_cache_runs_on_the_same_folds(pair, study):
@@ -63,7 +63,7 @@ def test_rows_equal_the_single_cache_runs_on_the_same_folds(pair, study):
     assert study.labels == ["net-small", "net-large"]
     for name, single in alone.items():
         assert np.array_equal(single.folds.test_fold, study.folds.test_fold)
-        mine = [r for r in study.rows if r["model"] == name]
+        mine = [r for r in study.rows if r["backbone"] == name]
         assert len(mine) == 3 * 2
         assert _strip(mine) == _strip(single.rows)
         assert study.model_results(name).comparisons == json.loads(json.dumps(single.comparisons))
@@ -78,7 +78,7 @@ def test_comparison_across_models_and_the_cheapest_tied(study):
     assert len(c.candidates) == 6 and c.n_estimates == 3
     means = {(x.model, x.output): x.score.mean for x in c.candidates}
     assert c.best == max(means, key=lambda k: (means[k], list(means).index(k)))
-    row = next(r for r in study.rows if (r["model"], r["output"], r["probe"]) == (*c.best, "logreg"))
+    row = next(r for r in study.rows if (r["backbone"], r["output"], r["probe"]) == (*c.best, "logreg"))
     assert means[c.best] == pytest.approx(row["metrics"]["roc_auc"]["mean"])
     stored = study.comparisons["roc_auc"]["logreg"]
     assert stored["best"] == list(c.best) and stored["tied"] == [list(t) for t in c.tied]
@@ -92,7 +92,7 @@ def test_comparison_across_models_and_the_cheapest_tied(study):
     costs = {m["label"]: m["cost"] for m in study.models}
     assert costs["net-small"]["images_per_s"] == 20.0 and costs["net-large"]["images_per_s"] == 5.0
     assert costs["net-large"]["n_params"] == 5000
-    assert study.chosen["metric"] == "roc_auc" and study.chosen["model"] in study.labels
+    assert study.chosen["metric"] == "roc_auc" and study.chosen["backbone"] in study.labels
     proba = np.asarray(study.predictions["proba"])
     assert proba.shape == (1, 60, 2) and np.allclose(proba.sum(axis=2), 1.0, atol=1e-5)
 
@@ -101,7 +101,7 @@ def test_tidy_table(study):
     records = study.records(("roc_auc",))
     assert len(records) == 12
     first = records[0]
-    assert first["model"] == "net-small" and first["metric"] == "roc_auc" and first["channels"] == 4
+    assert first["backbone"] == "net-small" and first["metric"] == "roc_auc" and first["channels"] == 4
     assert first["mean"] == study.rows[0]["metrics"]["roc_auc"]["mean"]
     table = study.table(("roc_auc",))
     assert len(table) == 12  # a DataFrame with pandas, the records without
@@ -157,4 +157,4 @@ def test_two_tiny_random_init_models_of_the_same_images(image_folder, tiny_confi
     assert costs[0]["n_params"] == costs[1]["n_params"]  # one architecture at two sizes
     for label, path in zip(study.labels, (a, b)):
         single = run_probes(path, config, out=tmp_path / f"{path.stem}.probes.json", progress=False)
-        assert _strip([r for r in study.rows if r["model"] == label]) == _strip(single.rows)
+        assert _strip([r for r in study.rows if r["backbone"] == label]) == _strip(single.rows)

@@ -89,10 +89,10 @@ def study_file(tmp_path_factory):
 def test_cli_study_json(study_file):
     out, doc, _ = study_file
     assert doc["results"] == str(out) and len(doc["rows"]) == 2 * 3 * 2
-    assert {r["model"] for r in doc["rows"]} == {"net-small", "net-large"}
+    assert {r["backbone"] for r in doc["rows"]} == {"net-small", "net-large"}
     assert sum(r["best"] for r in doc["rows"]) == 2  # one per probe, across models
     assert doc["costs"]["net-small"]["images_per_s"] == 20.0
-    assert doc["chosen"]["model"] in ("net-small", "net-large")
+    assert doc["chosen"]["backbone"] in ("net-small", "net-large")
 
 
 def test_study_report_has_every_section(study_file, tmp_path):
@@ -102,7 +102,7 @@ def test_study_report_has_every_section(study_file, tmp_path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
     c = doc["chosen"]
-    assert f"<b>Use {c['model']}, layer {c['output']}, with the {c['probe']} probe</b>" in page
+    assert f"<b>Use {c['backbone']}, layer {c['output']}, with the {c['probe']} probe</b>" in page
     for alt in ("model x layer heat map", "confusion matrix", "ROC curve", "reliability diagram",
                 "score against throughput"):
         found = re.search(f'<img alt="{alt}" src="data:image/png;base64,([^"]+)">', page)

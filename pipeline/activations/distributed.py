@@ -59,8 +59,8 @@ def rank_config(config: ExtractConfig, environ: Mapping[str, str] | None = None,
     found = torchrun_rank(environ)
     if found is None:
         raise PipelineError(
-            "--shard auto takes its shard from torchrun's RANK and WORLD_SIZE, which are not set; launch with "
-            "`torchrun --nproc_per_node N -m pipeline.cli extract ...`, or pass --shard I/N"
+            "rank_config (--shard auto) takes its shard from torchrun's RANK and WORLD_SIZE, which are not set; "
+            "launch with `torchrun --nproc_per_node N -m pipeline.cli extract ...`, or pass shard=(I, N) (--shard I/N)"
         )
     if cuda_available is None:
         import torch

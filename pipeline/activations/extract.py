@@ -15,15 +15,17 @@ import numpy as np
 import torch
 
 from ..cache import CacheWriter, OutputSpec, RowTable, WriterLock, cache_key, open_cache, partial_path
+from ..cache.manifest import ShardInfo
 from ..cache.plan import Plan, make_plan
 from ..cache.source import CodeSource, settings_differences
 from ..cache.shards import ASSIGNMENT, check_shard, ids_digest, input_digest, shard_of, shard_path
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files, stratified_subset
+from ..inputs.decode import PIL_DECODER
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .bnstats import BatchNormStats, empty_state
-from .manifest import build_manifest, now, pooled, update_summary
+from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings, get_pooling
 from .tap import LayerTap, output_keys
@@ -63,7 +65,8 @@ class ExtractConfig:
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise PipelineError(f"--on-bad-image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
+            raise PipelineError(f"on_bad_image (--on-bad-image) must be one of {BAD_IMAGE_POLICIES}, "
+                                f"got {self.on_bad_image!r}")
         if not self.pools:
             raise PipelineError("no pooling given; choose one or more of avg, max, avgmax, gem, token")
         for name in self.pools:
@@ -112,7 +115,7 @@ def extract(
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     precision = "float16-autocast" if device.type == "cuda" else "float32"
-    source, root = _source(loaded, precision), str(Path(images.root).resolve())
+    source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
     settings_key = source.settings_key(root)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
@@ -136,14 +139,11 @@ def extract(
         notes = [c.note for c in checks]
         manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
-                                  precision=precision)
-        manifest["runtime"]["workers"] = workers
-        manifest["update"] = update_summary(plan)
-        if shard is not None:
-            manifest["shard"] = shard
-        if bn_start is not None:
-            manifest["bn_stats"] = {"modules": len(bn_start), "images": int(plan.rows.active_mask().sum()),
-                                    **bn_members.as_dict()}
+                                  precision=precision, workers=workers)
+        bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
+        # the preprocessing with the input's decoding policy (DICOM window, NIfTI scaling) as its colour entry
+        manifest = replace(manifest, shard=shard, bn_stats=bn, preprocessing=source.preprocessing).with_entries(
+            update=update_summary(plan))
         writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
         try:
             if not writer.copied:
@@ -151,9 +151,7 @@ def extract(
                                  plan.copy_new, plan.copy_old)
             passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config, progress,
                               bn_members.order if bn_members else None)
-            manifest["runtime"]["duration_s"] = round(time.perf_counter() - started, 3)
-            manifest["created"] = now()
-            writer.finish(manifest, plan.planned)
+            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned)
         finally:
             writer.close()
     return ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped)
@@ -179,9 +177,10 @@ def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decod
     """Hash every file and test-decode the ones not decoded before, before anything is written."""
     from tqdm import tqdm
 
-    paths = [r.path for r in images.records]
+    paths, frames = [r.path for r in images.records], [r.frame for r in images.records]
     with tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
-        checks = check_files(paths, progress=bar.update, trusted=decoded_before)
+        checks = check_files(paths, progress=bar.update, trusted=decoded_before, decoder=images.decoder,
+                             frames=frames)
     bad = [(r, c.error) for r, c in zip(images.records, checks) if c.error]
     if bad and config.on_bad_image == "error":
         raise BadImageError([(str(r.path), why) for r, why in bad])
@@ -210,33 +209,42 @@ def _row_table(images: ImageSet, checks) -> RowTable:
     )
 
 
-def _source(loaded: LoadedModel, precision: str) -> CodeSource:
+def code_preprocessing(loaded: LoadedModel, decoder) -> dict:
+    """The model's preprocessing with the input decoder's policy as its ``colour`` entry.
+
+    Image files keep the colour policy they always had (so their cache keys do
+    not change); a DICOM or NIfTI window is part of what makes the numbers.
+    """
+    return {**loaded.preprocessing.as_dict(), "colour": decoder.policy()}
+
+
+def _source(loaded: LoadedModel, precision: str, decoder=PIL_DECODER) -> CodeSource:
     """What makes one row's numbers: the same source gives the same codes for the same bytes."""
-    return CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict(), precision)
+    return CodeSource(loaded.name, loaded.weights.sha256, code_preprocessing(loaded, decoder), precision)
 
 
-def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: dict | None = None) -> str:
+def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: ShardInfo | None = None) -> str:
     parts = {"settings": settings_key, "rows": input_fingerprint(plan.rows), "outputs": plan.outputs,
              "bn_stats": bn_stats}
     if shard is not None:
         # A shard is a shard of one input: when any image is added elsewhere, this shard is sealed again
         # (its rows copied, no forward pass) so that `merge` can check that all shards saw the same input.
         # Unsharded keys stay as they were, and a merge of the shards gets the unsharded key.
-        parts["shard"] = [shard["index"], shard["count"], shard["input_table_sha256"]]
+        parts["shard"] = [shard.index, shard.count, shard.input_table_sha256]
     return cache_key(parts)
 
 
-def _shard_info(images: ImageSet, shard: tuple[int, int]) -> dict:
+def _shard_info(images: ImageSet, shard: tuple[int, int]) -> ShardInfo:
     """What a shard records of the whole input, so that `merge` can check the shards belong together."""
     records = images.records
-    return {
-        "index": shard[0],
-        "count": shard[1],
-        "assignment": ASSIGNMENT,
-        "input_images": len(records),
-        "input_ids_sha256": ids_digest(r.id for r in records),
-        "input_table_sha256": input_digest((r.id, r.label, r.group, r.split) for r in records),
-    }
+    return ShardInfo(
+        index=shard[0],
+        count=shard[1],
+        assignment=ASSIGNMENT,
+        input_images=len(records),
+        input_ids_sha256=ids_digest(r.id for r in records),
+        input_table_sha256=input_digest((r.id, r.label, r.group, r.split) for r in records),
+    )
 
 
 def _shard_subset(images: ImageSet, shard: tuple[int, int]) -> ImageSet:
@@ -264,7 +272,7 @@ def _plan_bn_stats(plan: Plan, loaded: LoadedModel, layers: list[LayerSpec], con
         return plan, None, None
     if not batchnorm_modules(loaded.module):
         raise PipelineError(
-            f"{loaded.name} has no BatchNorm layers with running statistics, so --bn-stats has nothing to "
+            f"{loaded.name} has no BatchNorm layers with running statistics, so bn_stats (--bn-stats) has nothing to "
             "compare with ImageNet; choose a model with BatchNorm (an EfficientNet, ResNet, ...)"
         )
     members = batchnorm_members(loaded, [s.name for s in layers])
@@ -345,7 +353,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
     from tqdm import tqdm
 
-    paths = {r.id: r.path for r in images.records}
+    records = {r.id: r for r in images.records}
     cuda = device.type == "cuda"
     model = loaded.module.to(device, memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
@@ -368,7 +376,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                 offset += len(rows)
                 if not len(todo):
                     continue
-                dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
+                chosen = [records[plan.rows.ids[k]] for k in todo]
+                dataset = ImageFiles([r.path for r in chosen], loaded.preprocessing.transform(),
+                                     decoder=images.decoder, frames=[r.frame for r in chosen])
                 loader = make_loader(dataset, config.batch_size, workers, cuda)
                 with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
                     for local, batch in loader:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import __version__
+from ..cache.manifest import BnStatsInfo, CacheManifest, InputInfo, ModelInfo, RuntimeInfo, WeightsInfo
 from ..cache.plan import Plan
 from ..cache.writer import input_fingerprint
 from .pooling import NO_POOLING, get_pooling
@@ -31,47 +32,75 @@ def update_summary(plan: Plan) -> dict:
 
 
 def build_manifest(*, images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device,
-                   precision) -> dict:
-    """The manifest of one extraction as the cache stores it (checked by ``CacheManifest`` when sealed)."""
-    return {
-        "layerprobe": __version__,
-        "key": key,
-        "created": now(),
-        "model": {"name": loaded.name, "family": loaded.family, "weights": loaded.weights.as_dict(),
-                  # the cost side of a model comparison (probes.study), beside the measured throughput
-                  "n_params": int(sum(p.numel() for p in loaded.module.parameters()))},
-        "layers": [s.as_dict() for s in layers],
-        "poolings": list(pools),
-        "outputs": [f"{l}/{p}" for l, p in outputs],
-        "output_layouts": output_layouts(layers, outputs),
-        "preprocessing": loaded.preprocessing.as_dict(),
-        "input": {
-            "name": images.name,
-            "source": images.source,
-            "root": str(images.root),
-            "root_resolved": str(Path(images.root).resolve()),
-            "n_images": len(rows.ids),
-            "class_names": list(rows.class_names),
-            "has_groups": rows.groups is not None,
-            "has_split": rows.split is not None,
-            "fingerprint": input_fingerprint(rows),
-            "limit": config.limit,
-            "seed": config.seed,
-            "skipped": skipped,
-            "notes": [{"id": r, "note": n} for r, n in zip(rows.ids, notes) if n],
+                   precision, workers: int | None = None) -> CacheManifest:
+    """The manifest of one extraction (the cache writer checks it again before sealing)."""
+    return CacheManifest(
+        model=_model_info(loaded),
+        preprocessing=loaded.preprocessing.as_dict(),
+        input=_input_info(images, config, rows, notes, skipped),
+        outputs=tuple(f"{l}/{p}" for l, p in outputs),
+        runtime=_runtime_info(device, precision, config, workers),
+        key=key,
+        created=now(),
+        version=__version__,
+        others={
+            "layers": [s.as_dict() for s in layers],
+            "poolings": list(pools),
+            "output_layouts": output_layouts(layers, outputs),
+            "config": asdict(config),
         },
-        "config": asdict(config),
-        "runtime": {
-            "device": _device_name(device),
-            "precision": precision,
-            "batch_size": config.batch_size,
-            "threads": torch.get_num_threads(),
-            "host": platform.node(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "packages": _versions(),
-        },
-    }
+    )
+
+
+def _model_info(loaded) -> ModelInfo:
+    w = loaded.weights
+    # n_params: the cost side of a model comparison (probes.study), beside the measured throughput
+    return ModelInfo(loaded.name, WeightsInfo(w.source, w.sha256, None if w.path is None else str(w.path)),
+                     loaded.family, extra={"n_params": int(sum(p.numel() for p in loaded.module.parameters()))})
+
+
+def _input_info(images, config, rows, notes, skipped) -> InputInfo:
+    """What the rows came from: the input's name, kind and root, and what was found and left out there."""
+    return InputInfo(
+        name=images.name,
+        source=images.source,
+        root=str(images.root),
+        root_resolved=str(Path(images.root).resolve()),
+        n_images=len(rows.ids),
+        class_names=tuple(rows.class_names),
+        has_groups=rows.groups is not None,
+        has_split=rows.split is not None,
+        fingerprint=input_fingerprint(rows),
+        limit=config.limit,
+        seed=config.seed,
+        skipped=tuple(skipped),
+        notes=tuple({"id": r, "note": n} for r, n in zip(rows.ids, notes) if n),
+    )
+
+
+def _runtime_info(device, precision: str, config, workers: int | None) -> RuntimeInfo:
+    return RuntimeInfo(
+        device=_device_name(device),
+        precision=precision,
+        batch_size=config.batch_size,
+        workers=workers,
+        threads=torch.get_num_threads(),
+        host=platform.node(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        packages=_versions(),
+    )
+
+
+def finished(manifest: CacheManifest, duration_s: float) -> CacheManifest:
+    """The manifest stamped when the codes are written: how long it took, and when."""
+    return replace(manifest, created=now(), runtime=replace(manifest.runtime, duration_s=round(duration_s, 3)))
+
+
+def bn_stats_info(modules: int, images: int, members) -> BnStatsInfo:
+    """What the stored BatchNorm sums cover, and which output owns each BatchNorm layer."""
+    owned = members.as_dict()
+    return BnStatsInfo(modules, images, owned["members"], tuple(owned["after_last"]), tuple(owned["never_ran"]))
 
 
 def pooled(spec, pooling: str) -> dict:

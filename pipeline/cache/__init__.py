@@ -3,7 +3,8 @@
 from .columns import add_row_column
 from .format import FORMAT, FORMAT_VERSION, cache_key, codes_path
 from .lock import WriterLock, is_locked
-from .manifest import CacheManifest, InputInfo, RuntimeInfo, ShardInfo
+from .manifest import (BnStatsInfo, CacheManifest, InputInfo, InputSummary, ModelInfo, ProvenanceCopy, RuntimeInfo,
+                       ShardInfo, WeightsInfo, manifest_json)
 from .merge import MergeResult, merge_shards
 from .reader import ActivationCache, open_cache
 from .shards import merged_path, shard_of, shard_path
@@ -15,22 +16,28 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "ActivationCache",
+    "BnStatsInfo",
     "CacheManifest",
     "CacheWriter",
     "CodeSource",
     "Difference",
     "InputInfo",
+    "InputSummary",
     "MergeResult",
+    "ModelInfo",
     "OutputSpec",
+    "ProvenanceCopy",
     "RowTable",
     "RuntimeInfo",
     "ShardInfo",
     "VerifyReport",
+    "WeightsInfo",
     "WriterLock",
     "add_row_column",
     "cache_key",
     "codes_path",
     "is_locked",
+    "manifest_json",
     "merge_shards",
     "merged_path",
     "open_cache",

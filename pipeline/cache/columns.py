@@ -13,9 +13,9 @@ has been replaced since.
 
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -26,6 +26,7 @@ from ..errors import CacheError
 from . import integrity
 from .format import metadata_digest
 from .lock import WriterLock
+from .manifest import CacheManifest, manifest_json
 from .reader import open_cache
 from .writer import column_entry
 
@@ -60,12 +61,13 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict,
             if len(values) != cache.n_rows:
                 raise CacheError(f"{name}: got {len(values)} values for {cache.n_rows} rows")
             active = np.asarray(cache.stored_rows().active, bool)
+            made = cache.provenance
         full = np.full(len(active), -1, dtype=np.int64)
         full[active] = values
-        _rewrite(path, name, full, about)
+        _rewrite(path, name, full, replace(made, columns={**made.columns, name: about}))
 
 
-def _rewrite(path: Path, name: str, full: np.ndarray, about: dict) -> None:
+def _rewrite(path: Path, name: str, full: np.ndarray, manifest: CacheManifest) -> None:
     work = rewrite_path(path)
     try:
         shutil.copyfile(path, work)
@@ -73,9 +75,7 @@ def _rewrite(path: Path, name: str, full: np.ndarray, about: dict) -> None:
             if name in handle:
                 del handle[name]
             handle.create_dataset(name, data=full)
-            manifest = json.loads(handle.attrs["manifest"])
-            manifest.setdefault("columns", {})[name] = about
-            handle.attrs["manifest"] = json.dumps(manifest)
+            handle.attrs["manifest"] = manifest_json(manifest)
             arrays = integrity.load(handle.attrs)
             if arrays is not None:  # a cache with per-array hashes gets the new column's
                 arrays["arrays"][name] = column_entry(full)

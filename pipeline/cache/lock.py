@@ -41,7 +41,7 @@ class WriterLock:
                     os.close(fd)
                     raise CacheInProgressError(
                         f"{self.path.with_suffix('')} is being written by process {holder}; "
-                        "wait for it to finish (or pass wait=True, --wait)"
+                        "wait for it to finish (or pass wait=True (--wait))"
                     ) from None
                 time.sleep(self.poll)
         os.ftruncate(fd, 0)

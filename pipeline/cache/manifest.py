@@ -1,19 +1,25 @@
-"""The manifest of a cache as a typed, validated object.
+"""The manifest of a cache as a typed, validated object: read, built and written through one type.
 
 On disk the manifest stays the JSON it has always been (``attrs["manifest"]``,
 see ``format.py``), so every cache written before this type existed opens.
 :meth:`CacheManifest.from_dict` checks the entries the stages rely on and
-gives them types: the :class:`CodeSource` that made the codes, the input, the
-stored outputs, the runtime and, for a shard, its place in the sharded run.
-Everything else (layers, config, update summary, BatchNorm counts, derived
-columns, merge record) is kept as stored; :meth:`CacheManifest.as_dict` gives
-the exact JSON back.
+gives them types: the model and its weights, the preprocessing, the input, the
+stored outputs, the runtime, BatchNorm counts, derived columns and, for a shard,
+its place in the sharded run. Their :class:`CodeSource` answers every "same
+codes?" question. Entries no type names (layers, config, update summary, merge
+record, and keys a part does not model) are kept as stored, so
+:meth:`CacheManifest.as_dict` gives the JSON back. :func:`manifest_json` is the
+one place a manifest becomes the text a cache stores.
+
+Stages change a manifest with :func:`dataclasses.replace` on these frozen parts.
+Probe and results files keep a copy of a cache's provenance; they read it
+through :class:`ProvenanceCopy`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import CacheError
@@ -33,8 +39,59 @@ def _need(where: dict, key: str, kind, path: str, optional: bool = False):
     return value
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as its JSON reading (tuples become lists; a copy, never shared)."""
+    return json.loads(json.dumps(value))
+
+
+class _Part:
+    """A manifest entry with typed fields; keys it does not model stay in ``extra``, written back as found."""
+
+    extra: dict
+
+    @classmethod
+    def _extra(cls, d: dict) -> dict:
+        known = {f.name for f in fields(cls)}
+        return {k: v for k, v in d.items() if k not in known}
+
+    def as_dict(self) -> dict:
+        typed = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return _plain({**{k: v.as_dict() if isinstance(v, _Part) else v for k, v in typed.items()}, **self.extra})
+
+
 @dataclass(frozen=True)
-class InputInfo:
+class WeightsInfo(_Part):
+    """Where the weights came from (``source``: a hub, a file, random-init), their digest and file."""
+
+    source: str
+    sha256: str
+    path: str | None = None
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WeightsInfo":
+        return cls(source=str(d.get("source", "")), sha256=_need(d, "sha256", str, "model.weights.sha256"),
+                   path=None if d.get("path") is None else str(d["path"]), extra=cls._extra(d))
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Part):
+    """The model by name, its family (timm, torchvision) and its weights."""
+
+    name: str
+    weights: WeightsInfo
+    family: str | None = None
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        return cls(name=_need(d, "name", str, "model.name"),
+                   weights=WeightsInfo.from_dict(_need(d, "weights", dict, "model.weights")),
+                   family=_need(d, "family", str, "model.family", optional=True), extra=cls._extra(d))
+
+
+@dataclass(frozen=True)
+class InputInfo(_Part):
     """The input the rows came from: its name, source kind, root and what was found there."""
 
     name: str
@@ -43,23 +100,38 @@ class InputInfo:
     root_resolved: str | None = None
     n_images: int | None = None
     class_names: tuple[str, ...] = ()
+    has_groups: bool | None = None
+    has_split: bool | None = None
     fingerprint: str | None = None
+    limit: int | None = None
+    seed: int | None = None
     skipped: tuple[dict, ...] = ()
     notes: tuple[dict, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputInfo":
+        optional = lambda key, kind: _need(d, key, kind, f"input.{key}", optional=True)  # noqa: E731
         return cls(
             name=_need(d, "name", str, "input.name"),
             source=_need(d, "source", str, "input.source"),
             root=_need(d, "root", str, "input.root"),
-            root_resolved=_need(d, "root_resolved", str, "input.root_resolved", optional=True),
-            n_images=_need(d, "n_images", int, "input.n_images", optional=True),
-            class_names=tuple(_need(d, "class_names", list, "input.class_names", optional=True) or ()),
-            fingerprint=_need(d, "fingerprint", str, "input.fingerprint", optional=True),
-            skipped=tuple(_need(d, "skipped", list, "input.skipped", optional=True) or ()),
-            notes=tuple(_need(d, "notes", list, "input.notes", optional=True) or ()),
+            root_resolved=optional("root_resolved", str),
+            n_images=optional("n_images", int),
+            class_names=tuple(optional("class_names", list) or ()),
+            has_groups=optional("has_groups", bool),
+            has_split=optional("has_split", bool),
+            fingerprint=optional("fingerprint", str),
+            limit=optional("limit", int),
+            seed=optional("seed", int),
+            skipped=tuple(optional("skipped", list) or ()),
+            notes=tuple(optional("notes", list) or ()),
+            extra=cls._extra(d),
         )
+
+    def summary(self) -> dict:
+        """What a probe or results file copies of the input (read back as :class:`InputSummary`)."""
+        return {"name": self.name, "source": self.source, "n_images": self.n_images, "fingerprint": self.fingerprint}
 
     @property
     def settings_root(self) -> str:
@@ -68,7 +140,7 @@ class InputInfo:
 
 
 @dataclass(frozen=True)
-class RuntimeInfo:
+class RuntimeInfo(_Part):
     """Where and how the codes were computed."""
 
     device: str
@@ -76,20 +148,33 @@ class RuntimeInfo:
     batch_size: int | None = None
     workers: int | None = None
     duration_s: float | None = None
+    threads: int | None = None
+    host: str | None = None
+    platform: str | None = None
+    python: str | None = None
+    packages: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RuntimeInfo":
+        optional = lambda key, kind: _need(d, key, kind, f"runtime.{key}", optional=True)  # noqa: E731
         return cls(
             device=_need(d, "device", str, "runtime.device"),
             precision=_need(d, "precision", str, "runtime.precision"),
-            batch_size=_need(d, "batch_size", int, "runtime.batch_size", optional=True),
-            workers=_need(d, "workers", int, "runtime.workers", optional=True),
-            duration_s=_need(d, "duration_s", (int, float), "runtime.duration_s", optional=True),
+            batch_size=optional("batch_size", int),
+            workers=optional("workers", int),
+            duration_s=optional("duration_s", (int, float)),
+            threads=optional("threads", int),
+            host=optional("host", str),
+            platform=optional("platform", str),
+            python=optional("python", str),
+            packages=dict(optional("packages", dict) or {}),
+            extra=cls._extra(d),
         )
 
 
 @dataclass(frozen=True)
-class ShardInfo:
+class ShardInfo(_Part):
     """A shard's place in a sharded run and what it saw of the whole input."""
 
     index: int
@@ -98,56 +183,106 @@ class ShardInfo:
     input_images: int
     input_ids_sha256: str
     input_table_sha256: str
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ShardInfo":
         shard = cls(**{name: _need(d, name, kind, f"shard.{name}") for name, kind in (
             ("index", int), ("count", int), ("assignment", str), ("input_images", int),
-            ("input_ids_sha256", str), ("input_table_sha256", str))})
+            ("input_ids_sha256", str), ("input_table_sha256", str))}, extra=cls._extra(d))
         if not 0 <= shard.index < shard.count:
             raise CacheError(f"its manifest's shard index {shard.index} is outside 0..{shard.count - 1}")
         return shard
 
 
 @dataclass(frozen=True)
-class CacheManifest:
-    """A cache's manifest: typed views of the entries the stages use, and the JSON it came from."""
+class BnStatsInfo(_Part):
+    """How many BatchNorm modules and images the stored sums cover, and which output owns each module.
 
-    source: CodeSource
+    ``members`` is None for caches made before it was recorded.
+    """
+
+    modules: int
+    images: int
+    members: dict | None = None
+    after_last: tuple[str, ...] = ()
+    never_ran: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BnStatsInfo":
+        optional = lambda key, kind: _need(d, key, kind, f"bn_stats.{key}", optional=True)  # noqa: E731
+        return cls(modules=_need(d, "modules", int, "bn_stats.modules"),
+                   images=_need(d, "images", int, "bn_stats.images"), members=optional("members", dict), after_last=tuple(optional("after_last", list) or ()),
+                   never_ran=tuple(optional("never_ran", list) or ()), extra=cls._extra(d))
+
+    def as_dict(self) -> dict:
+        out = super().as_dict()
+        if self.members is None:  # as before members were recorded: the key is absent
+            out.pop("members")
+        return out
+
+
+# The top-level entries the typed fields write, in the order a manifest has always had them.
+_TYPED = ("layerprobe", "key", "created", "model", "preprocessing", "outputs", "input", "runtime", "shard", "bn_stats",
+          "columns")
+
+
+@dataclass(frozen=True)
+class CacheManifest:
+    """A cache's manifest: typed entries the stages read and write, the others (``get``) as stored."""
+
+    model: ModelInfo
+    preprocessing: dict = field(hash=False)
     input: InputInfo
     outputs: tuple[str, ...]
     runtime: RuntimeInfo
     shard: ShardInfo | None = None
-    stored: dict = field(default_factory=dict, repr=False, compare=False)
+    bn_stats: BnStatsInfo | None = None
+    columns: dict = field(default_factory=dict, hash=False)  # derived row column -> how it was made
+    key: str | None = None
+    created: str | None = None
+    version: str | None = None  # the layerprobe that wrote it
+    others: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CacheManifest":
         """Check and type a manifest as stored; raises :class:`CacheError` naming the bad entry."""
         if not isinstance(d, dict):
             raise CacheError(f"its manifest is {type(d).__name__}, not an object")
-        stored = json.loads(json.dumps(d))
-        model = _need(stored, "model", dict, "model")
-        _need(model, "name", str, "model.name")
-        _need(_need(model, "weights", dict, "model.weights"), "sha256", str, "model.weights.sha256")
-        _need(stored, "preprocessing", dict, "preprocessing")
-        runtime = RuntimeInfo.from_dict(_need(stored, "runtime", dict, "runtime"))
+        stored = _plain(d)
         outputs = _need(stored, "outputs", list, "outputs")
         bad = [o for o in outputs if not isinstance(o, str) or "/" not in o]
         if bad:
             raise CacheError(f"its manifest's outputs hold {bad[0]!r}, not a layer/pooling name")
-        shard = _need(stored, "shard", dict, "shard", optional=True)
+        shard, bn = _need(stored, "shard", dict, "shard", optional=True), stored.get("bn_stats")
         return cls(
-            source=CodeSource.from_manifest(stored),
+            model=ModelInfo.from_dict(_need(stored, "model", dict, "model")),
+            preprocessing=_need(stored, "preprocessing", dict, "preprocessing"),
             input=InputInfo.from_dict(_need(stored, "input", dict, "input")),
             outputs=tuple(outputs),
-            runtime=runtime,
+            runtime=RuntimeInfo.from_dict(_need(stored, "runtime", dict, "runtime")),
             shard=ShardInfo.from_dict(shard) if shard else None,
-            stored=stored,
+            bn_stats=BnStatsInfo.from_dict(_need(stored, "bn_stats", dict, "bn_stats")) if bn else None,
+            columns=dict(_need(stored, "columns", dict, "columns", optional=True) or {}),
+            key=_need(stored, "key", str, "key", optional=True),
+            created=_need(stored, "created", str, "created", optional=True),
+            version=_need(stored, "layerprobe", str, "layerprobe", optional=True),
+            others={k: v for k, v in stored.items() if k not in _TYPED},
         )
 
     def as_dict(self) -> dict:
-        """The manifest as JSON-able dict, exactly as stored."""
-        return json.loads(json.dumps(self.stored))
+        """The manifest as a JSON-able dict; absent optional entries (shard, BatchNorm, columns) stay absent."""
+        typed = {"layerprobe": self.version, "key": self.key, "created": self.created, "model": self.model.as_dict(),
+                 "preprocessing": self.preprocessing, "outputs": list(self.outputs), "input": self.input.as_dict(),
+                 "runtime": self.runtime.as_dict(), "shard": self.shard and self.shard.as_dict(),
+                 "bn_stats": self.bn_stats and self.bn_stats.as_dict(), "columns": self.columns or None}
+        return _plain({**{k: v for k, v in typed.items() if v is not None}, **self.others})
+
+    @property
+    def source(self) -> CodeSource:
+        """The model, weights digest, preprocessing and precision that made these codes."""
+        return CodeSource(self.model.name, self.model.weights.sha256, self.preprocessing, self.runtime.precision)
 
     @property
     def settings_key(self) -> str:
@@ -155,5 +290,66 @@ class CacheManifest:
         return self.source.settings_key(self.input.settings_root)
 
     def get(self, name: str, default: Any = None) -> Any:
-        """Any other top-level entry as stored (``layers``, ``config``, ``bn_stats``, ...)."""
-        return self.stored.get(name, default)
+        """Any top-level entry as it is written (``layers``, ``config``, ``update``, ...)."""
+        return self.as_dict().get(name, default)
+
+    def with_entries(self, **entries) -> "CacheManifest":
+        """This manifest with untyped top-level entries set (``update=...``, ``merge=...``)."""
+        clash = sorted(set(entries) & set(_TYPED))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} are typed entries: change them with dataclasses.replace")
+        return replace(self, others={**self.others, **_plain(entries)})
+
+    def copy(self) -> dict:
+        """The provenance a probe or results file keeps of this cache (read back by :class:`ProvenanceCopy`)."""
+        return {"model": self.model.as_dict(), "preprocessing": _plain(self.preprocessing)}
+
+
+def manifest_json(manifest: CacheManifest) -> str:
+    """The text a cache stores as its ``manifest`` attribute: the one place a manifest is serialised."""
+    return json.dumps(manifest.as_dict())
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """The input as a probe or results file copies it (:meth:`InputInfo.summary`); empty where not copied."""
+
+    name: str = ""
+    source: str = ""
+    n_images: int | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSummary":
+        optional = lambda key, kind: _need(d, key, kind, f"input.{key}", optional=True)  # noqa: E731
+        return cls(optional("name", str) or "", optional("source", str) or "", optional("n_images", int),
+                   optional("fingerprint", str))
+
+
+@dataclass(frozen=True)
+class ProvenanceCopy:
+    """A cache's provenance as a probe or results file keeps it: model, preprocessing, precision, input.
+
+    ``precision`` is None where the copy does not record it (results files);
+    ``input`` is empty where it is not copied (a fitted probe keeps it under ``training``).
+    """
+
+    model: ModelInfo
+    preprocessing: dict = field(hash=False)
+    precision: str | None = None
+    input: InputSummary = InputSummary()
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "the file") -> "ProvenanceCopy":
+        """Read the copy in ``d``; a malformed one is a :class:`CacheError` naming ``where``."""
+        try:
+            return cls(ModelInfo.from_dict(_need(d, "model", dict, "model")),
+                       _plain(_need(d, "preprocessing", dict, "preprocessing")),
+                       _need(d, "precision", str, "precision", optional=True),
+                       InputSummary.from_dict(_need(d, "input", dict, "input", optional=True) or {}))
+        except CacheError as exc:
+            raise CacheError(f"{where}: {exc}") from None
+
+    @property
+    def source(self) -> CodeSource:
+        return CodeSource(self.model.name, self.model.weights.sha256, self.preprocessing, self.precision)

@@ -18,14 +18,13 @@ later plain `extract` into the merged file finds it up to date.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import platform
 import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -36,7 +35,7 @@ from . import integrity
 from .format import cache_key
 from .lock import WriterLock
 from .reader import ActivationCache, open_cache
-from .manifest import ShardInfo
+from .manifest import CacheManifest, InputInfo, ShardInfo
 from .shards import ids_digest, merged_path, shard_indices, shard_of
 from .source import settings_differences
 from .writer import CacheWriter, OutputSpec, RowTable, input_fingerprint
@@ -93,7 +92,7 @@ def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, pro
         target = _target(out, shards)
         ref = shards[0].cache
         key = cache_key({"settings": ref.settings_key, "rows": input_fingerprint(rows), "outputs": ref.outputs,
-                         "bn_stats": bool(ref.provenance.get("bn_stats"))})
+                         "bn_stats": ref.provenance.bn_stats is not None})
         n_active = int(rows.active_mask().sum())
         with WriterLock(target):
             if _up_to_date(target, ref, key):
@@ -102,11 +101,14 @@ def merge_shards(paths: Iterable[str | Path], out: str | Path | None = None, pro
     return MergeResult(target, n_active, len(shards), time.perf_counter() - started, False, written)
 
 
+SHARDED = "one sharded extraction (ExtractConfig shard=(I, N), extract --shard I/N)"
+
+
 # Checks -------------------------------------------------------------------------------------------
 def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
     paths = [Path(p) for p in paths]
     if not paths:
-        raise CacheError("merge needs the shard files of one `extract --shard I/N` run; none were given")
+        raise CacheError(f"merge needs the shard files of {SHARDED}; none were given")
     seen: dict[Path, Path] = {}
     for path in paths:
         if path.resolve() in seen:
@@ -120,8 +122,8 @@ def _open_all(paths: Iterable[str | Path], stack: ExitStack) -> list[_Shard]:
             raise CacheError(f"cannot merge shard {path}: {exc}") from None
         stack.callback(cache.close)
         if cache.provenance.shard is None:
-            raise CacheError(f"cannot merge: {path} is not a shard (it was extracted without --shard); merge takes "
-                             "the N files written by `extract --shard I/N` or by a torchrun launch")
+            raise CacheError(f"cannot merge: {path} is not a shard (it was extracted without shard, --shard); "
+                             f"merge takes the N files of {SHARDED} or of a torchrun launch")
         shards.append(_Shard(path, cache))
     return shards
 
@@ -140,10 +142,11 @@ def _check_agree(shards: list[_Shard]) -> None:
                              "must come from the same model, weights, preprocessing, precision and input root")
         if shard.count != first.count:
             raise CacheError(f"{where} are shards of different counts ({shard.index} of {shard.count} and "
-                             f"{first.index} of {first.count}); pass the files of one --shard I/N run")
+                             f"{first.index} of {first.count}); pass the files of {SHARDED}")
         if shard.cache.outputs != first.cache.outputs:
             raise CacheError(f"{where} hold other outputs ({', '.join(b.outputs)} against "
-                             f"{', '.join(a.outputs)}); extract every shard with the same --layers and --pool")
+                             f"{', '.join(a.outputs)}); extract every shard with the same "
+                             "layers and pools (--layers, --pool)")
         if (shard.info.input_table_sha256, shard.info.input_images) != (
                 first.info.input_table_sha256, first.info.input_images):
             raise CacheError(
@@ -151,9 +154,9 @@ def _check_agree(shards: list[_Shard]) -> None:
                 f"{first.info.input_images} images, or other labels, groups or splits): the input changed "
                 "between the shard runs; extract every shard again (only new images are computed)"
             )
-        if bool(b.get("bn_stats")) != bool(a.get("bn_stats")):
+        if (b.bn_stats is None) != (a.bn_stats is None):
             raise CacheError(f"{where}: only one of them has BatchNorm statistics; extract every shard with "
-                             "--bn-stats, or none")
+                             "bn_stats=True (--bn-stats), or none")
 
 
 def _check_indices(shards: list[_Shard]) -> list[_Shard]:
@@ -169,7 +172,8 @@ def _check_indices(shards: list[_Shard]) -> list[_Shard]:
     if missing:
         got = ", ".join(str(i) for i in sorted(by_index))
         raise CacheError(f"cannot merge: shard {', '.join(map(str, missing))} of {count} is missing (got {got}); "
-                         f"extract it with --shard {missing[0]}/{count} and pass all {count} files")
+                         f"extract it with shard=({missing[0]}, {count}) (--shard {missing[0]}/{count}) and pass all "
+                         f"{count} files")
     return [by_index[i] for i in range(count)]
 
 
@@ -183,7 +187,7 @@ def _merged_rows(shards: list[_Shard]) -> tuple[RowTable, np.ndarray, np.ndarray
             raise CacheError(
                 f"cannot merge: {shard.path.name} holds {wrong.size} row(s) of other shards (first: {first!r}, "
                 f"which belongs to shard {shard_of(first, shard.count)}); it was not written by "
-                f"`extract --shard {shard.index}/{shard.count}`"
+                f"extract with shard=({shard.index}, {shard.count}) (--shard {shard.index}/{shard.count})"
             )
     ids = np.array([i for t in tables for i in t.ids], dtype=object)
     source = np.repeat(np.arange(len(tables)), [len(t.ids) for t in tables])
@@ -272,8 +276,8 @@ def _write(target: Path, key: str, shards: list[_Shard], rows: RowTable, source:
         if not writer.copied:
             writer.copy_rows(None, [], np.zeros(0, int), np.zeros(0, int))  # no rows to reuse: mark it so
         written = _copy_codes(writer, shards, specs, source, local, progress)
-        manifest["merge"]["duration_s"] = round(time.perf_counter() - started, 3)
-        writer.finish(manifest, len(rows.ids))
+        merge = {**manifest.get("merge"), "duration_s": round(time.perf_counter() - started, 3)}
+        writer.finish(manifest.with_entries(merge=merge), len(rows.ids))
     finally:
         writer.close()
     return written
@@ -365,37 +369,36 @@ def _bn_sums(shards: list[_Shard]) -> dict | None:
     return total
 
 
-def _manifest(shards: list[_Shard], rows: RowTable, key: str) -> dict:
+def _manifest(shards: list[_Shard], rows: RowTable, key: str) -> CacheManifest:
     """The first shard's manifest, made the whole set's: rows, input, update, BatchNorm counts, provenance."""
-    manifests = [s.cache.manifest for s in shards]
-    manifest = json.loads(json.dumps(manifests[0]))
-    manifest.pop("shard")
-    manifest.pop("columns", None)  # derived columns (duplicates) are per shard; run them on the merged cache
-    manifest["key"] = key
-    manifest["created"] = _now()
-    manifest["config"]["shard"] = None
-    manifest["input"].update(
-        n_images=int(rows.active_mask().sum()),
-        has_groups=rows.groups is not None,
-        has_split=rows.split is not None,
-        fingerprint=input_fingerprint(rows),
-        skipped=sorted((x for m in manifests for x in m["input"].get("skipped", [])), key=lambda x: x["id"]),
-        notes=sorted((x for m in manifests for x in m["input"].get("notes", [])), key=lambda x: x["id"]),
+    made = [s.cache.provenance for s in shards]
+    first, bn = made[0], made[0].bn_stats
+    return replace(
+        first, key=key, created=_now(), shard=None,
+        columns={},  # derived columns (duplicates) are per shard; run them on the merged cache
+        input=_merged_input(first.input, made, rows),
+        bn_stats=bn and replace(bn, images=sum(m.bn_stats.images for m in made)),
+        # The shards ran side by side: the slowest one is the extraction's wall time.
+        runtime=replace(first.runtime, duration_s=max(float(m.runtime.duration_s or 0) for m in made)),
+    ).with_entries(
+        config={**(first.get("config") or {}), "shard": None},
+        update=_added_updates([m.get("update", {}) for m in made]),
+        shards=[{"index": s.index, "path": str(s.path), "key": s.cache.key, "rows": s.cache.n_rows,
+                 "created": m.created, "host": m.runtime.host, "device": m.runtime.device,
+                 "duration_s": m.runtime.duration_s} for s, m in zip(shards, made)],
+        merge={"count": len(shards), "assignment": shards[0].info.assignment, "host": platform.node(),
+               "created": _now()},
     )
-    manifest["update"] = _added_updates([m.get("update", {}) for m in manifests])
-    if manifest.get("bn_stats"):
-        manifest["bn_stats"]["images"] = sum(int(m["bn_stats"]["images"]) for m in manifests)
-    # The shards ran side by side: the slowest one is the extraction's wall time.
-    manifest["runtime"]["duration_s"] = max(float(m["runtime"].get("duration_s") or 0) for m in manifests)
-    manifest["shards"] = [
-        {"index": s.index, "path": str(s.path), "key": s.cache.key, "rows": s.cache.n_rows, "created": m["created"],
-         "host": m["runtime"].get("host"), "device": m["runtime"].get("device"),
-         "duration_s": m["runtime"].get("duration_s")}
-        for s, m in zip(shards, manifests)
-    ]
-    manifest["merge"] = {"count": len(shards), "assignment": shards[0].info.assignment, "host": platform.node(),
-                         "created": _now()}
-    return manifest
+
+
+def _merged_input(first: InputInfo, made: list[CacheManifest], rows: RowTable) -> InputInfo:
+    by_id = lambda x: x["id"]  # noqa: E731
+    return replace(
+        first, n_images=int(rows.active_mask().sum()), has_groups=rows.groups is not None,
+        has_split=rows.split is not None, fingerprint=input_fingerprint(rows),
+        skipped=tuple(sorted((x for m in made for x in m.input.skipped), key=by_id)),
+        notes=tuple(sorted((x for m in made for x in m.input.notes), key=by_id)),
+    )
 
 
 def _added_updates(updates: list[dict]) -> dict:

@@ -91,7 +91,7 @@ class ActivationCache:
             return
         arrays, attrs = self._arrays["arrays"], self._arrays["attrs"]
         expected = outputs + [c for c in ROW_COLUMNS if c in self._file]
-        if self.manifest.get("bn_stats"):
+        if self.provenance.bn_stats is not None:
             expected += [f"{BN_GROUP}/{m}/{k}" for m in self._file[BN_GROUP]
                          for k in ("sum", "sumsq", "running_mean", "running_var")]
         unlisted = [name for name in expected if name not in arrays]
@@ -170,7 +170,7 @@ class ActivationCache:
 
     def bn_stats(self) -> list[BNStat] | None:
         """The data's statistics at every BatchNorm input, next to ImageNet's (``extract --bn-stats``)."""
-        if not self.manifest.get("bn_stats"):
+        if self.provenance.bn_stats is None:
             return None
         state = self.bn_state()
         try:
@@ -182,7 +182,7 @@ class ActivationCache:
         """What the cache holds besides codes and labels (None where absent): the input's groups and
         split, the near-duplicate clusters of `layerprobe duplicates`, and BatchNorm statistics."""
         groups, split, dup = self.groups, self.split, self.dup_cluster
-        bn = self.manifest.get("bn_stats") or None
+        bn = self.provenance.bn_stats
         sizes = np.unique(dup, return_counts=True)[1] if dup is not None else np.array([], int)
         return {
             "groups": None if groups is None else {"distinct": len(set(groups.tolist()) - {""}),
@@ -190,21 +190,21 @@ class ActivationCache:
             "split": None if split is None else {str(v): int(n) for v, n in zip(*np.unique(split, return_counts=True))},
             "dup_clusters": None if dup is None else {
                 "clusters": int((sizes >= 2).sum()), "rows_in_clusters": int(sizes[sizes >= 2].sum()),
-                **{k: v for k, v in (self.manifest.get("columns") or {}).get("dup_cluster", {}).items()
+                **{k: v for k, v in self.provenance.columns.get("dup_cluster", {}).items()
                    if k in ("threshold", "output")}},
-            "bn_stats": None if bn is None else {"layers": int(bn["modules"]), "images": int(bn["images"]),
-                                                 "members_recorded": "members" in bn},
+            "bn_stats": None if bn is None else {"layers": bn.modules, "images": bn.images,
+                                                 "members_recorded": bn.members is not None},
         }
 
     def bn_members(self) -> dict[str, list[str]] | None:
         """Which BatchNorm layers belong to which layer (by firing order); None for caches made before it was
         recorded."""
-        members = (self.manifest.get("bn_stats") or {}).get("members")
+        members = None if self.provenance.bn_stats is None else self.provenance.bn_stats.members
         return None if members is None else {k: list(v) for k, v in members.items()}
 
     def bn_state(self) -> dict:
         """The raw BatchNorm sums, for an incremental extraction to continue from (checked against their hashes)."""
-        if not self.manifest.get("bn_stats"):
+        if self.provenance.bn_stats is None:
             return {}
         state = self._read("bn_stats", lambda: read_state(self._file))
         if self._arrays is not None:

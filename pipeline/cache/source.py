@@ -59,6 +59,12 @@ class Difference:
             return sep.join(f"{k} {fmt(self.mine.get(k))} vs {fmt(self.theirs.get(k))}" for k in self.keys)
         return f"{fmt(self.mine)} vs {fmt(self.theirs)}"
 
+    def brief(self) -> str:
+        """``label mine vs theirs`` for a message: a digest by its first 12 hex digits, which name it."""
+        if self.name == "weights_sha256":
+            return f"{self.label} {self.mine[:12]} vs {self.theirs[:12]}"
+        return f"{self.label} {self.detail()}"
+
 
 @dataclass(frozen=True)
 class CodeSource:
@@ -76,19 +82,6 @@ class CodeSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preprocessing", _plain(dict(self.preprocessing)))
-
-    @classmethod
-    def from_manifest(cls, manifest: dict, precision: str | None = None) -> "CodeSource":
-        """The source a cache manifest (or a probe's or results' copy of one) records.
-
-        A cache manifest keeps precision under ``runtime``; pass ``precision``
-        for copies that keep it elsewhere.
-        """
-        model = manifest.get("model") or {}
-        if precision is None:
-            precision = (manifest.get("runtime") or {}).get("precision")
-        return cls(str(model.get("name", "")), str((model.get("weights") or {}).get("sha256", "")),
-                   manifest.get("preprocessing") or {}, precision)
 
     def settings(self, input_root: str) -> dict:
         """The parts of the settings key, as they have always been hashed."""

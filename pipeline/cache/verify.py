@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
+from ..inputs.records import file_id
 from .reader import open_cache
 
 
@@ -85,10 +86,10 @@ def _check_codes(cache, report: VerifyReport) -> None:
         bad = int((~np.isfinite(values)).any(axis=1).sum())
         if bad:
             report.problems.append(f"{layer}/{pooling}: {bad} row(s) hold NaN or infinite values")
-    if cache.provenance.get("bn_stats"):
+    if cache.provenance.bn_stats is not None:
         cache.bn_state()  # checked against the recorded hashes and counts
     report.checked.append("chunk index, chunk checksums (fletcher32), content hashes and finite values of every output"
-                          + (" and the BatchNorm sums" if cache.provenance.get("bn_stats") else ""))
+                          + (" and the BatchNorm sums" if cache.provenance.bn_stats is not None else ""))
 
 
 def _check_inputs(cache, report: VerifyReport) -> None:
@@ -99,7 +100,7 @@ def _check_inputs(cache, report: VerifyReport) -> None:
     for row_id, sha, is_active in zip(stored.ids, stored.sha256, active):
         if not is_active:
             continue
-        file = root / row_id
+        file = root / file_id(row_id)  # a frame's or slice's row names its file
         if not file.is_file():
             missing.append(row_id)
         elif hashlib.sha256(file.read_bytes()).hexdigest() != sha:

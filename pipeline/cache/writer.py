@@ -30,7 +30,7 @@ from . import integrity
 from .bnstats import GROUP as BN_GROUP
 from .bnstats import read_state, write_state
 from .format import FORMAT, FORMAT_VERSION, PARTIAL_SUFFIX, chunk_rows, codes_path, metadata_digest
-from .manifest import CacheManifest
+from .manifest import CacheManifest, manifest_json
 
 log = logging.getLogger(__name__)
 _STR = h5py.string_dtype("utf-8")
@@ -125,10 +125,15 @@ def _readable_key(handle: h5py.File) -> bool:
         return False
 
 
+def _manifest_text(manifest: CacheManifest | dict) -> str:
+    """A typed manifest as stored; a dict (tests and benchmarks forge them) is stored as given."""
+    return manifest_json(manifest) if isinstance(manifest, CacheManifest) else json.dumps(manifest)
+
+
 class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
-    def __init__(self, final: Path, key: str, settings_key: str, manifest: dict, rows: RowTable,
+    def __init__(self, final: Path, key: str, settings_key: str, manifest: CacheManifest | dict, rows: RowTable,
                  outputs: list[OutputSpec], bn_state: dict | None = None):
         self.final = Path(final)
         self.partial = partial_path(self.final)
@@ -184,7 +189,7 @@ class CacheWriter:
         handle.attrs["complete"] = False  # a run killed while sealing is sealed again at the end
         return handle
 
-    def _create(self, settings_key: str, manifest: dict, rows: RowTable) -> h5py.File:
+    def _create(self, settings_key: str, manifest: CacheManifest | dict, rows: RowTable) -> h5py.File:
         handle = h5py.File(self.partial, "w", track_order=True)
         n = self.n_rows
         handle.attrs.update(
@@ -192,7 +197,7 @@ class CacheWriter:
             format_version=FORMAT_VERSION,
             settings_key=settings_key,
             key=self.key,
-            manifest=json.dumps(manifest),
+            manifest=_manifest_text(manifest),
             rows_committed=0,
             copied=False,
             complete=False,
@@ -274,7 +279,7 @@ class CacheWriter:
         self.file.attrs["rows_committed"] = committed
         self.file.flush()
 
-    def finish(self, manifest: dict, planned: int) -> Path:
+    def finish(self, manifest: CacheManifest | dict, planned: int) -> Path:
         """Seal a copy (digest, complete), fsync and rename it into place; returns the final path.
 
         If sealing fails (full disk, file size limit) the partial file is left as it
@@ -282,25 +287,26 @@ class CacheWriter:
         """
         if self.rows_committed != planned or not self.copied:
             raise CacheError(f"only {self.rows_committed} of {planned} planned rows were written")
+        text = _manifest_text(manifest)
         try:  # never seal a cache that open_cache would refuse
-            CacheManifest.from_dict(manifest)
+            CacheManifest.from_dict(json.loads(text))
         except CacheError as exc:
             raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
-            self._seal(manifest, planned)
+            self._seal(text, planned)
             self._publish()
         except (OSError, RuntimeError) as exc:
             self.sealing.unlink(missing_ok=True)
             raise write_failure(self.partial, exc) from None
         return self.final
 
-    def _seal(self, manifest: dict, planned: int) -> None:
+    def _seal(self, manifest: str, planned: int) -> None:
         arrays = self.array_manifest()  # hashes read from the partial file before it closes
         self.file.flush()
         self.file.close()
         shutil.copyfile(self.partial, self.sealing)
         with h5py.File(self.sealing, "r+") as handle:
-            handle.attrs["manifest"] = json.dumps(manifest)
+            handle.attrs["manifest"] = manifest
             handle.attrs["rows_planned"] = planned
             handle.attrs[integrity.ATTR] = arrays
             handle.attrs["digest"] = metadata_digest(handle)

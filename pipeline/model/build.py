@@ -187,7 +187,7 @@ def _load_local(module, name, source, weights, bundled) -> WeightsInfo:
     if source == "none":
         return WeightsInfo("none", "")
     if source == "random-init":
-        log.warning("%s has random weights (--random-init): codes carry no ImageNet knowledge", name)
+        log.warning("%s has random weights (random_init=True, --random-init): codes carry no ImageNet knowledge", name)
         return WeightsInfo("random-init", state_dict_sha256(module.state_dict()))
     if source == "file":
         path = Path(weights)

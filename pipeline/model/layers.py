@@ -120,7 +120,7 @@ def trace(loaded: LoadedModel, names: list[str]) -> dict[str, tuple[int, tuple[i
     except (RuntimeError, AssertionError, ValueError) as exc:  # e.g. a transformer built for another input size
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise ModelError(f"{loaded.name} cannot run on a {size[1]}x{size[2]} input ({type(exc).__name__}: "
-                         f"{first}); choose an image size it accepts (img_size, --img-size), or leave it at the "
+                         f"{first}); choose an image size it accepts with img_size (--img-size), or leave it at the "
                          "model's default") from None
     finally:
         for h in handles:

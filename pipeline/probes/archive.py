@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ProbeError
+from ..cache.manifest import ProvenanceCopy
+from ..errors import CacheError, ProbeError
 
 # Bounds on what a probe file may ask for; a file past them is refused before any work.
 LIMITS = {"channels": 1 << 16, "classes": 10_000, "img_size": 4096, "batch_size": 4096,
@@ -85,13 +86,21 @@ def check_numbers(path: Path, manifest: dict) -> None:
     for key in ("img_size", "batch_size"):
         if saved.get(key) is not None:
             bounded(path, f"{key}", saved[key], 1, LIMITS[key])
-    size = (manifest.get("preprocessing") or {}).get("input_size")
+    size = _provenance(path, manifest).preprocessing.get("input_size")
     if size is not None:
         if not isinstance(size, list) or len(size) != 3:
             raise ProbeError(f"{path}: its manifest gives input_size {size!r}; [channels, height, width] expected")
         bounded(path, "input channels", size[0], 1, 4)
         for side in size[1:]:
             bounded(path, "an input side", side, 1, LIMITS["img_size"])
+
+
+def _provenance(path: Path, manifest: dict) -> ProvenanceCopy:
+    """The probe's copy of its cache's provenance, refused with the file's name when malformed."""
+    try:
+        return ProvenanceCopy.from_dict(manifest, str(path))
+    except CacheError as exc:
+        raise ProbeError(str(exc)) from None
 
 
 def check_shapes(path: Path, step: str, found: dict, expected: dict) -> None:

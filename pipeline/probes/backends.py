@@ -37,8 +37,8 @@ class Backend:
 
     def check(self, scheduler: str | None) -> None:
         if scheduler is not None and not self.takes_scheduler:
-            raise ProbeError(f"--scheduler {scheduler} needs --backend dask (the {self.name} backend uses "
-                             "--jobs processes)")
+            raise ProbeError(f"scheduler={scheduler!r} (--scheduler) needs backend='dask' (--backend dask); the "
+                             f"{self.name} backend runs jobs (--jobs) processes")
 
 
 @contextmanager
@@ -53,7 +53,8 @@ def _dask(jobs: int, scheduler: str | None) -> Iterator[dict]:
         import joblib
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ProbeError("--backend dask needs dask and distributed: pip install 'layerprobe[dask]'") from None
+        raise ProbeError("backend='dask' (--backend dask) needs dask and distributed: "
+                         "pip install 'layerprobe[dask]'") from None
     with ExitStack() as stack:
         if scheduler is None:
             stack.enter_context(_environment_kept())  # left for last: restored after the cluster is closed

@@ -29,6 +29,14 @@ Public API (stable; used by ``bench/advice.py`` and the advice):
 - ``compare_all(results) -> dict``: ``{metric: {probe: Comparison.as_dict()}}``
   for ROC AUC and balanced accuracy, as stored in results files.
 - ``default_repeats(n_rows, folds, repeats) -> int``.
+
+Which output is chosen: the last when the data are shown "similar" (no output
+beats it by more than ``MARGIN``, an equivalence test) or when no output beats
+chance (a default, said so); otherwise the best. Being tied with the best at
+95% only says the last output is not *shown* worse: on 200 images it can be
+tied while it is probably worse (P(last worse) 0.94 on the advice panel's JPEG
+task, where the held-out set puts it 0.05 ROC AUC behind). The advice then
+names it as the simpler alternative with the loss it may cost.
 """
 
 from __future__ import annotations
@@ -147,8 +155,8 @@ class Comparison:
     ``verdict`` is "different" when the last output is worse than the best with
     ``confidence``; "similar" when the task has signal and no output beats the
     last by more than ``margin`` (upper bounds of every ``output - last``);
-    "uncertain" otherwise. ``chosen`` is the last output when it is tied with
-    the best, else the best.
+    "uncertain" otherwise. ``chosen`` is the last output when the verdict is
+    "similar" or nothing beats chance, else the best (equal means: the deeper).
     """
 
     metric: str
@@ -243,7 +251,6 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
     last = names[-1]
     by = {s.output: s for s in scores}
     tied = tuple(s.output for s in scores if s.tied)
-    chosen = last if by[last].tied else best
     ahead = [corrected_t(folds[o] - folds[last], ratio, confidence).high for o in names if o != last]
     beats = max(ahead) if ahead else 0.0
     signal = by[best].interval[0] > chance
@@ -256,6 +263,7 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
         verdict = "similar"
     else:
         verdict = "uncertain"
+    chosen = last if verdict == "similar" or not signal else best
     return Comparison(metric, probe, confidence, margin, len(folds[last]), ratio, chance, tuple(scores), best, last,
                       chosen, tied, by[last].behind_best, float(beats), bool(signal), bool(saturated), verdict)
 
@@ -290,7 +298,7 @@ class Candidate:
     score: OutputScore
 
     def as_dict(self) -> dict:
-        return {"model": self.model, **self.score.as_dict(), "output": self.output}
+        return {"backbone": self.model, **self.score.as_dict(), "output": self.output}
 
 
 @dataclass(frozen=True)
@@ -323,7 +331,7 @@ def compare_models(rows: list[dict], metric: str, ratio: float, n_classes: int, 
     mine = [r for r in feature_rows(rows, metric) if r["probe"] == probe]
     if not mine:
         raise ProbeError(f"the study holds no {metric} of probe {probe!r} on any feature layer")
-    folds = {f"{r['model']}{SEP}{r['output']}": fold_scores(r, metric) for r in mine}
+    folds = {f"{r['backbone']}{SEP}{r['output']}": fold_scores(r, metric) for r in mine}
     if len({len(v) for v in folds.values()}) != 1:
         raise ProbeError(f"the rows of probe {probe!r} were scored on different numbers of folds; rerun the study")
     scores, best = score_against_best(folds, ratio, chance, confidence)

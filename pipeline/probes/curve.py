@@ -73,7 +73,7 @@ def nested_pieces(y: np.ndarray, groups: np.ndarray | None, steps: int, seed: in
         piece = make_folds(y, groups, steps, 1, seed, class_names, group_name).test_fold[0]
     except ProbeError as exc:
         raise ProbeError(f"the learning curve cuts each training part into {steps} pieces, but {exc}; "
-                         "use fewer --curve-steps") from None
+                         "use fewer steps (--curve-steps)") from None
     return [np.flatnonzero(piece <= s) for s in range(steps)]
 
 
@@ -94,7 +94,7 @@ def learning_curve(cache_path: str | Path, results, output: str, probe: str, met
     get_probe(probe)
     get_metric(metric)
     if steps < 2:
-        raise ProbeError(f"--curve-steps must be at least 2, got {steps}")
+        raise ProbeError(f"steps (--curve-steps) must be at least 2, got {steps}")
     settings = ProbeSettings.from_dict(results.config["settings"])
     seed = int(results.config["seed"])
     with open_cache(cache_path) as cache:

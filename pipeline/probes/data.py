@@ -138,6 +138,7 @@ class ProbeData:
     outputs: list[Output]
     codes: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     duplicates: np.ndarray | None = None  # stored near-duplicate cluster of each row, to measure leakage
+    patients: np.ndarray | None = None  # the cache's own group column (patients, volumes), for patient-level results
 
     @property
     def ids_sha256(self) -> str:
@@ -174,7 +175,7 @@ def labelled_rows(cache: ActivationCache) -> tuple[np.ndarray, np.ndarray, list[
 
 
 def load_codes(cache: ActivationCache, output: Output, rows: np.ndarray, ids: np.ndarray,
-               fix: str = "re-extract those images or leave the layer out with --layers") -> np.ndarray:
+               fix: str = "re-extract those images or leave the layer out of layers (--layers)") -> np.ndarray:
     """float64 codes of ``output`` for ``rows``; refuses NaN and infinite values."""
     codes = cache.codes(output.layer, output.pooling)[rows]
     bad = ~np.isfinite(codes).all(axis=1)
@@ -239,6 +240,8 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
                      None if group_values is None else group_values[rows], outputs)
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]
+    if cache.groups is not None:
+        data.patients = resolve_groups(cache, "groups")[1][rows]
     for output in outputs:
         codes = load_codes(cache, output, rows, ids)
         if keep_codes:

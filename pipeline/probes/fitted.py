@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from .. import __version__
 from ..cache import CodeSource, open_cache
+from ..cache.manifest import ProvenanceCopy
 from ..errors import ProbeError
 from ..atomic import atomic_write
 from .data import Output, labelled_rows, load_codes, resolve_groups, resolve_outputs
@@ -56,9 +57,14 @@ class FittedProbe:
         return list(self.manifest["class_names"])
 
     @property
+    def provenance(self) -> ProvenanceCopy:
+        """The model (and its weights), preprocessing and precision of the codes the probe was fitted on."""
+        return ProvenanceCopy.from_dict(self.manifest, "the probe")
+
+    @property
     def source(self) -> CodeSource:
         """The model, weights, preprocessing and precision of the codes the probe was fitted on."""
-        return CodeSource.from_manifest(self.manifest, precision=self.manifest.get("precision"))
+        return self.provenance.source
 
     def predict_proba(self, codes: np.ndarray) -> np.ndarray:
         """Class probabilities for (rows, channels) codes of this probe's layer."""
@@ -79,10 +85,32 @@ class Predictions:
     ids: np.ndarray
     class_names: list[str]
     proba: np.ndarray
+    groups: np.ndarray | None = None  # the cache's group column (patients, volumes), where it has one
 
     @property
     def predicted(self) -> list[str]:
         return [self.class_names[i] for i in np.argmax(self.proba, axis=1)]
+
+    def per_group_csv(self) -> str:
+        """One row per group: ``group,n_images,predicted,p_<class>...`` (mean over its images), and for two
+        classes ``max_p_<positive>``, the largest positive probability ("any image positive")."""
+        from .patients import aggregate_max, aggregate_mean
+
+        if self.groups is None:
+            raise ProbeError("per-group predictions need a group column (DICOM PatientID, a NIfTI volume or a CSV's "
+                             "group column), and these images have none")
+        names, index = np.unique(self.groups, return_inverse=True)
+        mean = aggregate_mean(self.proba, index, len(names))
+        top = aggregate_max(self.proba, index, len(names))[:, 1] if len(self.class_names) == 2 else None
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["group", "n_images", "predicted", *(f"p_{name}" for name in self.class_names),
+                         *([f"max_p_{self.class_names[1]}"] if top is not None else [])])
+        counts = np.bincount(index, minlength=len(names))
+        for g, name in enumerate(names):
+            writer.writerow([name, int(counts[g]), self.class_names[int(np.argmax(mean[g]))],
+                             *(repr(float(v)) for v in mean[g]), *([repr(float(top[g]))] if top is not None else [])])
+        return buffer.getvalue()
 
     def to_csv(self) -> str:
         """``id,predicted,p_<class>...``; probabilities at full (round-trip) precision."""
@@ -132,14 +160,13 @@ def fit_probe(
         "settings": settings.as_dict(),
         "seed": seed,
         "chosen": chosen_params(pipeline),
-        "model": made.get("model"),
-        "preprocessing": made.get("preprocessing"),
+        **made.copy(),
         "extract_config": made.get("config", {}),
         "precision": made.runtime.precision,
         "training": {
             "cache": str(Path(path).resolve()),
             "cache_key": key,
-            "input": {k: getattr(made.input, k) for k in ("name", "source", "n_images", "fingerprint")},
+            "input": made.input.summary(),
             "n_rows": int(len(y)),
             "class_counts": {n: int((y == c).sum()) for c, n in enumerate(names)},
             "groups": group_name,
@@ -171,11 +198,11 @@ def apply_probe(probe: FittedProbe, cache_path: str | Path) -> Predictions:
     with open_cache(cache_path) as cache:
         source = cache.provenance.source
         check_compatible(probe, source, [f"{l}/{p}" for l, p in cache.outputs], str(cache.path))
-        if source.precision != probe.source.precision:
-            log.warning("codes were made at %s precision, the probe was fitted on %s codes",
-                        source.precision, probe.source.precision)
+        for d in source.differences(probe.source, among=("precision",)):
+            log.warning("codes were made at %s precision, the probe was fitted on %s codes", d.mine, d.theirs)
         ids = cache.ids
         rows = np.arange(len(ids))
         output = Output(probe.layer, probe.pooling, 0, probe.manifest["channels"])
         codes = load_codes(cache, output, rows, ids, fix="re-extract those images before predicting them")
-    return Predictions(ids, probe.class_names, probe.predict_proba(codes))
+        groups = resolve_groups(cache, "groups")[1] if cache.groups is not None else None
+    return Predictions(ids, probe.class_names, probe.predict_proba(codes), groups)

@@ -29,6 +29,7 @@ from .backends import Backend, get_backend
 from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
+from .patients import PatientLevel
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
 from .splits import Folds, check_folds, inner_splits, make_folds
@@ -99,7 +100,7 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
         raise ProbeError(f"results file {out} covers other rows of this cache; pass another out (--out) or delete it")
     if old.data.get("groups_sha256") != data.groups_sha256:
         raise ProbeError(
-            f"results file {out} was made with other groups in --groups {data.group_name} (the column changed "
+            f"results file {out} was made with other groups in groups {data.group_name!r} (the column changed "
             "since); its folds no longer keep groups apart: pass another out (--out), or delete it to start afresh"
         )
     return old
@@ -147,7 +148,8 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
     return done
 
 
-def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray) -> dict:
+def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray,
+         patients: PatientLevel | None = None) -> dict:
     """One results row: every metric of one (output, probe) over all folds."""
     oof = out_of_fold(done, output.name, probe, folds, len(data.y), len(data.class_names))
     fold_rows: list[list[np.ndarray]] = [[] for _ in range(folds.repeats)]
@@ -159,9 +161,12 @@ def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, 
         seconds += result["seconds"]
         cpu += result["cpu_seconds"]
         notes.update(result["warnings"])
-    return {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
-            "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
-            "warnings": sorted(notes)}
+    row = {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
+           "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
+           "warnings": sorted(notes)}
+    if patients is not None:
+        row["patient_metrics"] = patients.metrics(oof)
+    return row
 
 
 def _order(row: dict) -> tuple:
@@ -203,7 +208,7 @@ def run_probes(
         data = load_probe_data(cache, config.layers, config.groups, keep_codes=not engine.tasks_read_cache)
     if config.repeats is None:
         config = replace(config, repeats=default_repeats(len(data.y), config.folds))
-        log.debug("%d labelled rows: --repeats %d, for %d paired estimates", len(data.y), config.repeats,
+        log.debug("%d labelled rows: repeats %d, for %d paired estimates", len(data.y), config.repeats,
                  config.repeats * config.folds)
     try:
         lock = WriterLock(out).acquire()
@@ -230,8 +235,11 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     if not pairs:
         log.info("%s already holds every requested row: nothing to fit", out)
         return previous
-    rows, _, where = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
+    rows, _, where, patients = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    if patients is not None:
+        results.data["patients"] = {"column": "groups", "n": int(len(patients.names)),
+                                    "aggregations": list(rows[0]["patient_metrics"])}
     results.runtime.update({k: where[k] for k in ("backend", "scheduler", "workers")})
     results.comparisons = compare_all(results)
     if leakage is not None:
@@ -241,20 +249,22 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
 
 
 def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[tuple[Output, str]], jobs: int,
-                progress: bool, engine: Backend, scheduler: str | None) -> tuple[list[dict], dict, dict]:
+                progress: bool, engine: Backend, scheduler: str | None) -> tuple[list[dict], dict, dict, object]:
     """Fit and score every (output, probe) of ``pairs`` on ``folds``.
 
     Returns the results rows, the fitted folds' test-part probabilities by
-    ``(output, probe, repeat, fold)`` (see :func:`out_of_fold`) and where they ran.
+    ``(output, probe, repeat, fold)`` (see :func:`out_of_fold`), where they ran and
+    the patient-level scorer (None without a patient column).
     """
     inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
                                   config.settings.inner_folds, config.seed, data.class_names)
              for r, k, train, _ in folds.splits()}
-    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with --jobs %d", len(pairs), len(folds.splits()), jobs)
+    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
     with engine.open(jobs, scheduler) as where:
         done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
     weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
-    return [_row(data, o, p, folds, done, weights) for o, p in pairs], done, where
+    patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
+    return [_row(data, o, p, folds, done, weights, patients) for o, p in pairs], done, where, patients
 
 
 def out_of_fold(done: dict, output: str, probe: str, folds: Folds, n_rows: int, n_classes: int) -> np.ndarray:
@@ -273,8 +283,8 @@ def _leakage(data: ProbeData, folds: Folds) -> dict | None:
     n = len(data.y)
     if leaked:
         log.warning(
-            "--groups %s leaks: %d of %d test rows (%.1f%%) have a near-duplicate in the training folds, which "
-            "inflates every metric; use --groups auto", data.group_name, leaked, n, 100.0 * leaked / n,
+            "groups %r leaks: %d of %d test rows (%.1f%%) have a near-duplicate in the training folds, which "
+            "inflates every metric; use groups='auto' (--groups auto)", data.group_name, leaked, n, 100.0 * leaked / n,
         )
     return {"rows_with_duplicate_in_training": leaked, "rows": n, "fraction": round(leaked / n, 4)}
 
@@ -285,10 +295,8 @@ def _results(data: ProbeData, config: ProbeConfig, folds: Folds, previous: Probe
     outputs = {o["output"]: o for o in (previous.outputs if previous else [])}
     outputs.update({o.name: o.as_dict() for o in data.outputs})
     return ProbeResults(
-        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, "model": m.get("model"),
-               "preprocessing": m.get("preprocessing"), "input": {k: getattr(m.input, k) for k in
-                                                                  ("name", "source", "n_images", "fingerprint")},
-               "extract_config": m.get("config", {})},
+        cache={"path": str(Path(data.cache_path).resolve()), "key": data.cache_key, **m.copy(),
+               "input": m.input.summary(), "extract_config": m.get("config", {})},
         config=config.as_dict(),
         data={"n_rows": int(len(data.y)), "class_names": data.class_names, "class_counts": data.class_counts(),
               "ids_sha256": data.ids_sha256, "groups": data.group_name, "groups_sha256": data.groups_sha256,

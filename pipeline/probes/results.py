@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache.manifest import ProvenanceCopy
 from ..errors import ProbeError
 from ..atomic import atomic_write
 from .metrics import get_metric
@@ -35,6 +36,11 @@ class ProbeResults:
     created: str = ""
     version: str = ""
     comparisons: dict = field(default_factory=dict)  # compare.compare_all(); absent from files before it
+
+    @property
+    def provenance(self) -> ProvenanceCopy:
+        """The cache's model (and weights), preprocessing and input these results were made from."""
+        return ProvenanceCopy.from_dict(self.cache, "the probe results")
 
     def row(self, output: str, probe: str) -> dict | None:
         return next((r for r in self.rows if r["output"] == output and r["probe"] == probe), None)
@@ -135,7 +141,9 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         out.append({"output": r["output"], "depth": r["depth"], "probe": r["probe"], "metric": metric,
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", [])})
+                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", []),
+                    "patient": {how: {"mean": s[metric]["mean"], "ci": s[metric]["ci"]}
+                                for how, s in r.get("patient_metrics", {}).items() if metric in s}})
     return out
 
 
@@ -149,7 +157,8 @@ def split_comparison(grouped: ProbeResults, leaky: ProbeResults, metric: str) ->
     """Each (layer, probe) scored on the group-aware folds and on plain stratified folds."""
     get_metric(metric)
     if grouped.cache.get("key") != leaky.cache.get("key"):
-        raise ProbeError("the two results files come from different caches; rerun probe --compare-splits")
+        raise ProbeError("the two results files come from different caches; run both on one cache "
+                         "(layerprobe probe --compare-splits does)")
     out = []
     for r in grouped.rows:
         other = leaky.row(r["output"], r["probe"])

@@ -56,6 +56,10 @@ def _splitter(n_folds: int, grouped: bool, seed: int):
     return cls(n_splits=n_folds, shuffle=True, random_state=seed)
 
 
+FEWER_FOLDS = "fewer folds (--folds)"
+FINER_GROUPS = ", finer groups or groups='none' (--groups none)"
+
+
 def check_stratifiable(y: np.ndarray, groups: np.ndarray | None, n_folds: int, class_names: list[str],
                        group_name: str | None = None) -> None:
     """Refuse, before any split is made, fold counts the labels or groups cannot fill."""
@@ -66,16 +70,16 @@ def check_stratifiable(y: np.ndarray, groups: np.ndarray | None, n_folds: int, c
         count = int(rows.sum())
         if count < n_folds:
             raise ProbeError(
-                f"class {name!r} has {count} labelled image(s), fewer than --folds {n_folds}: "
-                f"use --folds {max(2, count)} or fewer, or add images of that class"
+                f"class {name!r} has {count} labelled image(s), fewer than folds={n_folds} (--folds): "
+                f"use folds={max(2, count)} or fewer, or add images of that class"
             )
         if groups is not None:
             n_groups = len(np.unique(groups[rows]))
             if n_groups < n_folds:
                 raise ProbeError(
-                    f"--groups {group_name}: class {name!r} spans only {n_groups} group(s), fewer than "
-                    f"--folds {n_folds}, so stratified group folds are impossible; use --folds "
-                    f"{max(2, n_groups)} or fewer, finer groups, or --groups none"
+                    f"groups {group_name!r} (--groups): class {name!r} spans only {n_groups} group(s), fewer than "
+                    f"folds={n_folds} (--folds), so stratified group folds are impossible; use folds="
+                    f"{max(2, n_groups)} or fewer, finer groups, or groups='none' (--groups none)"
                 )
 
 
@@ -102,7 +106,7 @@ def check_folds(folds: Folds, y: np.ndarray, groups: np.ndarray | None, class_na
         for part, rows in (("test", test), ("training", train)):
             missing = [class_names[c] for c in range(len(class_names)) if not np.any(y[rows] == c)]
             if missing:
-                advice = "fewer --folds, finer groups or --groups none" if groups is not None else "fewer --folds"
+                advice = FEWER_FOLDS + (FINER_GROUPS if groups is not None else "")
                 raise ProbeError(
                     f"the {part} part of {where} has no image of class {missing[0]!r} "
                     f"({'groups too large or too few' if groups is not None else 'too few images'}); use {advice}"
@@ -120,8 +124,8 @@ def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: i
         rows = y == c
         have = len(np.unique(groups[rows])) if groups is not None else int(rows.sum())
         if have < n_folds:
-            unit, advice = (("group(s)", "use fewer --folds, finer groups or --groups none") if groups is not None
-                            else ("image(s)", "use fewer --folds or add images of that class"))
+            unit, advice = (("group(s)", f"use {FEWER_FOLDS}{FINER_GROUPS}") if groups is not None
+                            else ("image(s)", f"use {FEWER_FOLDS} or add images of that class"))
             raise ProbeError(
                 f"class {name!r} has only {have} {unit} in a training part, fewer than the {n_folds} inner "
                 f"folds that choose C; {advice}"
@@ -133,6 +137,6 @@ def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: i
             if missing:
                 raise ProbeError(
                     f"an inner fold that chooses C has no image of class {missing[0]!r} (groups too large "
-                    "or too few); use fewer --folds, finer groups or --groups none"
+                    f"or too few); use {FEWER_FOLDS}{FINER_GROUPS}"
                 )
     return splits

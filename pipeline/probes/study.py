@@ -88,8 +88,8 @@ def run_study(
     for m in members:
         data = replace(m.data, groups=groups, group_name=group_name)
         pairs = [(o, p) for o in data.outputs for p in config.probes]
-        got, done, where = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
-        rows += [{"model": m.label, **r} for r in got]
+        got, done, where, _ = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
+        rows += [{"backbone": m.label, **r} for r in got]
         oof.update({(m.label, o.name, p): (done, o.name, p) for o, p in pairs})
         m.about["leakage"] = _leakage(m.data.duplicates, folds, plain)
     study = StudyResults(
@@ -106,7 +106,7 @@ def run_study(
         m["comparisons"] = compare_all(study.model_results(m["label"]))
     _compare(study)
     if study.chosen:
-        done, output, probe = oof[(study.chosen["model"], study.chosen["output"], study.chosen["probe"])]
+        done, output, probe = oof[(study.chosen["backbone"], study.chosen["output"], study.chosen["probe"])]
         proba = out_of_fold(done, output, probe, folds, len(ref.y), len(ref.class_names))
         study.predictions = {"proba": np.round(proba, 6).tolist()}
     study.runtime["duration_s"] = round(time.perf_counter() - started, 3)
@@ -121,11 +121,9 @@ def _read(path: Path, config: ProbeConfig, keep_codes: bool) -> Member:
         hashes = cache.file_sha256[data.rows]
         extras = cache.extras()
         manifest = cache.provenance
-    about = {"cache": {"path": str(path.resolve()), "key": data.cache_key, "model": manifest.get("model"),
-                       "preprocessing": manifest.get("preprocessing"),
-                       "input": {k: getattr(manifest.input, k) for k in ("name", "source", "root", "root_resolved",
-                                                                         "n_images", "fingerprint")},
-                       "extract_config": manifest.get("config", {})},
+    about = {"cache": {"path": str(path.resolve()), "key": data.cache_key, **manifest.copy(),
+                       "input": manifest.input.summary(), "extract_config": manifest.get("config", {})},
+             "name": manifest.model.name, "root": manifest.input.settings_root,
              "cost": model_cost(manifest), "duplicates": extras.get("dup_clusters")}
     return Member("", data, hashes, data.groups, data.group_name, about)
 
@@ -137,19 +135,18 @@ def model_cost(manifest) -> dict:
     over its wall time (decoding included), on the device it names; None where
     the manifest does not tell (older caches, rows copied from a previous run only).
     """
-    model = manifest.get("model") or {}
     computed = (manifest.get("update") or {}).get("computed_rows")
     seconds = manifest.runtime.duration_s
     rate = computed / seconds if computed and seconds else None
-    return {"n_params": model.get("n_params"), "images_per_s": None if rate is None else round(rate, 3),
+    return {"n_params": manifest.model.extra.get("n_params"), "images_per_s": None if rate is None else round(rate, 3),
             "extract_seconds": seconds, "images_computed": computed, "device": manifest.runtime.device,
             "batch_size": manifest.runtime.batch_size,
-            "input_size": (manifest.get("preprocessing") or {}).get("input_size")}
+            "input_size": (manifest.preprocessing or {}).get("input_size")}
 
 
 def _label(members: list[Member]) -> None:
     """Each model's name; where two caches share it, the input size, then the cache key, tell them apart."""
-    names = [(m.about["cache"]["model"] or {}).get("name", "model").replace(" | ", " ") for m in members]
+    names = [m.about["name"].replace(" | ", " ") for m in members]
     sizes = [m.about["cost"]["input_size"] for m in members]
     labels = [n if names.count(n) == 1 else f"{n}@{s[-1]}px" if s else n for n, s in zip(names, sizes)]
     labels = [lab if labels.count(lab) == 1 else f"{lab}#{m.data.cache_key[:8]}" for lab, m in zip(labels, members)]
@@ -196,6 +193,7 @@ def _some(ids: list[str], n: int = 5) -> str:
 def _reorder(data: ProbeData, order: np.ndarray) -> ProbeData:
     return replace(data, rows=data.rows[order], ids=data.ids[order], y=data.y[order],
                    groups=None if data.groups is None else data.groups[order],
+                   patients=None if data.patients is None else data.patients[order],
                    codes={k: v[order] for k, v in data.codes.items()},
                    duplicates=None if data.duplicates is None else data.duplicates[order])
 
@@ -261,7 +259,7 @@ def _compare(study: StudyResults) -> None:
         if metric in study.comparisons:
             headline = compare_models(study.rows, metric, ratio, n_classes)
             model, output = cheapest(headline, study)
-            study.chosen = {"metric": metric, "probe": headline.probe, "model": model, "output": output,
+            study.chosen = {"metric": metric, "probe": headline.probe, "backbone": model, "output": output,
                             "best": list(headline.best), "tied": len(headline.tied)}
             return
 

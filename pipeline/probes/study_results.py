@@ -57,7 +57,7 @@ class StudyResults:
         data = {k: v for k, v in self.data.items() if k not in ("ids", "y")}
         if m.get("leakage"):
             data["leakage"] = m["leakage"]
-        rows = [{k: v for k, v in r.items() if k != "model"} for r in self.rows if r["model"] == label]
+        rows = [{k: v for k, v in r.items() if k != "backbone"} for r in self.rows if r["backbone"] == label]
         return ProbeResults(cache=m["cache"], config=self.config, data=data, folds=self.folds,
                             outputs=m["outputs"], rows=rows, runtime=self.runtime, created=self.created,
                             version=self.version, comparisons=m.get("comparisons", {}))
@@ -66,17 +66,17 @@ class StudyResults:
         """A tidy table: one record per (model, output, probe, metric) with its cost beside it."""
         out = []
         for r in self.rows:
-            m = self.model(r["model"])
+            m = self.model(r["backbone"])
             tied = {(metric, probe): {tuple(t) for t in c["tied"]}
                     for metric, by in self.comparisons.items() for probe, c in by.items()}
             for name in metrics:
                 if name not in r["metrics"]:
                     continue
                 v = r["metrics"][name]
-                out.append({"model": r["model"], "output": r["output"], "depth": r["depth"], "probe": r["probe"],
+                out.append({"backbone": r["backbone"], "output": r["output"], "depth": r["depth"], "probe": r["probe"],
                             "metric": name, "mean": v["mean"], "sd": v["sd"], "ci_low": v["ci"][0],
                             "ci_high": v["ci"][1],
-                            "tied_with_best": (r["model"], r["output"]) in tied.get((name, r["probe"]), set()),
+                            "tied_with_best": (r["backbone"], r["output"]) in tied.get((name, r["probe"]), set()),
                             "channels": r["channels"], "n_params": m["cost"]["n_params"],
                             "images_per_s": m["cost"]["images_per_s"]})
         return out
@@ -139,15 +139,15 @@ def study_rows(study: StudyResults, metric: str) -> list[dict]:
     for r in study.rows:
         value = r["metrics"].get(metric, {}).get("mean")
         if value is not None and (r["probe"] not in best or sign * value > sign * best[r["probe"]][0]):
-            best[r["probe"]] = (value, r["model"], r["output"])
+            best[r["probe"]] = (value, r["backbone"], r["output"])
     out = []
     for r in study.rows:
         m = r["metrics"].get(metric)
         if m is None:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         tied = {tuple(t) for t in study.comparisons.get(metric, {}).get(r["probe"], {}).get("tied", [])}
-        out.append({"model": r["model"], "output": r["output"], "depth": r["depth"], "probe": r["probe"],
+        out.append({"backbone": r["backbone"], "output": r["output"], "depth": r["depth"], "probe": r["probe"],
                     "metric": metric, "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": best.get(r["probe"], (None,))[1:] == (r["model"], r["output"]),
-                    "tied": (r["model"], r["output"]) in tied, "channels": r["channels"]})
+                    "best": best.get(r["probe"], (None,))[1:] == (r["backbone"], r["output"]),
+                    "tied": (r["backbone"], r["output"]) in tied, "channels": r["channels"]})
     return out

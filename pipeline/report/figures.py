@@ -36,7 +36,7 @@ def heat_map(study: StudyResults, metric: str, probe: str) -> Figure:
     grid = np.full((len(labels), len(outputs)), np.nan)
     for r in study.rows:
         if r["probe"] == probe and r["metrics"].get(metric, {}).get("mean") is not None:
-            grid[labels.index(r["model"]), outputs.index(r["output"])] = r["metrics"][metric]["mean"]
+            grid[labels.index(r["backbone"]), outputs.index(r["output"])] = r["metrics"][metric]["mean"]
     comparison = study.comparisons.get(metric, {}).get(probe, {})
     tied = {tuple(t) for t in comparison.get("tied", [])}
     best = tuple(comparison.get("best", ()))
@@ -68,7 +68,7 @@ def model_curves(study: StudyResults, metric: str) -> Figure:
     axes = fig.subplots(1, len(probes), sharey=True, squeeze=False)[0]
     for ax, probe in zip(axes, probes):
         for i, model in enumerate(study.labels):
-            rows = sorted((r for r in study.rows if r["model"] == model and r["probe"] == probe
+            rows = sorted((r for r in study.rows if r["backbone"] == model and r["probe"] == probe
                            and r["metrics"].get(metric, {}).get("mean") is not None), key=lambda r: r["depth"])
             if not rows:
                 continue
@@ -92,7 +92,7 @@ def cost_figure(study: StudyResults, metric: str, probe: str) -> Figure:
     fig = _figure(SMALL)
     ax = fig.add_subplot()
     for i, m in enumerate(study.models):
-        mine = [c for c in comparison.get("candidates", []) if c["model"] == m["label"]]
+        mine = [c for c in comparison.get("candidates", []) if c["backbone"] == m["label"]]
         rate = m["cost"]["images_per_s"]
         if not mine or not rate:
             continue

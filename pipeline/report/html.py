@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ProbeError
 from ..probes import ProbeResults, comparison_path, get_metric, load_results, metric_names, split_comparison
 from ..atomic import atomic_write
+from .patients import patient_section
 from .plots import comparison_figure, figure_png, layer_figure
 
 _STYLE = """
@@ -83,13 +84,14 @@ def _table(results: ProbeResults, metric: str) -> str:
 
 def _facts(results: ProbeResults) -> str:
     c, d, f, cfg = results.cache, results.data, results.folds, results.config
-    weights, pre = c["model"]["weights"], c["preprocessing"]
+    made = results.provenance
+    model, weights, pre = made.model, made.model.weights, made.preprocessing
     counts = ", ".join(f"{k} ({v})" for k, v in d["class_counts"].items())
     groups = f"{d['groups']} ({d['n_groups']} groups)" if d.get("n_groups") else "none (rows split independently)"
     settings = cfg["settings"]
     facts = [
-        ("data set", f"{c['input']['name']} ({c['input']['source']}): {d['n_rows']} labelled images; {counts}"),
-        ("model", f"{c['model']['name']}, weights {weights['source']} sha256 {weights['sha256'][:16]}…"),
+        ("data set", f"{made.input.name} ({made.input.source}): {d['n_rows']} labelled images; {counts}"),
+        ("model", f"{model.name}, weights {weights.source} sha256 {weights.sha256[:16]}…"),
         ("preprocessing", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop "
                           f"{pre['crop_pct']}, mean {pre['mean']}, std {pre['std']}"),
         ("cache", f"{c['path']} (key {c['key'][:16]}…)"),
@@ -166,7 +168,7 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
                 similarity: str = "") -> str:
     """The report page: facts, the embedded plot and the table of every metric."""
     label = get_metric(metric).label
-    title = f"Which layer transfers? {results.cache['model']['name']} on {results.cache['input']['name']}"
+    title = f"Which layer transfers? {results.provenance.model.name} on {results.provenance.input.name}"
     image = base64.b64encode(png).decode()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -180,6 +182,7 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
 predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}; = marks layers tied with it
 (the 95% interval of the paired difference over the shared folds, corrected resampled t-test, covers 0).</p>
 {_table(results, metric)}
+{patient_section(results, metric)}
 {comparison}
 {similarity}
 </body></html>
@@ -207,7 +210,8 @@ def write_report(results_path: str | Path, out: str | Path | None = None, metric
     if compare_splits:
         other = comparison_path(results_path)
         if not Path(other).exists():
-            raise ProbeError(f"no plain-split results at {other}; run `layerprobe probe CACHE --compare-splits` first")
+            raise ProbeError(f"no plain-split results at {other}; write them there first with run_probes and "
+                             "groups='none' (layerprobe probe CACHE --compare-splits)")
         leaky = load_results(other)
         comparison = _comparison(results, leaky, metric, figure_png(comparison_figure(results, leaky, metric)))
     section = _similarity(results, Path(results_path), metric) if similarity else ""

@@ -54,7 +54,7 @@ def layer_figure(results: ProbeResults, metric: str = "roc_auc") -> Figure:
     ax.set_ylabel(f"{info.label} (mean over folds)")
     folds = results.folds
     grouped = f"groups: {folds.groups}" if folds.groups else "no groups"
-    ax.set_title(f"{info.label} by layer: {results.cache['model']['name']} on {results.cache['input']['name']} "
+    ax.set_title(f"{info.label} by layer: {results.provenance.model.name} on {results.provenance.input.name} "
                  f"({folds.n_folds}-fold x {folds.repeats}, {grouped}); bands: 95% bootstrap CI; * best layer",
                  fontsize=9)
     ax.grid(alpha=0.3)

@@ -73,7 +73,7 @@ def _e(value) -> str:
 
 
 def _row(study: StudyResults, model: str, output: str, probe: str) -> dict:
-    return next(r for r in study.rows if (r["model"], r["output"], r["probe"]) == (model, output, probe))
+    return next(r for r in study.rows if (r["backbone"], r["output"], r["probe"]) == (model, output, probe))
 
 
 def _answer(study: StudyResults) -> str:
@@ -82,25 +82,25 @@ def _answer(study: StudyResults) -> str:
         return "<p class=answer>No row holds ROC AUC or balanced accuracy: nothing to choose.</p>"
     label = get_metric(c["metric"]).label
     comparison = study.comparisons[c["metric"]][c["probe"]]
-    cand = {(x["model"], x["output"]): x for x in comparison["candidates"]}
-    chosen, best = cand[(c["model"], c["output"])], cand[tuple(c["best"])]
+    cand = {(x["backbone"], x["output"]): x for x in comparison["candidates"]}
+    chosen, best = cand[(c["backbone"], c["output"])], cand[tuple(c["best"])]
     tied_models = sorted({m for m, _ in comparison["tied"]})
-    cost = study.model(c["model"])["cost"]
-    same = tuple(c["best"]) == (c["model"], c["output"])
+    cost = study.model(c["backbone"])["cost"]
+    same = tuple(c["best"]) == (c["backbone"], c["output"])
     why = ("it is the best" if same else
-           f"it is tied with the best ({_e(best['model'])} {_e(best['output'])}, {_f(best['mean'])}) and costs less")
-    return (f"<p class=answer><b>Use {_e(c['model'])}, layer {_e(c['output'])}, with the {_e(c['probe'])} probe</b>: "
+           f"it is tied with the best ({_e(best['backbone'])} {_e(best['output'])}, {_f(best['mean'])}) and costs less")
+    return (f"<p class=answer><b>Use {_e(c['backbone'])}, layer {_e(c['output'])}, with the {_e(c['probe'])} probe</b>: "
             f"{label} {_f(chosen['mean'])} (95% interval {_f(chosen['interval'][0])} to {_f(chosen['interval'][1])}, "
             f"{comparison['n_estimates']} paired fold estimates). {why[0].upper() + why[1:]}. "
             f"{len(comparison['tied'])} of {len(comparison['candidates'])} (model, layer) candidates are tied with "
             f"the best (corrected resampled t-test, 95%), from {len(tied_models)} model(s): "
-            f"{_e(', '.join(tied_models))}. {_e(c['model'])}: {_params(cost['n_params'])}, "
+            f"{_e(', '.join(tied_models))}. {_e(c['backbone'])}: {_params(cost['n_params'])}, "
             f"{_rate(cost)}, code width {chosen_width(study)}.</p>")
 
 
 def chosen_width(study: StudyResults) -> int:
     c = study.chosen
-    return _row(study, c["model"], c["output"], c["probe"])["channels"]
+    return _row(study, c["backbone"], c["output"], c["probe"])["channels"]
 
 
 def _params(n) -> str:
@@ -122,14 +122,14 @@ def _models_table(study: StudyResults) -> str:
              f"<th>extract s</th><th class=name>best layer ({_e(probe)})</th><th>{label}</th><th>95% interval</th>"
              "<th>tied layers</th><th>width</th></tr></thead><tbody>"]
     for m in study.models:
-        mine = [x for x in comparison["candidates"] if x["model"] == m["label"]]
+        mine = [x for x in comparison["candidates"] if x["backbone"] == m["label"]]
         if not mine:
             continue
         top = max(mine, key=lambda x: x["mean"])
         tied = sum(1 for x in comparison["tied"] if x[0] == m["label"])
         cost, size = m["cost"], m["cost"].get("input_size") or ["", "?", "?"]
         width = _row(study, m["label"], top["output"], probe)["channels"]
-        css = " class=chosen" if m["label"] == c["model"] else ""
+        css = " class=chosen" if m["label"] == c["backbone"] else ""
         lines.append(f"<tr{css}><td class=name>{_e(m['label'])}</td><td>{_f((cost['n_params'] or 0) / 1e6, 2)} M</td>"
                      f"<td>{size[1]}x{size[2]}</td><td>{_f(cost['images_per_s'], 1)}</td>"
                      f"<td>{_f(cost['extract_seconds'], 0)}</td><td class=name>{_e(top['output'])}</td>"
@@ -162,7 +162,7 @@ def _diagnostics(study: StudyResults, target: tuple[str, float]) -> tuple[str, d
             f"{_f(point.ppv)}, negative predictive value {_f(point.npv)} ({k['tp']} true and {k['fp']} false "
             f"positives, {k['tn']} true and {k['fn']} false negatives of {len(y)} images).</p>")
     figures.append(_img(reliability_figure(cal), "reliability diagram"))
-    return (f"<h2>The chosen probe: {_e(c['model'])} {_e(c['output'])} {_e(c['probe'])}</h2>"
+    return (f"<h2>The chosen probe: {_e(c['backbone'])} {_e(c['output'])} {_e(c['probe'])}</h2>"
             f"<div class=grid>{''.join(figures)}</div>{point_html}"
             f"<p class=note>Out-of-fold predictions of the first repeat of the shared folds: every image predicted "
             f"once, by the probe fitted without its fold. Expected calibration error {cal.ece:.3f} over 10 equal-width "
@@ -188,8 +188,8 @@ def _cache_clusters(study: StudyResults, label: str) -> np.ndarray | None:
 
 
 def _images(study: StudyResults) -> str:
-    m = study.model(study.chosen["model"] if study.chosen else study.labels[0])
-    root = m["cache"]["input"].get("root_resolved") or m["cache"]["input"].get("root")
+    m = study.model(study.chosen["backbone"] if study.chosen else study.labels[0])
+    root = m.get("root")
     samples = thumbs.class_samples(root, study.data["ids"], study.data["y"], study.data["class_names"],
                                    study.config.get("seed", 0))
     clusters = thumbs.largest_clusters(root, study.data["ids"], _cache_clusters(study, m["label"]))
@@ -228,7 +228,7 @@ def _advice(study: StudyResults, metric: str) -> str:
     from ..similarity import advise_cache, similarity_table
     from ..similarity.plots import similarity_figure
 
-    label = study.chosen["model"] if study.chosen else study.labels[0]
+    label = study.chosen["backbone"] if study.chosen else study.labels[0]
     m = study.model(label)
     view = study.model_results(label)
     try:
@@ -268,12 +268,12 @@ def _all_rows(study: StudyResults, metric: str) -> str:
     lines = [f"<table><thead><tr><th class=name>model</th><th class=name>layer</th><th class=name>probe</th>{head}"
              "<th>width</th></tr></thead><tbody>"]
     for r in study.rows:
-        key = (r["model"], r["output"], r["probe"])
-        css = "chosen" if c and key == (c["model"], c["output"], c["probe"]) else (
-            "tied" if (r["probe"], (r["model"], r["output"])) in tied else "")
+        key = (r["backbone"], r["output"], r["probe"])
+        css = "chosen" if c and key == (c["backbone"], c["output"], c["probe"]) else (
+            "tied" if (r["probe"], (r["backbone"], r["output"])) in tied else "")
         mark = " =" if css == "tied" else (" ✓" if css == "chosen" else "")
         cells = "".join(_cell(r["metrics"].get(n)) for n in names)
-        lines.append(f"<tr class='{css}'><td class=name>{_e(r['model'])}</td><td class=name>{_e(r['output'])}</td>"
+        lines.append(f"<tr class='{css}'><td class=name>{_e(r['backbone'])}</td><td class=name>{_e(r['output'])}</td>"
                      f"<td class=name>{_e(r['probe'])}{mark}</td>{cells}<td>{r['channels']}</td></tr>")
     lines.append("</tbody></table>")
     return "".join(lines)
@@ -290,8 +290,8 @@ def _facts(study: StudyResults) -> str:
              ("made", f"{study.created} with layerprobe {study.version}, --jobs {study.runtime.get('jobs')}, "
                       f"{study.runtime.get('duration_s')} s of probing")]
     for m in study.models:
-        w = (m["cache"]["model"] or {}).get("weights", {})
-        facts.append((m["label"], f"weights {w.get('source')} sha256 {str(w.get('sha256'))[:16]}…; cache "
+        w = study.model_results(m["label"]).provenance.model.weights
+        facts.append((m["label"], f"weights {w.source} sha256 {w.sha256[:16]}…; cache "
                                   f"{m['cache']['path']} (key {m['cache']['key'][:16]}…)"))
     return "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
 

@@ -6,9 +6,12 @@ threshold is a judgement call, written down so that it can be argued with):
 1. **Which layer.** With probe results, the best probe's outputs are compared
    pairwise on their shared folds (corrected resampled t-test). The outputs
    whose gap to the best has a 95% interval covering 0 are *tied*. The last
-   output is chosen when it is tied (the simplest choice: the standard CNN
-   codes), else the best. Without probe results, LogME chooses, with outputs
-   within ``LOGME_MARGIN`` nats per image of the best as ties, by the same rule.
+   output (the simplest choice: the standard CNN codes) is chosen when it is
+   shown to be as good, within ``MARGIN`` (the "similar" verdict below), or
+   when no output beats chance (a default); otherwise the best, and a tied last
+   output is named as the simpler alternative with what it may cost. Without
+   probe results, LogME chooses the last output when it is within
+   ``LOGME_MARGIN`` nats per image of the best (a tie), else the best.
 2. **Similar, different or uncertain.** ``different``: the last output is
    worse than the best with 95% confidence. ``similar``: some layer beats
    chance with 95% confidence and no output beats the last by more than
@@ -184,8 +187,18 @@ def _layer_finding(c: Comparison) -> Finding:
     if c.chosen != c.best:
         gap = chosen.behind_best
         numbers.update(gap=gap.mean, gap_low=gap.low, gap_high=gap.high)
-        text += (f" It is the last output and tied with the highest, {c.best} ({best.mean:.3f}, ahead by "
-                 f"{gap.mean:.3f}, {_interval(gap)}); ties go to the last output, the simplest choice.")
+        how = "tied with" if chosen.tied else "behind"
+        text += (f" It is the last output and {how} the highest, {c.best} ({best.mean:.3f}, ahead by "
+                 f"{gap.mean:.3f}, {_interval(gap)}); " + ("ties go to the last output, the simplest choice."
+                                                          if c.signal else "the last output is the default."))
+    elif c.chosen != c.last and c.score(c.last).tied:
+        last, gap = c.score(c.last), c.last_behind_best
+        others = [o for o in others if o != c.last]
+        numbers.update(last=c.last, last_value=last.mean, gap=gap.mean, gap_low=gap.low, gap_high=gap.high,
+                       p_last_worse=c.p_last_worse)
+        text += (f" The last output, {c.last} ({last.mean:.3f}), is tied with it at 95% confidence and is the "
+                 f"simpler choice, but may be worse by up to {gap.high:.3f} (probability {c.p_last_worse:.3f} that "
+                 "it is worse); not shown to be as good, it is not the one chosen.")
     if others:
         text += " Tied with it at 95% confidence: " + ", ".join(f"{o} ({c.score(o).mean:.3f})" for o in others) + "."
         numbers["tied_values"] = [c.score(o).mean for o in others]
@@ -204,7 +217,8 @@ def _similarity_finding(c: Comparison) -> Finding:
                "beats_last_by_at_most": c.beats_last_by_at_most, "margin": c.margin, "confidence": c.confidence}
     if len(c.outputs) == 1:
         text = (f"Uncertain whether the data set is like ImageNet: only {c.last} was probed ({last.mean:.3f}); "
-                "probe the other layers (`layerprobe probe` without --layers) to compare them.")
+                "probe the other layers (run_probes without layers; layerprobe probe without --layers) to "
+                "compare them.")
     elif not c.signal:
         text = (f"Uncertain whether the data set is like ImageNet: no layer is shown to beat chance ({c.chance:.3f}); "
                 f"the best, {c.best}, scores {best.mean:.3f} (95% interval {best.interval[0]:.3f} to "
@@ -300,14 +314,14 @@ def _from_logme(curve: Curve, per_class: float, findings: list[Finding]) -> Advi
     findings.append(Finding("similarity", (
         f"Uncertain whether the data set is like ImageNet: LogME leans '{lean}' (the last output, "
         f"{curve.outputs[last]}, is {gap:.3f} nats per image below the best), but LogME gives no confidence "
-        "interval; run `layerprobe probe` and pass --results for a verdict."),
+        "interval; run the probes (layerprobe probe) and pass their results (--results) for a verdict."),
         {**numbers, "lean": lean, "gap": gap}))
     if per_class < FEW_PER_CLASS:
         level, text = "unlikely", (f"Fine-tuning is unlikely to pay: with about {per_class:.0f} images per class "
                                    f"(fewer than {FEW_PER_CLASS}) a fine-tuned network would mostly fit noise.")
     else:
-        level, text = "uncertain", ("Fine-tuning: uncertain without probe results; `layerprobe probe` and "
-                                    "`advise --results` can tell.")
+        level, text = "uncertain", ("Fine-tuning: uncertain without probe results; the probes (layerprobe probe) "
+                                    "and advice on their results (--results) can tell.")
     findings.append(Finding("fine_tune", text, {"per_class": per_class, "few_per_class": FEW_PER_CLASS}))
     return Advice(name, "LogME", "uncertain", level, [curve.outputs[i] for i in tied], False)
 
@@ -331,7 +345,8 @@ def _more_data(curve, saturated: bool) -> tuple[str, Finding]:
                "confidence": CONFIDENCE}
     if gain is None:
         return "uncertain", Finding("more_data", f"More images: uncertain, as the learning curve of {curve.output} "
-                                                 "has no halfway point (use an even --curve-steps).", numbers)
+                                                 "has no halfway point (use an even curve_steps, --curve-steps).",
+                                   numbers)
     what = (f"on {curve.output} the {curve.probe} probe went from {half.mean:.3f} with about {half.n_train:.0f} "
             f"training images to {full.mean:.3f} with {full.n_train:.0f} (gain {gain.mean:.3f}, {_interval(gain)})")
     if saturated:
@@ -399,13 +414,9 @@ def curves_from_table(table, distance_measure: str = "w2") -> tuple[Curve | None
 
 def check_results_match(results, manifest: "CacheManifest", cache_name: str) -> None:
     """Refuse probe results made from other images or another model than the cache's."""
-    from ..cache import CodeSource
-
-    made = results.cache
-    cut = {"weights_sha256": 12}  # a digest's first 12 hex digits name it
-    differ = [f"{d.label} {d.mine[:cut.get(d.name)]} vs {d.theirs[:cut.get(d.name)]}"
-              for d in CodeSource.from_manifest(made).differences(manifest.source, among=("model", "weights_sha256"))]
-    fingerprints = ((made.get("input") or {}).get("fingerprint") or "")[:12], (manifest.input.fingerprint or "")[:12]
+    made = results.provenance
+    differ = [d.brief() for d in made.source.differences(manifest.source, among=("model", "weights_sha256"))]
+    fingerprints = (made.input.fingerprint or "")[:12], (manifest.input.fingerprint or "")[:12]
     if fingerprints[0] != fingerprints[1]:
         differ.append("input fingerprint {} vs {}".format(*fingerprints))
     if differ:
@@ -429,7 +440,7 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
 
     with open_cache(cache_path) as cache:
         manifest, has_bn = cache.provenance, bool(cache.bn_stats())
-    weights = (manifest.get("model") or {}).get("weights", {}).get("source")
+    weights = manifest.model.weights.source
     trained = weights not in UNTRAINED_WEIGHTS  # an untrained model's BatchNorm statistics are not ImageNet's
     probes = other = None
     curves = []
@@ -443,7 +454,8 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
         if curve_steps is not None:
             curves = learning_curves(cache_path, results, probes, curve_steps, jobs)
     elif curve_steps is not None:
-        raise SimilarityError("a learning curve needs probe results: pass --results (from `layerprobe probe`)")
+        raise SimilarityError("a learning curve needs probe results: pass results_path (--results), written by "
+                              "run_probes (layerprobe probe)")
     table = similarity_table(cache_path, IMAGENET if has_bn and trained else None)
     distance, transfer = curves_from_table(table)
     advice = advise(table.n_labelled, table.n_classes, distance, transfer, probes, other, curves)
@@ -453,7 +465,7 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
                                                    "pretrained weights to measure it.", {"weights": weights}))
     elif not has_bn:
         advice.findings.append(Finding("imagenet", "No distance to ImageNet: the cache holds no BatchNorm statistics "
-                                                   "(extract with --bn-stats to add it).", {}))
+                                                   "(extract with bn_stats=True (--bn-stats) to add it).", {}))
     return advice
 
 

@@ -137,10 +137,8 @@ def sample_values(a: np.ndarray, b: np.ndarray, seed: int = 0, max_rows: int = M
 
 def _comparable(a, b) -> None:
     """Refuse two caches whose codes do not come from the same model, weights, preprocessing and outputs."""
-    found = []
-    for d in a.provenance.source.differences(b.provenance.source, among=("model", "weights_sha256", "preprocessing")):
-        short = d.name == "weights_sha256"  # a digest's first 12 hex digits name it
-        found.append(f"{d.label} {d.mine[:12]} vs {d.theirs[:12]}" if short else f"{d.label} {d.detail()}")
+    among = ("model", "weights_sha256", "preprocessing")
+    found = [d.brief() for d in a.provenance.source.differences(b.provenance.source, among=among)]
     oa, ob = [f"{l}/{p}" for l, p in a.outputs], [f"{l}/{p}" for l, p in b.outputs]
     if oa != ob:
         only_a, only_b = [o for o in oa if o not in ob], [o for o in ob if o not in oa]
@@ -148,7 +146,8 @@ def _comparable(a, b) -> None:
                      f"{', '.join(only_b) or 'none'}" if only_a or only_b else "outputs in another order")
     if found:
         raise SimilarityError(f"{a.path.name} and {b.path.name} cannot be compared: {'; '.join(found)}. Extract both "
-                              "with the same --model, weights, --img-size, --layers and --pool")
+                              "with the same model, weights, img_size, layers and pools "
+                              "(--model, --weights, --img-size, --layers, --pool)")
 
 
 # Transferability ------------------------------------------------------------------------------
@@ -198,14 +197,14 @@ def _imagenet(cache, table: SimilarityTable, rows: dict[str, LayerRow]) -> None:
     if not stats:
         raise SimilarityError(
             f"{Path(cache.path).name} holds no BatchNorm statistics, so it cannot be compared with ImageNet: "
-            "extract again with --bn-stats (a model without BatchNorm layers cannot be compared this way; "
-            "use --reference CACHE2)")
+            "extract again with bn_stats=True (--bn-stats) (a model without BatchNorm layers cannot be compared "
+            "this way; pass another cache as reference (--reference CACHE2))")
     table.bn_rows = bn_table(stats)
     members = cache.bn_members()
     if members is None:
         table.notes.append(f"{Path(cache.path).name} does not record which output each BatchNorm layer belongs to "
-                           "(made by an older layerprobe): only the per-BatchNorm rows (--json) are shown; delete it "
-                           "and extract again with --bn-stats for per-layer distances")
+                           "(made by an older layerprobe): only the per-BatchNorm rows (bn_rows, --json) are shown; "
+                           "delete it and extract again with bn_stats=True (--bn-stats) for per-layer distances")
         members = {}
     for output, (values, owned) in summarise_bn(table.bn_rows, list(rows), members).items():
         rows[output].values.update(values)
@@ -235,6 +234,7 @@ def _transfer(cache, table: SimilarityTable, rows: dict[str, LayerRow], labels, 
     for output, row in rows.items():
         row.values.update(transfer_values(cache.codes(output), labels))
     if logits is None:
-        table.notes.append("LEEP needs the ImageNet logits: extract with --layers all,logits")
+        table.notes.append("LEEP needs the ImageNet logits: extract with layers=('all', 'logits') "
+                           "(--layers all,logits)")
     else:
         table.leep = get_measure("leep").compute(cache.codes(logits), labels)
