@@ -308,8 +308,8 @@ def render_study(study: StudyResults, metric: str = "roc_auc", target: tuple[str
         parts += ["<h2>Models, cost and their best layer</h2>", _models_table(study),
                   f"<p class=note>Throughput: images computed over the wall time of the extraction that wrote each "
                   f"cache (decoding included), as measured on its machine; rerun on one machine to compare fairly. "
-                  f"The chosen candidate is the cheapest of those tied with the best: highest throughput, then fewest "
-                  f"parameters, then the narrowest code.</p>",
+                  f"The chosen candidate is the cheapest model of those tied with the best (highest throughput, then "
+                  f"fewest parameters) at its best tied layer.</p>",
                   "<h2>Model x layer</h2>", _img(heat_map(study, headline, probe), "model x layer heat map"),
                   f"<div class=grid>{_img(model_curves(study, metric), f'{label} by depth, one line per model')}</div>",
                   _img(cost_figure(study, headline, probe), "score against throughput")]
