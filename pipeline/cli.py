@@ -658,7 +658,7 @@ def _metric_option(func):
 
 
 @main.command()
-@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.argument("cache_paths", metavar="CACHE...", nargs=-1, required=True, type=click.Path())
 @click.option("--probes", "probe_names", multiple=True, default=["logreg,svm,lgbm"], show_default=True,
               help="Probes to fit: logreg, svm, lgbm, knn (comma-separated or repeated).")
 @click.option("--layers", "layer_tokens", multiple=True,
@@ -685,9 +685,14 @@ def _metric_option(func):
 @click.option("--compare-splits", is_flag=True,
               help="Also score every row on plain stratified folds (<results>.leaky.json) to show the inflation.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
-def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, backend, scheduler, n_boot,
+def probe(cache_paths, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, backend, scheduler, n_boot,
           metric, out, as_json, compare_splits, quiet):
     """Cross-validate probes on every layer of a cache and print the table.
+
+    Given several caches of the same images (other models, weights, sizes or
+    poolings), runs one study: every cache on one shared set of folds, into one
+    study file (default: study-<digest>.study.json beside the first cache), with
+    the best (model, layer), the candidates tied with it and the cheapest of them.
 
     Every (layer, probe) is scored on the same stored folds: stratified, or
     stratified by group when groups are given, so no group is on both sides of a
@@ -706,6 +711,7 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
       layerprobe probe CACHE --groups auto --compare-splits
       layerprobe probe CACHE --probes logreg --layers blocks.6/avg,pre_logits --folds 10 --repeats 3
       layerprobe probe CACHE --backend dask --scheduler tcp://10.0.0.5:8786
+      layerprobe probe cache/br35h-tf_efficientnet_lite0-*.h5 cache/br35h-tf_efficientnet_lite2-*.h5 --jobs 2
     """
     from dataclasses import replace
 
@@ -716,8 +722,15 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         _setup_logging(False, quiet=True)
     config = ProbeConfig(probes=_split_list(probe_names), layers=_split_list(layer_tokens), folds=folds,
                          repeats=repeats, groups=groups, seed=seed, n_boot=n_boot)
-    out = out or default_results_path(cache_path)
     where = {"backend": backend, "scheduler": scheduler}
+    if len(cache_paths) > 1:
+        if compare_splits:
+            raise ProbeError("--compare-splits works on one cache; a study reports the leakage of a plain split "
+                             "from each cache's stored duplicates instead: leave out --compare-splits")
+        _study(list(cache_paths), config, out, jobs, quiet, where, metric, as_json)
+        return
+    cache_path = cache_paths[0]
+    out = out or default_results_path(cache_path)
     results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet, **where)
     log.info("results: %s", out)
     comparison = None
@@ -750,6 +763,29 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         click.echo(_table(lines))
 
 
+def _study(cache_paths, config, out, jobs, quiet, where, metric, as_json) -> None:
+    from .probes import default_study_path, run_study, study_rows
+
+    out = out or default_study_path(cache_paths)
+    study = run_study(cache_paths, config, out=out, jobs=jobs, progress=not quiet, **where)
+    log.info("study: %s", out)
+    rows = study_rows(study, metric)
+    if as_json:
+        click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "chosen": study.chosen,
+                               "costs": {m["label"]: m["cost"] for m in study.models}}, indent=2))
+        return
+    table = [("model", "layer", "probe", metric, "95% CI", "best")]
+    for r in rows:
+        low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
+        table.append((r["backbone"], r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
+                      "*" if r["best"] else ("=" if r["tied"] else "")))
+    click.echo(_table(table))
+    if study.chosen:
+        c = study.chosen
+        click.echo(f"\nchosen: {c['backbone']} {c['output']} with {c['probe']} (the cheapest of {c['tied']} tied with "
+                   f"the best by {c['metric']}, {' '.join(c['best'])})")
+
+
 def _patient_cell(m: dict | None) -> str:
     if m is None:
         return ""
@@ -765,7 +801,11 @@ def _patient_cell(m: dict | None) -> str:
               help="Show each row on group-aware and on plain folds side by side (needs probe --compare-splits).")
 @click.option("--no-similarity", is_flag=True,
               help="Leave out the section on distance to ImageNet, transferability and advice.")
-def report(results_path, out, metric, compare_splits, no_similarity):
+@click.option("--sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Study report: the operating point reaches this sensitivity (default 0.95).")
+@click.option("--specificity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Study report: the operating point reaches this specificity instead.")
+def report(results_path, out, metric, compare_splits, no_similarity, sensitivity, specificity):
     """Write one self-contained HTML report (plot embedded) and the plot as PNG.
 
     The metric against layer depth, one line per probe with its 95% band, the
@@ -775,11 +815,31 @@ def report(results_path, out, metric, compare_splits, no_similarity):
     HTML path.
 
     \b
-    Example:
-      layerprobe report cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --out report.html
-    """
-    from .report import write_report
+    Given a study file (`layerprobe probe CACHE_A CACHE_B`), writes the study
+    report: the answer, each model's cost and best layer, a model x layer heat
+    map, per-model curves, the chosen probe's confusion matrix, ROC curve,
+    reliability diagram and operating point, thumbnails, duplicates, leakage
+    and the advice.
 
+    \b
+    Examples:
+      layerprobe report cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --out report.html
+      layerprobe report cache/study-0123456789ab.study.json --specificity 0.9
+    """
+    from .errors import ProbeError
+    from .probes import is_study
+    from .report import write_report, write_study_report
+
+    if sensitivity is not None and specificity is not None:
+        raise ProbeError("give one operating point: --sensitivity or --specificity, not both")
+    if is_study(results_path):
+        if compare_splits:
+            raise ProbeError("--compare-splits applies to one cache's results; the study report shows leakage "
+                             "from the stored duplicates: leave it out")
+        target = ("specificity", specificity) if specificity is not None else ("sensitivity", sensitivity or 0.95)
+        written = write_study_report(results_path, out, metric, target, advice=not no_similarity)
+        click.echo(str(written.html))
+        return
     written = write_report(results_path, out, metric, compare_splits=compare_splits, similarity=not no_similarity)
     log.info("plot: %s", written.png)
     click.echo(str(written.html))

@@ -129,6 +129,11 @@ class ActivationCache:
         return self._read("class names", lambda: json.loads(self._file["labels"].attrs["class_names"]))
 
     @property
+    def file_sha256(self) -> np.ndarray:
+        """The content digest (hex) of each row's image file: what makes two caches' rows the same image."""
+        return self._select(self._read("file hashes", lambda: self._file["files/sha256"].asstr()[()]))
+
+    @property
     def groups(self) -> np.ndarray | None:
         return self._column("groups")
 

@@ -151,12 +151,11 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
 def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray,
          patients: PatientLevel | None = None) -> dict:
     """One results row: every metric of one (output, probe) over all folds."""
-    oof = np.full((folds.repeats, len(data.y), len(data.class_names)), np.nan)
+    oof = out_of_fold(done, output.name, probe, folds, len(data.y), len(data.class_names))
     fold_rows: list[list[np.ndarray]] = [[] for _ in range(folds.repeats)]
     chosen, seconds, cpu, notes = [], 0.0, 0.0, set()
     for r, k, _, test in folds.splits():
         result = done[(output.name, probe, r, k)]
-        oof[r, test] = result["proba"]
         fold_rows[r].append(test)
         chosen.append({"repeat": r, "fold": k, **result["chosen"]})
         seconds += result["seconds"]
@@ -176,15 +175,19 @@ def _order(row: dict) -> tuple:
 
 
 def run_probes(
-    cache_path: str | Path,
+    cache_path: str | Path | list[str | Path],
     config: ProbeConfig = ProbeConfig(),
     out: str | Path | None = None,
     jobs: int = 1,
     progress: bool = True,
     backend: str = "local",
     scheduler: str | None = None,
-) -> ProbeResults:
+):
     """Cross-validate every requested probe on every requested layer of a cache.
+
+    Given a list of caches (the same images through several models), runs a
+    study on one shared set of folds instead and returns its ``StudyResults``
+    (:func:`pipeline.probes.study.run_study`; ``.table()`` is the tidy table).
 
     Writes the results file ``out`` (default: ``<cache>.probes.json`` beside the
     cache) atomically and returns its contents. Everything is checked before the
@@ -193,6 +196,10 @@ def run_probes(
     ``scheduler`` (default: a local cluster of ``jobs`` processes); the results
     are the same as with "local".
     """
+    if isinstance(cache_path, (list, tuple)):
+        from .study import run_study
+
+        return run_study(cache_path, config, out, jobs, progress, backend, scheduler)
     started = time.perf_counter()
     engine = get_backend(backend)
     engine.check(scheduler)
@@ -223,20 +230,12 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
         folds = make_folds(data.y, data.groups, config.folds, config.repeats, config.seed, data.class_names,
                            data.group_name)
     leakage = _leakage(data, folds)
-    inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
-                                  config.settings.inner_folds, config.seed, data.class_names)
-             for r, k, train, _ in folds.splits()}
     pairs = [(o, p) for o in data.outputs for p in config.probes
              if previous is None or previous.row(o.name, p) is None]
     if not pairs:
         log.info("%s already holds every requested row: nothing to fit", out)
         return previous
-    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
-    with engine.open(jobs, scheduler) as where:
-        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
-    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
-    patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
-    rows = [_row(data, o, p, folds, done, weights, patients) for o, p in pairs]
+    rows, _, where, patients = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
     if patients is not None:
         results.data["patients"] = {"column": "groups", "n": int(len(patients.names)),
@@ -247,6 +246,33 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
         results.data["leakage"] = leakage
     write_results(results, out)
     return results
+
+
+def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[tuple[Output, str]], jobs: int,
+                progress: bool, engine: Backend, scheduler: str | None) -> tuple[list[dict], dict, dict, object]:
+    """Fit and score every (output, probe) of ``pairs`` on ``folds``.
+
+    Returns the results rows, the fitted folds' test-part probabilities by
+    ``(output, probe, repeat, fold)`` (see :func:`out_of_fold`), where they ran and
+    the patient-level scorer (None without a patient column).
+    """
+    inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
+                                  config.settings.inner_folds, config.seed, data.class_names)
+             for r, k, train, _ in folds.splits()}
+    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
+    with engine.open(jobs, scheduler) as where:
+        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
+    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
+    patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
+    return [_row(data, o, p, folds, done, weights, patients) for o, p in pairs], done, where, patients
+
+
+def out_of_fold(done: dict, output: str, probe: str, folds: Folds, n_rows: int, n_classes: int) -> np.ndarray:
+    """(repeats, rows, classes) out-of-fold probabilities of one (output, probe) from :func:`score_pairs`."""
+    oof = np.full((folds.repeats, n_rows, n_classes), np.nan)
+    for r, k, _, test in folds.splits():
+        oof[r, test] = done[(output, probe, r, k)]["proba"]
+    return oof
 
 
 def _leakage(data: ProbeData, folds: Folds) -> dict | None:
