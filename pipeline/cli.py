@@ -153,6 +153,15 @@ class _Shard(click.ParamType):
 @click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
 @click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
 @click.option("--dataset", type=click.Choice(["br35h"]), help="A bundled data set.")
+@click.option("--dicom", type=click.Path(), help="DICOM files: a folder (one sub-folder per class) or a CSV of paths.")
+@click.option("--nifti", type=click.Path(), help="NIfTI volumes: a CSV path,label[,group][,split], cut into slices.")
+@click.option("--window", help="DICOM/NIfTI window: a preset (brain, lung, bone, soft-tissue), CENTER,WIDTH such as "
+                               "40,80, or 'file' (DICOM default: the file's own window).")
+@click.option("--percentiles", help="NIfTI: scale from the volume's LOW,HIGH percentiles (default 0.5,99.5).")
+@click.option("--slice-axis", type=click.IntRange(0, 2),
+              help="NIfTI: slice along this canonical axis (default 2, axial).")
+@click.option("--slice-step", type=click.IntRange(min=1), help="NIfTI: every k-th slice (default 1).")
+@click.option("--slice-range", metavar="START:STOP", help="NIfTI: only slices START..STOP-1.")
 @click.option("--model", "model_name", default="tf_efficientnet_lite0", show_default=True, help="Any timm model name, or torchvision/<name>.")
 @model_options
 @click.option("--layers", "layer_tokens", multiple=True, default=["all"], show_default=True,
@@ -179,7 +188,8 @@ class _Shard(click.ParamType):
                    ".shardI-of-N before .h5; join them with `layerprobe merge`. 'auto' (the default under torchrun "
                    "with WORLD_SIZE > 1): shard RANK of WORLD_SIZE on GPU LOCAL_RANK.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
-def extract(images, csv_file, dataset, model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
+def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_axis, slice_step, slice_range,
+            model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
             device, workers, precision, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
@@ -193,6 +203,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
       layerprobe extract --images ./lesions --layers 1,3,pre_logits --pool avg,gem
       layerprobe extract --csv slices.csv --model tf_efficientnet_lite2 --limit 500
       layerprobe extract --dataset br35h --shard 2/4
+      layerprobe extract --dicom ./studies --window brain
+      layerprobe extract --nifti volumes.csv --slice-axis 2 --slice-step 4
       torchrun --nproc_per_node 8 -m pipeline.cli extract --csv slides.csv
     """
     from .activations import ExtractConfig, launched_in_parallel, rank_config
@@ -200,7 +212,8 @@ def extract(images, csv_file, dataset, model_name, weights, random_init, layer_t
 
     if quiet:
         _setup_logging(False, quiet=True)
-    image_set = _image_set(images, csv_file, dataset)
+    image_set = _image_set(images, csv_file, dataset, dicom, nifti, window=window, percentiles=percentiles,
+                           axis=slice_axis, step=slice_step, slice_range=slice_range)
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
@@ -252,20 +265,30 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset"}  # option -> source
+_INPUT_OPTIONS = {"--images DIR": "folder", "--csv FILE": "csv", "--dataset br35h": "dataset",
+                  "--dicom PATH": "dicom", "--nifti CSV": "nifti"}  # option -> source
+_DECODING_FLAGS = {"window": "--window", "percentiles": "--percentiles", "axis": "--slice-axis",
+                   "step": "--slice-step", "slice_range": "--slice-range"}
 
 
-def _image_set(images, csv_file, dataset):
+def _image_set(*values, **options):
     from .errors import InputError
-    from .inputs.sources import load_input
+    from .inputs.sources import get_source, load_input
 
-    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, (images, csv_file, dataset)) if value]
+    given = [(flag, value) for flag, value in zip(_INPUT_OPTIONS, values) if value]
     if len(given) != 1:
         found = f"got {' and '.join(flag.split()[0] for flag, _ in given)}" if given else "got none"
         flags = list(_INPUT_OPTIONS)
         raise InputError(f"pass exactly one input source: {', '.join(flags[:-1])} or {flags[-1]} ({found})")
     flag, value = given[0]
-    return load_input(_INPUT_OPTIONS[flag], value)
+    source = get_source(_INPUT_OPTIONS[flag])
+    stray = [k for k, v in options.items() if v is not None and k not in source.options]
+    if stray:
+        takers = [f.split()[0] for f, name in _INPUT_OPTIONS.items() if set(get_source(name).options) & set(stray)]
+        verb = "does" if len(stray) == 1 else "do"
+        raise InputError(f"{' and '.join(_DECODING_FLAGS[k] for k in stray)} {verb} not apply to {flag.split()[0]}; "
+                         f"only to {' or '.join(takers)}")
+    return load_input(source.name, value, **options)
 
 
 @main.command()
@@ -362,43 +385,54 @@ def merge(shards, out, quiet):
 
 
 class _Threshold(click.ParamType):
-    """A cosine similarity in [-1, 1], or the word ``auto``."""
+    """A cosine similarity in [-1, 1], or the word ``relative`` or ``auto``."""
 
     name = "threshold"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float) or value == "auto":
+        if isinstance(value, float) or value in ("auto", "relative"):
             return value
         try:
             number = float(value)
         except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+            self.fail(f"{value!r} is neither a number nor 'relative' or 'auto'", param, ctx)
         if not -1.0 <= number <= 1.0:
-            self.fail(f"{number} is not a cosine similarity between -1 and 1", param, ctx)
+            self.fail(f"{number} is not a cosine similarity between -1 and 1 (or use 'relative' or 'auto')", param,
+                      ctx)
         return number
 
 
 @main.command()
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--layer", help="Output to compare, e.g. pre_logits or blocks.6/avg (default: pre_logits, else the deepest).")
-@click.option("--threshold", type=_Threshold(), default="0.9", show_default=True,
-              help="Centred cosine similarity at which two images count as near-duplicates, or 'auto'.")
+@click.option("--threshold", type=_Threshold(), default="relative", show_default=True,
+              help="Code view: centred cosine at which two images count as near-duplicates, 'relative' (from the "
+                   "data set's own neighbour distances) or 'auto' (Otsu).")
+@click.option("--view", type=click.Choice(["both", "fingerprint", "code"]), default="both", show_default=True,
+              help="Pairs from image fingerprints, from codes, or both (clusters from their union).")
+@click.option("--print-threshold", type=click.FloatRange(-1, 1),
+              help="Fingerprint view: correlation at which two images count as the same (default: relative).")
+@click.option("--mirror/--no-mirror", default=True, show_default=True,
+              help="Fingerprint view: a horizontally mirrored image counts as the same image.")
 @click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
               help="CSV of every pair found (default: beside the cache, <cache>.duplicates.csv).")
 @click.option("--no-store", is_flag=True, help="Only report; do not write the dup_cluster column into the cache.")
 @click.option("--wait", is_flag=True, help="Wait for an extraction into the same cache instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json):
-    """Find near-duplicate images from their cached codes and store them as groups.
+def duplicates(cache_path, layer, threshold, view, print_threshold, mirror, pairs_path, no_store, wait, as_json):
+    """Find near-duplicate images from fingerprints and codes, and store them as groups.
 
-    Codes are centred on the data set's mean and compared by cosine similarity,
-    blockwise, so 50,000 images need no 50,000 x 50,000 matrix. Pairs at or above
-    the threshold are joined into clusters; clusters whose members carry different
-    labels (the same image labelled two ways) or sit on both sides of the input's
-    split column are listed. The clusters are written into the cache as the
-    dup_cluster column, which `probe --groups auto` uses so no duplicate sits on
-    both sides of a fold. 'auto' places the threshold in the valley of the
-    nearest-neighbour similarities (Otsu's method, never below 0.8).
+    Two views, blockwise (50,000 images need no 50,000 x 50,000 matrix): image
+    fingerprints stored at extraction (contrast-normalised thumbnails, compared
+    under small crops, shifts, rotations and the mirror image; a cache without
+    them gets them from its image files) and the codes, centred on the data
+    set's mean. Each view's threshold is relative to the data set's own
+    neighbour distances, so a homogeneous set does not collapse into a few
+    giant clusters. Each pair is listed with the views that found it; clusters
+    come from the union. Clusters with two labels are named: "same image"
+    when the fingerprints are identical, else "look-alike" (check the labels,
+    or expect these images to be hard). The clusters are written into the cache
+    as the dup_cluster column, which `probe --groups auto` uses.
 
     \b
     Example:
@@ -408,7 +442,8 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json
 
     from .duplicates import scan_and_store, write_pairs
 
-    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait)
+    report = scan_and_store(cache_path, layer, threshold, store=not no_store, wait=wait, view=view, mirror=mirror,
+                            print_threshold=print_threshold)
     pairs_path = Path(pairs_path) if pairs_path else Path(cache_path).with_suffix(".duplicates.csv")
     write_pairs(report, pairs_path)
     summary = {**report.summary(), "pairs_csv": str(pairs_path), "stored": not no_store}
@@ -416,21 +451,35 @@ def duplicates(cache_path, layer, threshold, pairs_path, no_store, wait, as_json
         click.echo(json.dumps(summary, indent=2))
         return
     sizes = ", ".join(f"{n} of size {k}" for k, n in summary["cluster_sizes"].items()) or "none"
+    views = summary["views"]
+    compared = []
+    if "fingerprint" in views:
+        fp = views["fingerprint"]
+        compared.append(("compared", f"{summary['rows']} images by fingerprint, threshold {fp['threshold']} "
+                                     f"({fp['threshold_source']}{', mirror included' if fp['mirror'] else ''})"))
+    if "code" in views:
+        compared.append(("compared", f"{summary['rows']} images by {summary['output']}, threshold "
+                                     f"{summary['threshold']} ({summary['threshold_source']})"))
+    kinds = ", ".join(f"{n} {k}" for k, n in summary["pair_kinds"].items()) or "none"
+    conflicts = summary["label_conflicts"]
+    same = sum(c["kind"] == "same image" for c in conflicts)
     lines = [
-        ("compared", f"{summary['rows']} images by {summary['output']}, threshold {summary['threshold']} "
-                     f"({summary['threshold_source']})"),
-        ("pairs", f"{summary['pairs']} near-duplicate pairs, written to {pairs_path}"),
+        *compared,
+        ("pairs", f"{summary['pairs']} near-duplicate pairs (found by {kinds}), written to {pairs_path}"),
         ("clusters", f"{summary['clusters']} clusters hold {summary['rows_in_clusters']} images; "
                      f"{summary['distinct_images']} distinct images in all"),
         ("sizes", sizes),
-        ("conflicts", f"{len(summary['label_conflicts'])} cluster(s) with two labels"),
+        ("conflicts", f"{same} cluster(s) hold the same image under two labels (check the labels); "
+                      f"{len(conflicts) - same} hold look-alike images with different labels (check the labels, "
+                      "or expect these images to be hard)"),
         ("splits", f"{len(summary['split_crossings'])} cluster(s) across the split column"),
         ("stored", "dup_cluster column written into the cache; use probe --groups auto" if not no_store
                    else "not stored (--no-store)"),
     ]
     click.echo("\n".join(f"{k:<10} {v}" for k, v in lines))
-    for conflict in summary["label_conflicts"][:10]:
-        click.echo("conflict   " + ", ".join(f"{i} ({l})" for i, l in zip(conflict["ids"], conflict["labels"])))
+    for conflict in conflicts[:10]:
+        click.echo(f"{'same' if conflict['kind'] == 'same image' else 'look-alike':<10} "
+                   + ", ".join(f"{i} ({l})" for i, l in zip(conflict["ids"], conflict["labels"])))
     for crossing in summary["split_crossings"][:10]:
         click.echo("crossing   " + ", ".join(f"{i} ({s})" for i, s in zip(crossing["ids"], crossing["splits"])))
 
@@ -612,7 +661,7 @@ def _metric_option(func):
 
 
 @main.command()
-@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.argument("cache_paths", metavar="CACHE...", nargs=-1, required=True, type=click.Path())
 @click.option("--probes", "probe_names", multiple=True, default=["logreg,svm,lgbm"], show_default=True,
               help="Probes to fit: logreg, svm, lgbm, knn (comma-separated or repeated).")
 @click.option("--layers", "layer_tokens", multiple=True,
@@ -639,9 +688,14 @@ def _metric_option(func):
 @click.option("--compare-splits", is_flag=True,
               help="Also score every row on plain stratified folds (<results>.leaky.json) to show the inflation.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or log lines.")
-def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, backend, scheduler, n_boot,
+def probe(cache_paths, probe_names, layer_tokens, folds, repeats, groups, seed, jobs, backend, scheduler, n_boot,
           metric, out, as_json, compare_splits, quiet):
     """Cross-validate probes on every layer of a cache and print the table.
+
+    Given several caches of the same images (other models, weights, sizes or
+    poolings), runs one study: every cache on one shared set of folds, into one
+    study file (default: study-<digest>.study.json beside the first cache), with
+    the best (model, layer), the candidates tied with it and the cheapest of them.
 
     Every (layer, probe) is scored on the same stored folds: stratified, or
     stratified by group when groups are given, so no group is on both sides of a
@@ -660,6 +714,7 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
       layerprobe probe CACHE --groups auto --compare-splits
       layerprobe probe CACHE --probes logreg --layers blocks.6/avg,pre_logits --folds 10 --repeats 3
       layerprobe probe CACHE --backend dask --scheduler tcp://10.0.0.5:8786
+      layerprobe probe cache/br35h-tf_efficientnet_lite0-*.h5 cache/br35h-tf_efficientnet_lite2-*.h5 --jobs 2
     """
     from dataclasses import replace
 
@@ -670,8 +725,15 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         _setup_logging(False, quiet=True)
     config = ProbeConfig(probes=_split_list(probe_names), layers=_split_list(layer_tokens), folds=folds,
                          repeats=repeats, groups=groups, seed=seed, n_boot=n_boot)
-    out = out or default_results_path(cache_path)
     where = {"backend": backend, "scheduler": scheduler}
+    if len(cache_paths) > 1:
+        if compare_splits:
+            raise ProbeError("--compare-splits works on one cache; a study reports the leakage of a plain split "
+                             "from each cache's stored duplicates instead: leave out --compare-splits")
+        _study(list(cache_paths), config, out, jobs, quiet, where, metric, as_json)
+        return
+    cache_path = cache_paths[0]
+    out = out or default_results_path(cache_path)
     results = run_probes(cache_path, config, out=out, jobs=jobs, progress=not quiet, **where)
     log.info("results: %s", out)
     comparison = None
@@ -688,11 +750,13 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "comparison": comparison},
                               indent=2))
         return
-    table = [("layer", "probe", metric, "95% CI", "best")]
+    levels = list(dict.fromkeys(how for r in rows for how in r["patient"]))  # patient-level aggregations
+    table = [("layer", "probe", metric, "95% CI", "best", *(f"patient {how}" for how in levels))]
     for r in rows:
         low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
         table.append((r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
-                      "*" if r["best"] else ("=" if r["tied"] else "")))
+                      "*" if r["best"] else ("=" if r["tied"] else ""),
+                      *(_patient_cell(r["patient"].get(how)) for how in levels)))
     click.echo(_table(table))
     if comparison:
         click.echo("")
@@ -700,6 +764,36 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
         for c in comparison:
             lines.append((c["output"], c["probe"], f"{c['grouped']:.3f}", f"{c['plain']:.3f}", f"{c['difference']:+.3f}"))
         click.echo(_table(lines))
+
+
+def _study(cache_paths, config, out, jobs, quiet, where, metric, as_json) -> None:
+    from .probes import default_study_path, run_study, study_rows
+
+    out = out or default_study_path(cache_paths)
+    study = run_study(cache_paths, config, out=out, jobs=jobs, progress=not quiet, **where)
+    log.info("study: %s", out)
+    rows = study_rows(study, metric)
+    if as_json:
+        click.echo(json.dumps({"results": str(out), "metric": metric, "rows": rows, "chosen": study.chosen,
+                               "costs": {m["label"]: m["cost"] for m in study.models}}, indent=2))
+        return
+    table = [("model", "layer", "probe", metric, "95% CI", "best")]
+    for r in rows:
+        low, high = (f"{v:.3f}" if v is not None else "nan" for v in r["ci"])
+        table.append((r["backbone"], r["output"], r["probe"], f"{r['mean']:.3f} ± {r['sd']:.3f}", f"[{low}, {high}]",
+                      "*" if r["best"] else ("=" if r["tied"] else "")))
+    click.echo(_table(table))
+    if study.chosen:
+        c = study.chosen
+        click.echo(f"\nchosen: {c['backbone']} {c['output']} with {c['probe']} (the cheapest of {c['tied']} tied with "
+                   f"the best by {c['metric']}, {' '.join(c['best'])})")
+
+
+def _patient_cell(m: dict | None) -> str:
+    if m is None:
+        return ""
+    low, high = (f"{v:.3f}" if v is not None else "nan" for v in m["ci"])
+    return f"{m['mean']:.3f} [{low}, {high}]"
 
 
 @main.command()
@@ -710,7 +804,11 @@ def probe(cache_path, probe_names, layer_tokens, folds, repeats, groups, seed, j
               help="Show each row on group-aware and on plain folds side by side (needs probe --compare-splits).")
 @click.option("--no-similarity", is_flag=True,
               help="Leave out the section on distance to ImageNet, transferability and advice.")
-def report(results_path, out, metric, compare_splits, no_similarity):
+@click.option("--sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Study report: the operating point reaches this sensitivity (default 0.95).")
+@click.option("--specificity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Study report: the operating point reaches this specificity instead.")
+def report(results_path, out, metric, compare_splits, no_similarity, sensitivity, specificity):
     """Write one self-contained HTML report (plot embedded) and the plot as PNG.
 
     The metric against layer depth, one line per probe with its 95% band, the
@@ -720,11 +818,31 @@ def report(results_path, out, metric, compare_splits, no_similarity):
     HTML path.
 
     \b
-    Example:
-      layerprobe report cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --out report.html
-    """
-    from .report import write_report
+    Given a study file (`layerprobe probe CACHE_A CACHE_B`), writes the study
+    report: the answer, each model's cost and best layer, a model x layer heat
+    map, per-model curves, the chosen probe's confusion matrix, ROC curve,
+    reliability diagram and operating point, thumbnails, duplicates, leakage
+    and the advice.
 
+    \b
+    Examples:
+      layerprobe report cache/br35h-tf_efficientnet_lite0-0123456789ab.probes.json --out report.html
+      layerprobe report cache/study-0123456789ab.study.json --specificity 0.9
+    """
+    from .errors import ProbeError
+    from .probes import is_study
+    from .report import write_report, write_study_report
+
+    if sensitivity is not None and specificity is not None:
+        raise ProbeError("give one operating point: --sensitivity or --specificity, not both")
+    if is_study(results_path):
+        if compare_splits:
+            raise ProbeError("--compare-splits applies to one cache's results; the study report shows leakage "
+                             "from the stored duplicates: leave it out")
+        target = ("specificity", specificity) if specificity is not None else ("sensitivity", sensitivity or 0.95)
+        written = write_study_report(results_path, out, metric, target, advice=not no_similarity)
+        click.echo(str(written.html))
+        return
     written = write_report(results_path, out, metric, compare_splits=compare_splits, similarity=not no_similarity)
     log.info("plot: %s", written.png)
     click.echo(str(written.html))
@@ -770,8 +888,11 @@ def fit(cache_path, layer, probe_name, groups, seed, out):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
 @click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: as for extract).")
+@click.option("--per-patient", is_flag=True,
+              help="One row per patient (group: DICOM PatientID, NIfTI volume, CSV group): mean probabilities, "
+                   "and for two classes the largest positive one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines.")
-def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet):
+def predict(probe_path, inputs, out, weights, device, batch_size, workers, per_patient, quiet):
     """Predict images with a saved probe: one forward pass to its layer, then the probe.
 
     Takes image files, a folder (of images, or of class sub-folders) or a CSV
@@ -783,6 +904,7 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
     Examples:
       layerprobe predict br35h.pre_logits-none.logreg.probe.npz new_scans/ --out preds.csv
       layerprobe predict tumour.probe.npz scan1.jpg scan2.jpg
+      layerprobe predict ich.probe.npz new_studies/ --per-patient --out patients.csv
     """
     from pathlib import Path
 
@@ -798,11 +920,14 @@ def predict(probe_path, inputs, out, weights, device, batch_size, workers, quiet
 
         predictions = predict_images(fitted, images_from_paths(list(inputs)), weights=weights, device=device,
                                      batch_size=batch_size, workers=workers, progress=not quiet)
+    text = predictions.per_group_csv() if per_patient else predictions.to_csv()
     if out:
-        predictions.write_csv(out)
-        log.info("wrote %d predictions to %s", len(predictions.ids), out)
+        from .atomic import atomic_write
+
+        atomic_write(out, text.encode())
+        log.info("wrote %d %s predictions to %s", text.count("\n") - 1, "patient" if per_patient else "image", out)
     else:
-        click.echo(predictions.to_csv(), nl=False)
+        click.echo(text, nl=False)
 
 
 if __name__ == "__main__":

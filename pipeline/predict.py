@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from .cache import CodeSource
 from .errors import ProbeError
 from .inputs import ImageSet
-from .inputs.sources import from_paths
+from .inputs.decode import PIL_DECODER
+from .inputs.sources import decoder_for_policy, from_paths
 from .probes import FittedProbe, Predictions, apply_probe, check_compatible, load_probe
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,27 @@ def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, de
     )
 
 
-def check_model(probe: FittedProbe, config) -> None:
-    """Build the model the config names and refuse it if its weights or preprocessing differ."""
+def with_probe_decoding(probe: FittedProbe, images: ImageSet) -> ImageSet:
+    """``images`` decoded as the probe's codes were (its DICOM window, NIfTI scaling), where the kinds agree.
+
+    A NIfTI decoder is only swapped for one slicing along the same axis, since
+    the slices were chosen along it; any other difference is refused later.
+    """
+    policy = probe.provenance.preprocessing.get("colour") or {}
+    recorded = decoder_for_policy(policy)
+    same_kind = recorded.kind == images.decoder.kind
+    if same_kind and getattr(recorded, "axis", None) == getattr(images.decoder, "axis", None):
+        return replace(images, decoder=recorded)
+    return images
+
+
+def check_model(probe: FittedProbe, config, decoder=PIL_DECODER) -> None:
+    """Build the model the config names and refuse it if its weights or preprocessing (decoding included) differ."""
+    from .activations.extract import code_preprocessing
     from .model import build_model, resolve_layers
 
     loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
-    found = CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict())
+    found = CodeSource(loaded.name, loaded.weights.sha256, code_preprocessing(loaded, decoder))
     names = [spec.name for spec in resolve_layers(loaded, [probe.layer])]
     check_compatible(probe, found, [f"{n}/{probe.pooling}" for n in names],
                      f"the model built for prediction ({config.model}, weights {loaded.weights.source})")
@@ -76,7 +93,8 @@ def predict_images(
 
     probe = load_probe(probe) if not isinstance(probe, FittedProbe) else probe
     config = extract_config_for(probe, weights, device, batch_size, workers)
-    check_model(probe, config)
+    images = with_probe_decoding(probe, images)
+    check_model(probe, config, images.decoder)
     with tempfile.TemporaryDirectory(prefix="layerprobe-predict-") as tmp:
         result = extract(images, config, out=Path(tmp) / "codes.h5", progress=progress)
         try:

@@ -76,7 +76,8 @@ def test_extract_with_layers_and_repeated_pool_options(runner, image_csv, tmp_pa
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "pass exactly one input source: --images DIR, --csv FILE or --dataset br35h (got none)"),
+        ([], "pass exactly one input source: --images DIR, --csv FILE, --dataset br35h, --dicom PATH or "
+             "--nifti CSV (got none)"),
         (["--images", "A", "--csv", "B"], "pass exactly one input source"),
         (["--images", "/no/such/folder"], "image folder '/no/such/folder' does not exist"),
         (["--csv", "/no/such.csv"], "CSV file '/no/such.csv' does not exist"),

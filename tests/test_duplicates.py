@@ -124,14 +124,18 @@ def test_cli_reports_writes_pairs_and_stores(cache_with_copies):
     result = runner.invoke(main, ["duplicates", str(cache_with_copies), "--threshold", "0.999"])
     assert result.exit_code == 0, result.output
     assert "compared   18 images by pre_logits/none, threshold 0.999 (given)" in result.stdout
-    assert "conflict   benign/img01.jpg (benign), malignant/copy_of_01.jpg (malignant)" in result.stdout
+    assert "same       benign/img01.jpg (benign), malignant/copy_of_01.jpg (malignant)" in result.stdout
+    assert "conflicts  1 cluster(s) hold the same image under two labels" in result.stdout
     pairs_csv = cache_with_copies.with_suffix(".duplicates.csv")
-    assert pairs_csv.read_text().splitlines()[0] == "id_a,id_b,similarity,label_a,label_b,cluster"
+    lines = pairs_csv.read_text().splitlines()
+    assert lines[0] == "id_a,id_b,similarity,fingerprint_similarity,kind,label_a,label_b,cluster"
+    assert len(lines) == 3 and all(",1.00000,both," in line for line in lines[1:])
     with open_cache(cache_with_copies) as cache:
         assert cache.dup_cluster is not None
     data = json.loads(runner.invoke(main, ["duplicates", str(cache_with_copies), "--json", "--no-store",
                                            "--threshold", "auto"]).stdout)
     assert data["threshold_source"] == "auto" and data["stored"] is False
+    assert data["pair_kinds"]["both"] == 2 and data["label_conflicts"][0]["kind"] == "same image"
     bad = runner.invoke(main, ["duplicates", str(cache_with_copies), "--threshold", "2"])
     assert bad.exit_code == 2 and "not a cosine similarity" in bad.output
 
@@ -176,8 +180,11 @@ def test_planted_duplicates_of_real_photos_are_found_without_false_pairs(tmp_pat
     (tmp_path / "photos" / "other").mkdir()
     Image.fromarray(photos.checkerboard()).save(tmp_path / "photos" / "other" / "checkerboard.png")
     cache = extract(from_folder(tmp_path / "photos"), ExtractConfig(), out=tmp_path / "p.h5", progress=False).path
-    report = scan_cache(cache)
+    report = scan_cache(cache, threshold=0.9, view="code")
     assert report.threshold == 0.9 and report.output == "pre_logits/none"
     found = {tuple(sorted(report.ids[[i, j]].tolist())) for i, j in zip(report.pairs.i, report.pairs.j)}
     expected = {tuple(sorted([f"all/{name}.png", f"all/{source}.png"])) for name, (source, _) in planted.items()}
+    assert found == expected, f"missed {expected - found}, false {found - expected}"
+    both = scan_cache(cache)  # the defaults: fingerprints and codes, relative thresholds
+    found = {tuple(sorted(both.ids[[i, j]].tolist())) for i, j in zip(both.pairs.i, both.pairs.j)}
     assert found == expected, f"missed {expected - found}, false {found - expected}"

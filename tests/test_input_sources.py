@@ -12,10 +12,10 @@ from pipeline.inputs.sources import source_for_paths
 
 
 def test_the_registry_lists_every_source_and_refuses_unknown_names():
-    assert list(SOURCES) == ["csv", "folder", "loose_folder", "files", "dataset"]
-    with pytest.raises(InputError, match=r"unknown input source 'dicom'; available: csv, folder, loose_folder, "
-                                         r"files, dataset"):
-        get_source("dicom")
+    assert list(SOURCES) == ["dicom", "nifti", "csv", "folder", "loose_folder", "files", "dataset"]
+    with pytest.raises(InputError, match=r"unknown input source 'jpegxl'; available: dicom, nifti, csv, folder, "
+                                         r"loose_folder, files, dataset"):
+        get_source("jpegxl")
 
 
 def test_paths_are_claimed_by_the_first_source_that_reads_them(image_folder, image_csv, tmp_path):
@@ -40,5 +40,9 @@ def test_named_sources_load_what_their_functions_load(image_folder, image_csv):
 def test_extract_maps_each_option_onto_its_source(image_folder, tmp_path):
     result = CliRunner().invoke(main, ["extract", "--images", str(image_folder), "--csv", "t.csv"])
     assert result.exit_code == 1
-    assert result.output == ("Error: pass exactly one input source: --images DIR, --csv FILE or --dataset br35h "
-                             "(got --images and --csv)\n")
+    assert result.output == ("Error: pass exactly one input source: --images DIR, --csv FILE, --dataset br35h, "
+                             "--dicom PATH or --nifti CSV (got --images and --csv)\n")
+    result = CliRunner().invoke(main, ["extract", "--images", str(image_folder), "--window", "brain",
+                                       "--slice-step", "2"])
+    assert result.exit_code == 1
+    assert result.output == "Error: --window and --slice-step do not apply to --images; only to --dicom or --nifti\n"

@@ -216,9 +216,12 @@ def test_extract_writes_the_manifest_in_the_shape_caches_have_today(image_folder
                      progress=False)
     with open_cache(result.path) as cache:
         written = cache.manifest
-    expected = _shape(TODAY)
-    expected["config"]["precision"] = "str"  # --precision, added since that cache was written
-    assert _shape(written) == expected
+    added = {"fingerprints"}  # entries new caches carry that caches of the v2 format lack (older readers skip them)
+    assert set(written) - set(TODAY) == added
+    today = copy.deepcopy(TODAY)
+    today["model"]["n_params"] = 1  # added since, for the cost column of a study across models
+    today["config"]["precision"] = "auto"  # --precision, added since
+    assert _shape({k: v for k, v in written.items() if k not in added}) == _shape(today)
     assert written["bn_stats"]["members"].keys() == TODAY["bn_stats"]["members"].keys()
     assert written["runtime"]["packages"].keys() == TODAY["runtime"]["packages"].keys()
 

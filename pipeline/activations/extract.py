@@ -22,12 +22,15 @@ from ..cache.shards import shard_path
 from ..cache.writer import input_fingerprint
 from ..errors import BadImageError, CacheError, PipelineError
 from ..inputs import ImageSet, check_files
+from ..inputs.decode import PIL_DECODER
+from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
 from . import warm
 from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, precision_of, select_images  # noqa: F401
 from .warm import file_identity
+from .fingerprints import complete_fingerprints
 from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings
@@ -61,7 +64,7 @@ def extract(
     device = resolve_device(config.device)
     workers = default_workers(device) if config.workers is None else config.workers
     precision = precision_of(config, device.type)
-    source, root = _source(loaded, precision), str(Path(images.root).resolve())
+    source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
     settings_key = source.settings_key(root)
     path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
     if shard is not None:
@@ -90,16 +93,20 @@ def extract(
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
                                   precision=precision, workers=workers)
         bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
-        manifest = replace(manifest, shard=shard, bn_stats=bn).with_entries(update=update_summary(plan))
-        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start)
+        # the preprocessing with the input's decoding policy (DICOM window, NIfTI scaling) as its colour entry
+        manifest = replace(manifest, shard=shard, bn_stats=bn, preprocessing=source.preprocessing).with_entries(
+            update=update_summary(plan), fingerprints=FINGERPRINT_POLICY)
+        writer = CacheWriter(path, key, settings_key, manifest, plan.rows, specs, bn_start, fingerprint_width=WIDTH)
         try:
             if not writer.copied:
                 writer.copy_rows(previous.stored_codes if previous else None, plan.copy_outputs,
                                  plan.copy_new, plan.copy_old)
+            prints: dict[int, np.ndarray] = {}
             with steady_allocator():  # each batch's feature maps reuse the last one's pages
                 passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config,
-                                  progress, bn_members.order if bn_members else None)
-            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned)
+                                  progress, bn_members.order if bn_members else None, prints)
+            fingerprints = complete_fingerprints(plan.rows, prints, previous, images)
+            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned, fingerprints)
         finally:
             writer.close()
     return remember(ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped))
@@ -132,9 +139,10 @@ def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decod
     """Hash every file and test-decode the ones not decoded before, before anything is written."""
     from tqdm import tqdm
 
-    paths = [r.path for r in images.records]
+    paths, frames = [r.path for r in images.records], [r.frame for r in images.records]
     with tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
-        checks = check_files(paths, progress=bar.update, trusted=decoded_before)
+        checks = check_files(paths, progress=bar.update, trusted=decoded_before, decoder=images.decoder,
+                             frames=frames)
     bad = [(r, c.error) for r, c in zip(images.records, checks) if c.error]
     if bad and config.on_bad_image == "error":
         raise BadImageError([(str(r.path), why) for r, why in bad])
@@ -154,9 +162,18 @@ def _row_table(images: ImageSet, checks) -> RowTable:
     return warm.rows_of(images, [c.size for c in checks], [c.sha256 for c in checks])
 
 
-def _source(loaded: LoadedModel, precision: str) -> CodeSource:
+def code_preprocessing(loaded: LoadedModel, decoder) -> dict:
+    """The model's preprocessing with the input decoder's policy as its ``colour`` entry.
+
+    Image files keep the colour policy they always had (so their cache keys do
+    not change); a DICOM or NIfTI window is part of what makes the numbers.
+    """
+    return {**loaded.preprocessing.as_dict(), "colour": decoder.policy()}
+
+
+def _source(loaded: LoadedModel, precision: str, decoder=PIL_DECODER) -> CodeSource:
     """What makes one row's numbers: the same source gives the same codes for the same bytes."""
-    return CodeSource(loaded.name, loaded.weights.sha256, loaded.preprocessing.as_dict(), precision)
+    return CodeSource(loaded.name, loaded.weights.sha256, code_preprocessing(loaded, decoder), precision)
 
 
 def _content_key(settings_key: str, plan: Plan, bn_stats: bool, shard: ShardInfo | None = None) -> str:
@@ -261,11 +278,13 @@ def _default_name(dataset: str, model: str, key: str) -> str:
 
 
 def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress,
-             bn_order=None) -> int:
-    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs)."""
+             bn_order=None, prints: dict | None = None) -> int:
+    """Forward passes for the planned rows: new images (every output), then reused ones (new outputs).
+
+    The fingerprint of every image decoded goes into ``prints`` (row -> fingerprint)."""
     from tqdm import tqdm
 
-    paths = {r.id: r.path for r in images.records}
+    records = {r.id: r for r in images.records}
     cuda = device.type == "cuda"
     model = loaded.module.to(device, memory_format=torch.channels_last)
     autocast = _autocast(precision_of(config, device.type), device)
@@ -288,10 +307,14 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                 offset += len(rows)
                 if not len(todo):
                     continue
-                dataset = ImageFiles([paths[plan.rows.ids[k]] for k in todo], loaded.preprocessing.transform())
+                chosen = [records[plan.rows.ids[k]] for k in todo]
+                dataset = ImageFiles([r.path for r in chosen], loaded.preprocessing.transform(),
+                                     decoder=images.decoder, frames=[r.frame for r in chosen])
                 loader = make_loader(dataset, config.batch_size, workers, cuda)
                 with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
-                    for local, batch in loader:
+                    for local, batch, batch_prints in loader:
+                        if prints is not None:
+                            prints.update(zip(todo[local.numpy()].tolist(), batch_prints.numpy()))
                         batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
                         with autocast:
                             codes = tap.run(batch)

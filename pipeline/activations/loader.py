@@ -9,16 +9,22 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
-from ..inputs import UndecodableImage, decode_rgb
+from ..inputs import UndecodableImage
+from ..inputs.decode import PIL_DECODER
+from ..inputs.fingerprint import fingerprint
 
 
 class ImageFiles(Dataset):
-    """Row ``i`` -> (i, preprocessed image tensor), decoding with the colour policy."""
+    """Row ``i`` -> (i, preprocessed image tensor, fingerprint), decoding frame ``frames[i]`` of ``paths[i]``
+    with ``decoder``."""
 
-    def __init__(self, paths: list[Path], transform, first_row: int = 0):
+    def __init__(self, paths: list[Path], transform, first_row: int = 0, decoder=PIL_DECODER,
+                 frames: list[int | None] | None = None):
         self.paths = list(paths)
+        self.frames = list(frames) if frames is not None else [None] * len(self.paths)
         self.transform = transform
         self.first_row = first_row
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -26,11 +32,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            image = decode_rgb(path)
+            image, _ = self.decoder.decode(Path(path), self.frames[i])
         except UndecodableImage as exc:
             # It decoded during the check before extraction: the file changed since.
             raise InputError(f"{path} can no longer be decoded ({exc}); it changed during extraction") from None
-        return self.first_row + i, self.transform(image)
+        return self.first_row + i, self.transform(image), fingerprint(image)
 
 
 def default_workers(device: torch.device) -> int:

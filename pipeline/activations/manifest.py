@@ -54,8 +54,9 @@ def build_manifest(*, images, config, loaded, layers, pools, outputs, rows, note
 
 def _model_info(loaded) -> ModelInfo:
     w = loaded.weights
+    # n_params: the cost side of a model comparison (probes.study), beside the measured throughput
     return ModelInfo(loaded.name, WeightsInfo(w.source, w.sha256, None if w.path is None else str(w.path)),
-                     loaded.family)
+                     loaded.family, extra={"n_params": int(sum(p.numel() for p in loaded.module.parameters()))})
 
 
 def _input_info(images, config, rows, notes, skipped) -> InputInfo:

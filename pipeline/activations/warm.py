@@ -118,6 +118,7 @@ def request_key(images: ImageSet, config: ExtractConfig, out: str | Path | None,
         "versions": {name: _version(name) for name in ("timm", "torch", "torchvision")},
         "config": settings,
         "weights_file": None if config.weights is None else str(Path(config.weights).resolve()),
+        "decoder": [images.decoder.kind, images.decoder.policy()],  # DICOM windowing, NIfTI slicing, ...
         "dataset": images.name,
         "root": str(Path(images.root).resolve()),
         "target": str(Path(out).resolve()) if out is not None else ["cache_dir", str(Path(cache_dir).resolve())],

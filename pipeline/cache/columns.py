@@ -28,9 +28,9 @@ from .format import metadata_digest
 from .lock import WriterLock
 from .manifest import CacheManifest, manifest_json
 from .reader import open_cache
-from .writer import column_entry
+from .writer import FINGERPRINTS, column_entry, write_fingerprints
 
-DERIVED_COLUMNS = ("dup_cluster",)
+DERIVED_COLUMNS = ("dup_cluster", FINGERPRINTS)
 REWRITE_SUFFIX = ".rewrite"
 
 
@@ -41,7 +41,7 @@ def rewrite_path(cache: Path) -> Path:
 
 def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict, expected_key: str | None = None,
                    locked: bool = False) -> None:
-    """Store ``values`` (one per active row, int) as column ``name``; hidden rows get -1.
+    """Store ``values`` (one per active row) as column ``name``; hidden rows get -1 (fingerprints: NaN).
 
     ``about`` (JSON-able) goes into the manifest under ``columns[name]``. With
     ``expected_key`` (the cache's content key when ``values`` were computed) a
@@ -62,7 +62,10 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict,
                 raise CacheError(f"{name}: got {len(values)} values for {cache.n_rows} rows")
             active = np.asarray(cache.stored_rows().active, bool)
             made = cache.provenance
-        full = np.full(len(active), -1, dtype=np.int64)
+        if name == FINGERPRINTS:
+            full = np.full((len(active), np.shape(values)[1]), np.nan, dtype=np.float16)
+        else:
+            full = np.full(len(active), -1, dtype=np.int64)
         full[active] = values
         _rewrite(path, name, full, replace(made, columns={**made.columns, name: about}))
 
@@ -72,14 +75,21 @@ def _rewrite(path: Path, name: str, full: np.ndarray, manifest: CacheManifest) -
     try:
         shutil.copyfile(path, work)
         with h5py.File(work, "r+") as handle:
-            if name in handle:
-                del handle[name]
-            handle.create_dataset(name, data=full)
-            handle.attrs["manifest"] = manifest_json(manifest)
             arrays = integrity.load(handle.attrs)
-            if arrays is not None:  # a cache with per-array hashes gets the new column's
-                arrays["arrays"][name] = column_entry(full)
-                handle.attrs[integrity.ATTR] = integrity.dumps(arrays["arrays"], arrays["attrs"])
+            if name == FINGERPRINTS:
+                listed = integrity.dumps(arrays["arrays"], arrays["attrs"]) if arrays is not None else None
+                if listed is None:
+                    raise CacheError(f"{path} was written before per-array hashes; extract it again to store "
+                                     "fingerprints in it")
+                handle.attrs[integrity.ATTR] = write_fingerprints(handle, full, listed)
+            else:
+                if name in handle:
+                    del handle[name]
+                handle.create_dataset(name, data=full)
+                if arrays is not None:  # a cache with per-array hashes gets the new column's
+                    arrays["arrays"][name] = column_entry(full)
+                    handle.attrs[integrity.ATTR] = integrity.dumps(arrays["arrays"], arrays["attrs"])
+            handle.attrs["manifest"] = manifest_json(manifest)
             handle.attrs["digest"] = metadata_digest(handle)
         publish(work, path)
     except (OSError, RuntimeError) as exc:

@@ -12,6 +12,7 @@ One HDF5 file per cache::
     /files/size       (N,) int64 bytes of each image file
     /files/sha256     (N,) hex digest of each image file
     /dup_cluster      (N,) int64 near-duplicate cluster, present once `duplicates` ran
+    /fingerprints     (N, 1024) float16 image thumbnails (pipeline.inputs.fingerprint), NaN where unknown
     /codes/<layer>/<pooling>  (N, C) float32, chunked by rows, fletcher32
     /bn_stats/<module>/...    float64 BatchNorm sums, present with --bn-stats (see bnstats.py)
 

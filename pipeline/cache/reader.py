@@ -16,7 +16,7 @@ from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_di
 from .lock import is_locked
 from .manifest import CacheManifest
 from .prechecks import check_global_heaps, chunk_span
-from .writer import RowTable, partial_path
+from .writer import FINGERPRINTS, RowTable, partial_path
 
 _DAMAGED = "is damaged ({}); extract it again (`layerprobe verify` checks a whole cache)"
 
@@ -90,7 +90,7 @@ class ActivationCache:
                     raise CacheError(f"{path} has shape {ds.shape} for {self.n_stored} rows")
             return
         arrays, attrs = self._arrays["arrays"], self._arrays["attrs"]
-        expected = outputs + [c for c in ROW_COLUMNS if c in self._file]
+        expected = outputs + [c for c in ROW_COLUMNS + (FINGERPRINTS,) if c in self._file]
         if self.provenance.bn_stats is not None:
             expected += [f"{BN_GROUP}/{m}/{k}" for m in self._file[BN_GROUP]
                          for k in ("sum", "sumsq", "running_mean", "running_var")]
@@ -129,6 +129,11 @@ class ActivationCache:
         return self._read("class names", lambda: json.loads(self._file["labels"].attrs["class_names"]))
 
     @property
+    def file_sha256(self) -> np.ndarray:
+        """The content digest (hex) of each row's image file: what makes two caches' rows the same image."""
+        return self._select(self._read("file hashes", lambda: self._file["files/sha256"].asstr()[()]))
+
+    @property
     def groups(self) -> np.ndarray | None:
         return self._column("groups")
 
@@ -141,6 +146,17 @@ class ActivationCache:
         """Near-duplicate cluster of each row, once `layerprobe duplicates` stored them."""
         return self._read("dup_cluster", lambda: self._select(self._file["dup_cluster"][()])
                           if "dup_cluster" in self._file else None)
+
+    @property
+    def fingerprints(self) -> np.ndarray | None:
+        """Image fingerprints (rows x 1024 float16, see pipeline.inputs.fingerprint), None in caches made
+        before they existed; a row whose image could not be fingerprinted is NaN."""
+        return self._read(FINGERPRINTS, lambda: self._select(self._file[FINGERPRINTS][()])
+                          if FINGERPRINTS in self._file else None)
+
+    def stored_fingerprints(self) -> np.ndarray | None:
+        """The fingerprints of every stored row, active or not (what a later extraction may reuse)."""
+        return self._read(FINGERPRINTS, lambda: self._file[FINGERPRINTS][()] if FINGERPRINTS in self._file else None)
 
     def _column(self, name: str) -> np.ndarray | None:
         return self._read(name, lambda: self._select(self._file[name].asstr()[()]) if name in self._file else None)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
+from ..inputs.records import file_id
 from .reader import open_cache
 
 
@@ -99,7 +100,7 @@ def _check_inputs(cache, report: VerifyReport) -> None:
     for row_id, sha, is_active in zip(stored.ids, stored.sha256, active):
         if not is_active:
             continue
-        file = root / row_id
+        file = root / file_id(row_id)  # a frame's or slice's row names its file
         if not file.is_file():
             missing.append(row_id)
         elif hashlib.sha256(file.read_bytes()).hexdigest() != sha:

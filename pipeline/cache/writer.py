@@ -90,6 +90,34 @@ def column_entry(values: np.ndarray) -> dict:
     return integrity.entry(integrity.dtype_name(values), values.shape, None, integrity.whole_hash(values))
 
 
+FINGERPRINTS = "fingerprints"
+
+
+def write_fingerprints(handle: h5py.File, values: np.ndarray, arrays: str) -> str:
+    """Store ``values`` (rows x width, float16, NaN = unknown) as the fingerprints dataset; returns the
+    ``arrays`` manifest with their entry (the caller seals the file's digest afterwards)."""
+    values = np.asarray(values, dtype=np.float16)
+    if values.ndim != 2 or len(values) != len(handle["ids"]):
+        raise CacheError(f"fingerprints of shape {values.shape} do not fit {len(handle['ids'])} rows")
+    if FINGERPRINTS in handle:
+        del handle[FINGERPRINTS]
+    handle.create_dataset(FINGERPRINTS, data=values)
+    found = json.loads(arrays)
+    found["arrays"][FINGERPRINTS] = column_entry(values)
+    return integrity.dumps(found["arrays"], found["attrs"])
+
+
+def _fingerprints_entry(handle: h5py.File, values: np.ndarray, arrays: str) -> str:
+    """The ``arrays`` manifest with the fingerprints' entry; written into the file only when the partial
+    file had no room for them (one begun by an earlier layerprobe)."""
+    values = np.asarray(values, dtype=np.float16)
+    if FINGERPRINTS not in handle:
+        return write_fingerprints(handle, values, arrays)
+    found = json.loads(arrays)
+    found["arrays"][FINGERPRINTS] = column_entry(values)
+    return integrity.dumps(found["arrays"], found["attrs"])
+
+
 def partial_path(final: Path) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
@@ -134,7 +162,7 @@ class CacheWriter:
     """Streams code rows into ``<final>.partial``; resumes a partial file of the same key."""
 
     def __init__(self, final: Path, key: str, settings_key: str, manifest: CacheManifest | dict, rows: RowTable,
-                 outputs: list[OutputSpec], bn_state: dict | None = None):
+                 outputs: list[OutputSpec], bn_state: dict | None = None, fingerprint_width: int | None = None):
         self.final = Path(final)
         self.partial = partial_path(self.final)
         self.sealing = sealing_path(self.final)
@@ -143,6 +171,7 @@ class CacheWriter:
         self.n_rows = len(rows.ids)
         self.columns = row_arrays(rows)
         self.hashes = _RunningHashes(outputs)
+        self.fingerprint_width = fingerprint_width
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.file = self._resume() if self.partial.exists() else None
         if self.file is None:
@@ -221,6 +250,12 @@ class CacheWriter:
                 dcpl=dcpl,
             )
             ds.attrs.update({k: ("" if v is None else v) for k, v in out.attrs.items()})
+        if self.fingerprint_width:
+            # room for the fingerprints now (filled at the end), so the seal never has to grow the file for them
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            handle.create_dataset(FINGERPRINTS, shape=(n, self.fingerprint_width), dtype=np.float16,
+                                  fillvalue=np.nan, dcpl=dcpl)
         self.hashes.create(handle, n)
         handle.flush()
         return handle
@@ -279,8 +314,11 @@ class CacheWriter:
         self.file.attrs["rows_committed"] = committed
         self.file.flush()
 
-    def finish(self, manifest: CacheManifest | dict, planned: int) -> Path:
+    def finish(self, manifest: CacheManifest | dict, planned: int, fingerprints: np.ndarray | None = None) -> Path:
         """Seal a copy (digest, complete), fsync and rename it into place; returns the final path.
+
+        ``fingerprints`` (one row per stored row, NaN where unknown) are stored as the
+        ``fingerprints`` dataset of the sealed copy, with their content hash.
 
         If sealing fails (full disk, file size limit) the partial file is left as it
         was, with every row committed, and the next run seals it again.
@@ -293,19 +331,24 @@ class CacheWriter:
         except CacheError as exc:
             raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
-            self._seal(text, planned)
+            if fingerprints is not None and FINGERPRINTS in self.file:
+                self.file[FINGERPRINTS][...] = np.asarray(fingerprints, dtype=np.float16)  # allocated: no growth
+                self.file.flush()
+            self._seal(text, planned, fingerprints)
             self._publish()
         except (OSError, RuntimeError) as exc:
             self.sealing.unlink(missing_ok=True)
             raise write_failure(self.partial, exc) from None
         return self.final
 
-    def _seal(self, manifest: str, planned: int) -> None:
+    def _seal(self, manifest: str, planned: int, fingerprints: np.ndarray | None = None) -> None:
         arrays = self.array_manifest()  # hashes read from the partial file before it closes
         self.file.flush()
         self.file.close()
         shutil.copyfile(self.partial, self.sealing)
         with h5py.File(self.sealing, "r+") as handle:
+            if fingerprints is not None:
+                arrays = _fingerprints_entry(handle, fingerprints, arrays)
             handle.attrs["manifest"] = manifest
             handle.attrs["rows_planned"] = planned
             handle.attrs[integrity.ATTR] = arrays

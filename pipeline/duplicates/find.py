@@ -64,6 +64,28 @@ def similar_pairs(codes: np.ndarray, threshold: float, block: int = BLOCK_ROWS) 
     return Pairs(cat(found_i, np.int64), cat(found_j, np.int64), cat(found_s, np.float32), nearest)
 
 
+def typical_similarity(codes: np.ndarray, k: int = 10, block: int = BLOCK_ROWS) -> float:
+    """Median over rows of the similarity to the ``k``-th nearest other row: how alike distinct images of
+    this data set are (``k`` reaches past the few copies an image may have)."""
+    x = normalise(codes)
+    n = len(x)
+    k = max(1, min(k, n - 1, max(2, n // 10)))  # nearer in small sets: among images of the same kind
+    found = np.zeros(n, np.float32)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        sims = x[start:stop] @ x.T
+        rows = np.arange(start, stop)
+        sims[rows - start, rows] = -np.inf
+        found[start:stop] = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+    return float(np.median(found))
+
+
+def relative_threshold(typical: float, ratio: float = 0.25, loosest: float = DEFAULT_THRESHOLD) -> float:
+    """A pair counts when it is ``ratio`` times closer (as 1 - similarity) than the typical k-th
+    neighbour, and never below ``loosest``: a homogeneous set gets a stricter threshold."""
+    return 1.0 - min(1.0 - loosest, ratio * max(0.0, 1.0 - typical))
+
+
 def clusters(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of the pair graph: one cluster index per row (singletons included)."""
     from scipy.sparse import coo_matrix

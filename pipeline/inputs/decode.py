@@ -35,6 +35,18 @@ class UndecodableImage(Exception):
     """Raised by :func:`decode_rgb` for a file that is not a usable image."""
 
 
+def optional_module(name: str, what: str, extra: str):
+    """Import the reader ``name`` that ``what`` needs, or refuse naming the extra that installs it."""
+    import importlib
+
+    from ..errors import InputError
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise InputError(f"{what} needs {name}: pip install 'layerprobe[{extra}]'") from None
+
+
 def decode_rgb(data: bytes | str | Path, draft: bool = False) -> Image.Image:
     """Decode a file (or its bytes) to an 8-bit RGB image following :data:`COLOUR_POLICY`.
 
@@ -104,6 +116,41 @@ def _scale_to_8bit(values: np.ndarray) -> Image.Image:
     return grey.convert("RGB")
 
 
+class PilDecoder:
+    """The decoder of ordinary image files: PIL, following :data:`COLOUR_POLICY`.
+
+    Every decoder has ``kind``, ``policy()`` (recorded as the preprocessing's
+    ``colour`` entry, so it enters the cache key) and ``decode(path, frame, data)``
+    returning the 8-bit RGB image and a note worth recording (or None).
+    """
+
+    kind = "image"
+
+    def policy(self) -> dict:
+        return COLOUR_POLICY
+
+    def decode(self, path: Path, frame: int | None = None, data: bytes | None = None):
+        return decode_rgb(data if data is not None else path), (None if data is None else _note(data))
+
+    def check(self, path: Path, frame: int | None, data: bytes) -> str | None:
+        """The test decode before extraction: a JPEG at 1/8 scale (see :func:`decode_rgb`); its note."""
+        decode_rgb(data, draft=True)  # the extraction decodes it fully: decode once, check cheaply
+        return _note(data)
+
+    def trusted_note(self, data: bytes) -> str | None:
+        """The note of a file decoded before (its test decode is skipped)."""
+        return _note(data)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is PilDecoder
+
+    def __hash__(self) -> int:
+        return hash(PilDecoder)
+
+
+PIL_DECODER = PilDecoder()
+
+
 @dataclass(frozen=True)
 class FileCheck:
     """Content fingerprint of one image file and, if it failed, why."""
@@ -114,10 +161,12 @@ class FileCheck:
     note: str | None = None  # how the colour policy changed it, when worth stating
 
 
-def check_file(path: Path, trusted: set[str] | frozenset = frozenset()) -> FileCheck:
-    """Hash a file's bytes and make sure it decodes; never raises for a bad image.
+def check_file(path: Path, trusted: set[str] | frozenset = frozenset(), decoder=PIL_DECODER,
+               frame: int | None = None) -> FileCheck:
+    """Hash a file's bytes and make sure it (its ``frame``) decodes with ``decoder``; never raises for a bad image.
 
-    Files whose sha256 is in ``trusted`` (decoded successfully before) are not decoded again.
+    Files whose sha256 is in ``trusted`` (decoded successfully before) are not
+    decoded again where the decoder can say its note without decoding.
     """
     try:
         data = Path(path).read_bytes()
@@ -126,13 +175,15 @@ def check_file(path: Path, trusted: set[str] | frozenset = frozenset()) -> FileC
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return FileCheck(0, digest, "empty file (0 bytes)")
-    if digest in trusted:
-        return FileCheck(len(data), digest, note=_note(data))
+    trusted_note = getattr(decoder, "trusted_note", None)
+    if digest in trusted and trusted_note is not None:
+        return FileCheck(len(data), digest, note=trusted_note(data))
     try:
-        decode_rgb(data, draft=True)  # the extraction decodes it fully: decode once, check cheaply
+        check = getattr(decoder, "check", None)  # a cheaper test decode, where the decoder has one
+        note = check(Path(path), frame, data) if check is not None else decoder.decode(Path(path), frame, data)[1]
     except UndecodableImage as exc:
         return FileCheck(len(data), digest, str(exc))
-    return FileCheck(len(data), digest, note=_note(data))
+    return FileCheck(len(data), digest, note=note)
 
 
 def _note(data: bytes) -> str | None:
@@ -141,12 +192,45 @@ def _note(data: bytes) -> str | None:
     return f"first of {frames} frames used" if frames > 1 else None
 
 
+def _file_hash(path: Path) -> FileCheck:
+    """Size and sha256 of a file, or why it cannot be read (no decoding)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return FileCheck(0, "", f"cannot read file ({exc.strerror or exc})")
+    return FileCheck(len(data), hashlib.sha256(data).hexdigest(), None if data else "empty file (0 bytes)")
+
+
+def _check_frame(file: FileCheck, path: Path, frame: int, decoder) -> FileCheck:
+    if file.error:
+        return file
+    try:
+        _, note = decoder.decode(Path(path), frame)
+    except UndecodableImage as exc:
+        return FileCheck(file.size, file.sha256, str(exc))
+    return FileCheck(file.size, file.sha256, note=note)
+
+
 def check_files(paths: list[Path], workers: int = 4, progress=None,
-                trusted: set[str] | frozenset = frozenset()) -> list[FileCheck]:
-    """:func:`check_file` over many files; PIL releases the GIL while decoding."""
+                trusted: set[str] | frozenset = frozenset(), decoder=PIL_DECODER,
+                frames: list[int | None] | None = None) -> list[FileCheck]:
+    """:func:`check_file` over many files (``frames[i]`` of file ``i``); PIL releases the GIL while decoding.
+
+    A file holding several frames (a multi-frame DICOM, a NIfTI volume) is hashed once, not once per frame.
+    """
+    frames = frames if frames is not None else [None] * len(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        framed = sorted({str(p) for p, f in zip(paths, frames) if f is not None})
+        hashed = dict(zip(framed, pool.map(_file_hash, framed)))
+
+        def one(pf):
+            path, frame = pf
+            if frame is None:
+                return check_file(path, trusted, decoder)
+            return _check_frame(hashed[str(path)], path, frame, decoder)
+
         results = []
-        for result in pool.map(lambda path: check_file(path, trusted), paths, chunksize=16):
+        for result in pool.map(one, zip(paths, frames), chunksize=16):
             results.append(result)
             if progress is not None:
                 progress(1)

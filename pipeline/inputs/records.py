@@ -11,11 +11,13 @@ import csv
 import errno
 import importlib.resources
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
+from .decode import PIL_DECODER
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
@@ -25,13 +27,19 @@ DATASETS = ("br35h",)
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: a stable id (its path relative to the input root) and its file."""
+    """One image: a stable id (its path relative to the input root) and its file.
+
+    ``frame`` picks one 2-D image out of a file that holds several (a frame of
+    a multi-frame DICOM, a slice of a NIfTI volume); its id then ends in
+    ``#frame=<n>`` or ``#slice=<n>`` (see :func:`file_id`).
+    """
 
     id: str
     path: Path
     label: str | None = None
     group: str | None = None
     split: str | None = None
+    frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class ImageSet:
     root: Path
     records: tuple[ImageRecord, ...]
     class_names: tuple[str, ...] = field(default=())
+    decoder: object = field(default=PIL_DECODER, compare=False)  # turns one record into an RGB image
 
     def __post_init__(self):
         ids = [r.id for r in self.records]
@@ -71,6 +80,14 @@ class ImageSet:
 
     def subset(self, records: list[ImageRecord]) -> "ImageSet":
         return replace(self, records=tuple(records))
+
+
+_FRAME_MARK = re.compile(r"#(frame|slice)=\d+$")
+
+
+def file_id(row_id: str) -> str:
+    """The file part of a row id: ``a/b.dcm`` for ``a/b.dcm#frame=3`` (ids of whole files unchanged)."""
+    return _FRAME_MARK.sub("", row_id)
 
 
 def _is_image(path: Path) -> bool:
@@ -258,7 +275,7 @@ def _aliases(records) -> list[str]:
         except OSError:
             continue  # reported as missing
         seen = first.setdefault((st.st_dev, st.st_ino), r)
-        if seen.id != r.id:
+        if file_id(seen.id) != file_id(r.id):
             problems.append(f"rows {seen.id!r} and {r.id!r} are the same file ({os.path.realpath(r.path)!r}); "
                             "list each image once")
     return problems

@@ -4,12 +4,23 @@
 
     from pipeline.probes import ProbeConfig, run_probes, fit_probe, save_probe
     results = run_probes("cache/br35h-....h5", ProbeConfig(folds=5), jobs=2)
+    study = run_probes(["cache/br35h-lite0.h5", "cache/br35h-lite2.h5"], jobs=2)  # one set of folds
+    study.table()  # tidy: a pandas DataFrame if pandas is installed, else records
     probe = fit_probe("cache/br35h-....h5", "blocks.6/avg", "logreg")
     save_probe(probe, "tumour.probe.npz")
 """
 
 from .backends import BACKENDS, get_backend
-from .compare import Comparison, Difference, compare_all, compare_outputs, corrected_t, default_repeats
+from .compare import (
+    Comparison,
+    Difference,
+    ModelComparison,
+    compare_all,
+    compare_models,
+    compare_outputs,
+    corrected_t,
+    default_repeats,
+)
 from .curve import CurvePoint, LearningCurve, learning_curve
 from .data import (
     GROUP_SOURCES,
@@ -35,6 +46,8 @@ from .results import (
     write_results,
 )
 from .splits import Folds, inner_splits, make_folds
+from .study import run_study
+from .study_results import StudyResults, default_study_path, is_study, load_study, study_rows
 
 __all__ = [
     "BACKENDS",
@@ -45,6 +58,8 @@ __all__ = [
     "PROBES",
     "PROBE_SUFFIX",
     "Comparison",
+    "ModelComparison",
+    "StudyResults",
     "CurvePoint",
     "Difference",
     "FittedProbe",
@@ -61,29 +76,35 @@ __all__ = [
     "bootstrap_weights",
     "build_probe",
     "compare_all",
+    "compare_models",
     "compare_outputs",
     "comparison_path",
     "corrected_t",
     "default_repeats",
     "check_compatible",
     "default_results_path",
+    "default_study_path",
     "fit_probe",
     "get_backend",
     "get_metric",
     "get_probe",
     "inner_splits",
+    "is_study",
     "learning_curve",
     "load_probe",
     "load_probe_data",
     "load_results",
+    "load_study",
     "make_folds",
     "metric_names",
     "register_group_source",
     "register_probe",
     "resolve_outputs",
     "run_probes",
+    "run_study",
     "save_probe",
     "split_comparison",
+    "study_rows",
     "summary_rows",
     "write_results",
 ]

@@ -192,7 +192,7 @@ class Comparison:
                 "last_behind_best": self.last_behind_best.as_dict(), "outputs": [o.as_dict() for o in self.outputs]}
 
 
-def _folds(row: dict, metric: str) -> np.ndarray:
+def fold_scores(row: dict, metric: str) -> np.ndarray:
     values = row["metrics"].get(metric, {}).get("folds")
     if not values:
         raise ProbeError(f"row {row['output']} / {row['probe']} stores no per-fold {metric}; run `layerprobe probe` "
@@ -200,34 +200,31 @@ def _folds(row: dict, metric: str) -> np.ndarray:
     return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _feature_rows(rows: list[dict], metric: str) -> list[dict]:
+def feature_rows(rows: list[dict], metric: str) -> list[dict]:
     return [r for r in rows if not r["output"].startswith(f"{LOGITS}/") and metric in r["metrics"]
             and r["metrics"][metric].get("mean") is not None and math.isfinite(r["metrics"][metric]["mean"])]
 
 
 def best_probe(rows: list[dict], metric: str) -> str:
     """The probe of the row with the highest fold mean (ties: the probe listed first)."""
-    scored = _feature_rows(rows, metric)
+    scored = feature_rows(rows, metric)
     if not scored:
         raise ProbeError(f"the results hold no finite {metric} on any feature layer")
     return max(scored, key=lambda r: (r["metrics"][metric]["mean"], -scored.index(r)))["probe"]
 
 
-def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, probe: str | None = None,
-                 confidence: float = CONFIDENCE, margin: float = MARGIN) -> Comparison:
-    """Compare one probe's rows (depth order, each with per-fold scores in the same fold order)."""
-    chance = chance_level(metric, n_classes)
-    probe = probe or best_probe(rows, metric)
-    mine = [r for r in _feature_rows(rows, metric) if r["probe"] == probe]
-    if not mine:
-        raise ProbeError(f"the results hold no {metric} of probe {probe!r} on any feature layer")
-    folds = {r["output"]: _folds(r, metric) for r in mine}
-    if len({len(v) for v in folds.values()}) != 1:
-        raise ProbeError(f"the rows of probe {probe!r} were scored on different numbers of folds; rerun probe")
-    names = [r["output"] for r in mine]
+def score_against_best(folds: dict[str, np.ndarray], ratio: float, chance: float,
+                       confidence: float = CONFIDENCE) -> tuple[list[OutputScore], str]:
+    """Each candidate's fold mean and corrected interval, and the best minus it on the shared folds.
+
+    ``folds`` maps candidate names, in order, to per-fold scores in the same fold
+    order. Equal means go to the later candidate (the deeper output of one model).
+    Used for the layers of one model (:func:`compare_rows`) and for every
+    (model, layer) of a study (``study.compare_models``).
+    """
+    names = list(folds)
     means = {o: float(np.nanmean(v)) for o, v in folds.items()}
-    best = max(names, key=lambda o: (means[o], names.index(o)))  # equal means: the deeper output
-    last = names[-1]
+    best = max(names, key=lambda o: (means[o], names.index(o)))
     scores = []
     for o in names:
         own = corrected_t(folds[o] - chance, ratio, confidence)
@@ -235,6 +232,23 @@ def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, pr
         tied = o == best or behind.low <= 0.0
         interval = (max(0.0, own.low + chance), min(1.0, own.high + chance))  # both metrics lie in [0, 1]
         scores.append(OutputScore(o, means[o], float(np.nanstd(folds[o], ddof=1)), interval, behind, tied))
+    return scores, best
+
+
+def compare_rows(rows: list[dict], metric: str, ratio: float, n_classes: int, probe: str | None = None,
+                 confidence: float = CONFIDENCE, margin: float = MARGIN) -> Comparison:
+    """Compare one probe's rows (depth order, each with per-fold scores in the same fold order)."""
+    chance = chance_level(metric, n_classes)
+    probe = probe or best_probe(rows, metric)
+    mine = [r for r in feature_rows(rows, metric) if r["probe"] == probe]
+    if not mine:
+        raise ProbeError(f"the results hold no {metric} of probe {probe!r} on any feature layer")
+    folds = {r["output"]: fold_scores(r, metric) for r in mine}
+    if len({len(v) for v in folds.values()}) != 1:
+        raise ProbeError(f"the rows of probe {probe!r} were scored on different numbers of folds; rerun probe")
+    names = [r["output"] for r in mine]
+    scores, best = score_against_best(folds, ratio, chance, confidence)
+    last = names[-1]
     by = {s.output: s for s in scores}
     tied = tuple(s.output for s in scores if s.tied)
     ahead = [corrected_t(folds[o] - folds[last], ratio, confidence).high for o in names if o != last]
@@ -265,7 +279,64 @@ def compare_all(results) -> dict:
     """``{metric: {probe: Comparison.as_dict()}}`` for the advice metrics that every row holds."""
     out: dict = {}
     for metric in ADVICE_METRICS:
-        rows = _feature_rows(results.rows, metric)
+        rows = feature_rows(results.rows, metric)
         for probe in dict.fromkeys(r["probe"] for r in rows):
             out.setdefault(metric, {})[probe] = compare_outputs(results, metric, probe).as_dict()
     return out
+
+
+# Across models: every (model, output) of one probe in a study, on the folds they all share --------------
+SEP = " | "  # between model and output in a candidate's name; study labels never hold it
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (model, output) of a study and its score against the best on the shared folds."""
+
+    model: str
+    output: str
+    score: OutputScore
+
+    def as_dict(self) -> dict:
+        return {"backbone": self.model, **self.score.as_dict(), "output": self.output}
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """One probe's (model, output) candidates of a study compared pairwise with the best, for one metric."""
+
+    metric: str
+    probe: str
+    confidence: float
+    n_estimates: int
+    ratio: float
+    chance: float
+    candidates: tuple[Candidate, ...]  # study order: model, then depth
+    best: tuple[str, str]
+    tied: tuple[tuple[str, str], ...]  # the best included
+    signal: bool  # the best candidate's interval lies above chance
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "probe": self.probe, "confidence": self.confidence,
+                "n_estimates": self.n_estimates, "ratio": self.ratio, "chance": self.chance,
+                "best": list(self.best), "tied": [list(t) for t in self.tied], "signal": self.signal,
+                "candidates": [c.as_dict() for c in self.candidates]}
+
+
+def compare_models(rows: list[dict], metric: str, ratio: float, n_classes: int, probe: str | None = None,
+                   confidence: float = CONFIDENCE) -> ModelComparison:
+    """Compare one probe's rows of every model (rows carry ``model``) on their shared folds."""
+    chance = chance_level(metric, n_classes)
+    probe = probe or best_probe(rows, metric)
+    mine = [r for r in feature_rows(rows, metric) if r["probe"] == probe]
+    if not mine:
+        raise ProbeError(f"the study holds no {metric} of probe {probe!r} on any feature layer")
+    folds = {f"{r['backbone']}{SEP}{r['output']}": fold_scores(r, metric) for r in mine}
+    if len({len(v) for v in folds.values()}) != 1:
+        raise ProbeError(f"the rows of probe {probe!r} were scored on different numbers of folds; rerun the study")
+    scores, best = score_against_best(folds, ratio, chance, confidence)
+    split = lambda name: tuple(name.split(SEP, 1))  # noqa: E731
+    candidates = tuple(Candidate(*split(s.output), s) for s in scores)
+    best_score = next(s for s in scores if s.output == best)
+    return ModelComparison(metric, probe, confidence, len(folds[best]), ratio, chance, candidates, split(best),
+                           tuple(split(s.output) for s in scores if s.tied), bool(best_score.interval[0] > chance))

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..cache import ActivationCache, CacheManifest
-from ..duplicates import auto_groups
+from ..duplicates import auto_groups, duplicate_clusters
 from ..errors import ProbeError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ GROUP_SOURCES: dict[str, GroupSource] = {
     "none": lambda cache: None,
     "groups": lambda cache: cache.groups,
     "auto": auto_groups,
+    "dup_cluster": lambda cache: np.char.add("dup:", duplicate_clusters(cache).astype(str)),
 }
 
 
@@ -138,6 +139,7 @@ class ProbeData:
     outputs: list[Output]
     codes: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     duplicates: np.ndarray | None = None  # stored near-duplicate cluster of each row, to measure leakage
+    patients: np.ndarray | None = None  # the cache's own group column (patients, volumes), for patient-level results
 
     @property
     def ids_sha256(self) -> str:
@@ -239,6 +241,8 @@ def load_probe_data(cache: ActivationCache, layers=(), groups: str | None = None
                      None if group_values is None else group_values[rows], outputs)
     if cache.dup_cluster is not None:
         data.duplicates = cache.dup_cluster[rows]
+    if cache.groups is not None:
+        data.patients = resolve_groups(cache, "groups")[1][rows]
     for output in outputs:
         codes = load_codes(cache, output, rows, ids)
         if keep_codes:

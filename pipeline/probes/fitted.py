@@ -85,10 +85,32 @@ class Predictions:
     ids: np.ndarray
     class_names: list[str]
     proba: np.ndarray
+    groups: np.ndarray | None = None  # the cache's group column (patients, volumes), where it has one
 
     @property
     def predicted(self) -> list[str]:
         return [self.class_names[i] for i in np.argmax(self.proba, axis=1)]
+
+    def per_group_csv(self) -> str:
+        """One row per group: ``group,n_images,predicted,p_<class>...`` (mean over its images), and for two
+        classes ``max_p_<positive>``, the largest positive probability ("any image positive")."""
+        from .patients import aggregate_max, aggregate_mean
+
+        if self.groups is None:
+            raise ProbeError("per-group predictions need a group column (DICOM PatientID, a NIfTI volume or a CSV's "
+                             "group column), and these images have none")
+        names, index = np.unique(self.groups, return_inverse=True)
+        mean = aggregate_mean(self.proba, index, len(names))
+        top = aggregate_max(self.proba, index, len(names))[:, 1] if len(self.class_names) == 2 else None
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["group", "n_images", "predicted", *(f"p_{name}" for name in self.class_names),
+                         *([f"max_p_{self.class_names[1]}"] if top is not None else [])])
+        counts = np.bincount(index, minlength=len(names))
+        for g, name in enumerate(names):
+            writer.writerow([name, int(counts[g]), self.class_names[int(np.argmax(mean[g]))],
+                             *(repr(float(v)) for v in mean[g]), *([repr(float(top[g]))] if top is not None else [])])
+        return buffer.getvalue()
 
     def to_csv(self) -> str:
         """``id,predicted,p_<class>...``; probabilities at full (round-trip) precision."""
@@ -182,4 +204,5 @@ def apply_probe(probe: FittedProbe, cache_path: str | Path) -> Predictions:
         rows = np.arange(len(ids))
         output = Output(probe.layer, probe.pooling, 0, probe.manifest["channels"])
         codes = load_codes(cache, output, rows, ids, fix="re-extract those images before predicting them")
-    return Predictions(ids, probe.class_names, probe.predict_proba(codes))
+        groups = resolve_groups(cache, "groups")[1] if cache.groups is not None else None
+    return Predictions(ids, probe.class_names, probe.predict_proba(codes), groups)

@@ -29,6 +29,7 @@ from .backends import Backend, get_backend
 from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, bootstrap_weights, summarise
+from .patients import PatientLevel
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
 from .splits import Folds, check_folds, inner_splits, make_folds
@@ -147,22 +148,25 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
     return done
 
 
-def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray) -> dict:
+def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray,
+         patients: PatientLevel | None = None) -> dict:
     """One results row: every metric of one (output, probe) over all folds."""
-    oof = np.full((folds.repeats, len(data.y), len(data.class_names)), np.nan)
+    oof = out_of_fold(done, output.name, probe, folds, len(data.y), len(data.class_names))
     fold_rows: list[list[np.ndarray]] = [[] for _ in range(folds.repeats)]
     chosen, seconds, cpu, notes = [], 0.0, 0.0, set()
     for r, k, _, test in folds.splits():
         result = done[(output.name, probe, r, k)]
-        oof[r, test] = result["proba"]
         fold_rows[r].append(test)
         chosen.append({"repeat": r, "fold": k, **result["chosen"]})
         seconds += result["seconds"]
         cpu += result["cpu_seconds"]
         notes.update(result["warnings"])
-    return {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
-            "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
-            "warnings": sorted(notes)}
+    row = {**output.as_dict(), "probe": probe, "metrics": summarise(data.y, oof, fold_rows, weights),
+           "chosen": chosen, "fit_seconds": round(seconds, 3), "fit_cpu_seconds": round(cpu, 3),
+           "warnings": sorted(notes)}
+    if patients is not None:
+        row["patient_metrics"] = patients.metrics(oof)
+    return row
 
 
 def _order(row: dict) -> tuple:
@@ -171,15 +175,19 @@ def _order(row: dict) -> tuple:
 
 
 def run_probes(
-    cache_path: str | Path,
+    cache_path: str | Path | list[str | Path],
     config: ProbeConfig = ProbeConfig(),
     out: str | Path | None = None,
     jobs: int = 1,
     progress: bool = True,
     backend: str = "local",
     scheduler: str | None = None,
-) -> ProbeResults:
+):
     """Cross-validate every requested probe on every requested layer of a cache.
+
+    Given a list of caches (the same images through several models), runs a
+    study on one shared set of folds instead and returns its ``StudyResults``
+    (:func:`pipeline.probes.study.run_study`; ``.table()`` is the tidy table).
 
     Writes the results file ``out`` (default: ``<cache>.probes.json`` beside the
     cache) atomically and returns its contents. Everything is checked before the
@@ -188,6 +196,10 @@ def run_probes(
     ``scheduler`` (default: a local cluster of ``jobs`` processes); the results
     are the same as with "local".
     """
+    if isinstance(cache_path, (list, tuple)):
+        from .study import run_study
+
+        return run_study(cache_path, config, out, jobs, progress, backend, scheduler)
     started = time.perf_counter()
     engine = get_backend(backend)
     engine.check(scheduler)
@@ -218,20 +230,16 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
         folds = make_folds(data.y, data.groups, config.folds, config.repeats, config.seed, data.class_names,
                            data.group_name)
     leakage = _leakage(data, folds)
-    inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
-                                  config.settings.inner_folds, config.seed, data.class_names)
-             for r, k, train, _ in folds.splits()}
     pairs = [(o, p) for o in data.outputs for p in config.probes
              if previous is None or previous.row(o.name, p) is None]
     if not pairs:
         log.info("%s already holds every requested row: nothing to fit", out)
         return previous
-    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
-    with engine.open(jobs, scheduler) as where:
-        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
-    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
-    rows = [_row(data, o, p, folds, done, weights) for o, p in pairs]
+    rows, _, where, patients = score_pairs(data, config, folds, pairs, jobs, progress, engine, scheduler)
     results = _results(data, config, folds, previous, rows, jobs, time.perf_counter() - started)
+    if patients is not None:
+        results.data["patients"] = {"column": "groups", "n": int(len(patients.names)),
+                                    "aggregations": list(rows[0]["patient_metrics"])}
     results.runtime.update({k: where[k] for k in ("backend", "scheduler", "workers")})
     results.comparisons = compare_all(results)
     if leakage is not None:
@@ -240,9 +248,45 @@ def _run_locked(data: ProbeData, config: ProbeConfig, out: Path, jobs: int, prog
     return results
 
 
+def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[tuple[Output, str]], jobs: int,
+                progress: bool, engine: Backend, scheduler: str | None) -> tuple[list[dict], dict, dict, object]:
+    """Fit and score every (output, probe) of ``pairs`` on ``folds``.
+
+    Returns the results rows, the fitted folds' test-part probabilities by
+    ``(output, probe, repeat, fold)`` (see :func:`out_of_fold`), where they ran and
+    the patient-level scorer (None without a patient column).
+    """
+    inner = {(r, k): inner_splits(data.y[train], None if data.groups is None else data.groups[train],
+                                  config.settings.inner_folds, config.seed, data.class_names)
+             for r, k, train, _ in folds.splits()}
+    log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
+    with engine.open(jobs, scheduler) as where:
+        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
+    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
+    patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
+    return [_row(data, o, p, folds, done, weights, patients) for o, p in pairs], done, where, patients
+
+
+def out_of_fold(done: dict, output: str, probe: str, folds: Folds, n_rows: int, n_classes: int) -> np.ndarray:
+    """(repeats, rows, classes) out-of-fold probabilities of one (output, probe) from :func:`score_pairs`."""
+    oof = np.full((folds.repeats, n_rows, n_classes), np.nan)
+    for r, k, _, test in folds.splits():
+        oof[r, test] = done[(output, probe, r, k)]["proba"]
+    return oof
+
+
 def _leakage(data: ProbeData, folds: Folds) -> dict | None:
-    """How many test rows have a near-duplicate in training under these folds (stored clusters only)."""
+    """How many test rows have a near-duplicate in training under these folds (stored clusters only).
+
+    A cache never scanned for duplicates gets a warning instead, before any fit on folds that may leak."""
     if data.duplicates is None:
+        if data.group_name not in ("auto", "dup_cluster"):
+            log.warning(
+                "%s was never scanned for near-duplicates, so the folds use %s; near-duplicates may sit on both "
+                "sides of a split and inflate every score. Run `layerprobe duplicates %s` once (it stores the "
+                "clusters and makes --groups auto the default), or pass --groups auto now",
+                data.cache_path.name, "the group column" if data.group_name == "groups" else "no groups",
+                data.cache_path)
         return None
     leaked = max(int(leaked_rows(data.duplicates, test_fold).sum()) for test_fold in folds.test_fold)
     n = len(data.y)

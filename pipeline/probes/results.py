@@ -90,22 +90,31 @@ def write_results(results: ProbeResults, path: str | Path) -> Path:
     return atomic_write(path, text.encode())
 
 
-def load_results(path: str | Path) -> ProbeResults:
-    """Read a results file, refusing anything that is not one."""
+def read_document(path: str | Path, fmt: str, version: int, what: str, kind: str, create: str, rerun: str) -> dict:
+    """The JSON document at ``path`` if it is a ``fmt`` file of ``version``; else one line naming the problem.
+
+    ``what`` names the file in messages ("results"), ``kind`` the format ("probe results"), ``create`` the
+    command that makes one and ``rerun`` the fix for an old version.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ProbeError(f"results file {str(path)!r} does not exist; create it with `layerprobe probe CACHE`")
+        raise ProbeError(f"{what} file {str(path)!r} does not exist; create it with `{create}`")
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProbeError(f"{path} is not a readable JSON file ({exc}); it is not a probe results file") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ProbeError(f"{path} is not a layerprobe probe results file (no format {FORMAT!r})")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ProbeError(
-            f"{path} has results format version {doc.get('format_version')}; this layerprobe reads version "
-            f"{FORMAT_VERSION}: run `layerprobe probe` again"
-        )
+        raise ProbeError(f"{path} is not a readable JSON file ({exc}); it is not a {kind} file") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise ProbeError(f"{path} is not a layerprobe {kind} file (no format {fmt!r})")
+    if doc.get("format_version") != version:
+        raise ProbeError(f"{path} has {what} format version {doc.get('format_version')}; this layerprobe reads "
+                         f"version {version}: {rerun}")
+    return doc
+
+
+def load_results(path: str | Path) -> ProbeResults:
+    """Read a results file, refusing anything that is not one."""
+    doc = read_document(path, FORMAT, FORMAT_VERSION, "results", "probe results", "layerprobe probe CACHE",
+                        "run `layerprobe probe` again")
     return ProbeResults(
         cache=doc["cache"], config=doc["config"], data=doc["data"], folds=Folds.from_dict(doc["folds"]),
         outputs=doc["outputs"], rows=doc["rows"], runtime=doc.get("runtime", {}), created=doc.get("created", ""),
@@ -132,7 +141,9 @@ def summary_rows(results: ProbeResults, metric: str) -> list[dict]:
             raise ProbeError(f"metric {metric!r} does not apply to these results (binary-only metric?)")
         out.append({"output": r["output"], "depth": r["depth"], "probe": r["probe"], "metric": metric,
                     "mean": m["mean"], "sd": m["sd"], "pooled": m["pooled"], "ci": m["ci"],
-                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", [])})
+                    "best": id(r) in best, "tied": (r["output"], r["probe"]) in tied, "chosen": r.get("chosen", []),
+                    "patient": {how: {"mean": s[metric]["mean"], "ci": s[metric]["ci"]}
+                                for how, s in r.get("patient_metrics", {}).items() if metric in s}})
     return out
 
 

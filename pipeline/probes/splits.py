@@ -79,7 +79,9 @@ def check_stratifiable(y: np.ndarray, groups: np.ndarray | None, n_folds: int, c
                 raise ProbeError(
                     f"groups {group_name!r} (--groups): class {name!r} spans only {n_groups} group(s), fewer than "
                     f"folds={n_folds} (--folds), so stratified group folds are impossible; use folds="
-                    f"{max(2, n_groups)} or fewer, finer groups, or groups='none' (--groups none)"
+                    f"{max(2, n_groups)} or fewer, finer groups, groups='dup_cluster' (--groups dup_cluster: "
+                    "near-duplicates only, ignoring the coarse group column, so folds then mix its groups), or "
+                    "groups='none' (--groups none)"
                 )
 
 

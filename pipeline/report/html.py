@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import ProbeError
 from ..probes import ProbeResults, comparison_path, get_metric, load_results, metric_names, split_comparison
 from ..atomic import atomic_write
+from .patients import patient_section
 from .plots import comparison_figure, figure_png, layer_figure
 
 _STYLE = """
@@ -18,6 +19,7 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 img { max-width: 100%; height: auto; }
 th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+td.grid { white-space: normal; max-width: 9em; overflow-wrap: anywhere; }
 tr.best td { font-weight: bold; background: #f3f8ec; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; font-size: 0.9em; }
 dt { font-weight: bold; } dd { margin: 0; }
@@ -75,7 +77,7 @@ def _table(results: ProbeResults, metric: str) -> str:
         mark = " ★" if id(r) in best else (" =" if (r["output"], r["probe"]) in tied else "")
         lines.append(f"<tr class='{'best' if '★' in mark else ''}'><td>{html.escape(r['output'])}</td>"
                      f"<td>{html.escape(r['probe'])}{mark}</td>{cells}"
-                     f"<td>{html.escape(', '.join(f'{c:g}' for c in chosen))}</td></tr>")
+                     f"<td class=grid>{html.escape(', '.join(f'{c:g}' for c in chosen))}</td></tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
 
@@ -180,6 +182,7 @@ def render_html(results: ProbeResults, png: bytes, metric: str = "roc_auc", comp
 predictions]. ★ marks the best layer of each probe by mean {html.escape(label)}; = marks layers tied with it
 (the 95% interval of the paired difference over the shared folds, corrected resampled t-test, covers 0).</p>
 {_table(results, metric)}
+{patient_section(results, metric)}
 {comparison}
 {similarity}
 </body></html>

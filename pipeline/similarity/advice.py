@@ -428,12 +428,13 @@ UNTRAINED_WEIGHTS = ("random-init", "none")
 
 
 def advise_cache(cache_path: str | Path, results_path: str | Path | None = None, metric: str | None = None,
-                 curve_steps: int | None = None, jobs: int = 1) -> Advice:
+                 curve_steps: int | None = None, jobs: int = 1, results=None) -> Advice:
     """Advice for a cache: LogME per layer, the distance to ImageNet where BatchNorm statistics were
     stored, and, if ``results_path`` is given, the paired comparisons of its best probe under
     ``metric`` (default ROC AUC) checked against the other metric. ``curve_steps`` (with results):
     also fit learning curves of the chosen probe at the chosen and the last output
-    (:func:`pipeline.probes.curve.learning_curve`) to say whether more images would help."""
+    (:func:`pipeline.probes.curve.learning_curve`) to say whether more images would help. ``results``: a
+    ``ProbeResults`` already in memory (one model of a study) instead of ``results_path``."""
     from ..cache import open_cache
     from .tables import IMAGENET, similarity_table
 
@@ -443,10 +444,11 @@ def advise_cache(cache_path: str | Path, results_path: str | Path | None = None,
     trained = weights not in UNTRAINED_WEIGHTS  # an untrained model's BatchNorm statistics are not ImageNet's
     probes = other = None
     curves = []
-    if results_path is not None:
+    if results is None and results_path is not None:
         from ..probes import load_results
 
         results = load_results(results_path)
+    if results is not None:
         check_results_match(results, manifest, Path(cache_path).name)
         probes, other = probe_comparisons(results, metric)
         if curve_steps is not None:
