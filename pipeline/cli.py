@@ -172,7 +172,7 @@ class _Shard(click.ParamType):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: 0 on a CPU with up to 4 cores, more on larger CPUs and GPUs).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="What the model computes in: auto = fp16 autocast on a GPU, fp32 on a CPU; bf16/fp16 autocast are "
+              help="What the model computes in: auto = fp16 autocast on a GPU, fp32 on a CPU; bf16/fp16 autocast may be "
                    "faster and change the codes slightly (part of the cache key; see BENCHMARKS.md).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")

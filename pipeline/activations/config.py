@@ -18,7 +18,8 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 DEFAULT_CACHE_DIR = Path("cache")
 #: ``--precision``: what the model computes in, as the manifest and the cache key name it. ``auto`` is fp16
-#: autocast on a GPU and fp32 on a CPU (bf16 was measured 1.8x faster on a CPU, but changes the codes: opt-in).
+#: autocast on a GPU and fp32 on a CPU (bf16 on a CPU measured 1.8x faster on one machine, 0.83x on another,
+#: and it changes the codes: opt-in; BENCHMARKS.md).
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16-autocast", "fp16": "float16-autocast"}
 #: The poolings :mod:`.pooling` defines; others (``register_pooling``) are checked there, with torch.
 BUILTIN_POOLINGS = ("avg", "max", "avgmax", "gem", "token")
