@@ -66,7 +66,9 @@ def test_group_column_that_makes_stratified_folds_impossible(tmp_path):
     cache = _cache(tmp_path, labels=labels, groups=groups)
     with pytest.raises(ProbeError, match=r"groups 'groups' \(--groups\): class 'b' spans only 2 group\(s\), fewer "
                                          r"than folds=5 \(--folds\), so stratified group folds are impossible; use "
-                                         r"folds=2 or fewer, finer groups, or groups='none' \(--groups none\)") as e:
+                                         r"folds=2 or fewer, finer groups, groups='dup_cluster' \(--groups "
+                                         r"dup_cluster: near-duplicates only.*or groups='none' \(--groups none\)"
+                       ) as e:
         _run(cache)
     _check(e)
 
