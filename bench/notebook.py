@@ -13,10 +13,14 @@ The probe workload, timed inside the process (imports excluded): `run_probes`
 then linear algebra with numpy's default threads (per layer: SVD, X^T X and its
 eigendecomposition; a 400 x 400 matmul + SVD + eigh loop). Wall and CPU seconds
 (user + system of all threads: busy-waiting threads show up there), and the
-thread settings the workload ran with, are printed; ratio = one process / CLI
+thread settings the workload found (before --blas-threads), are printed; ratio = one process / CLI
 (<= 1 means the notebook is not slower).
 
+--hog keeps one core busy all along (a shared machine), --blas-threads N limits the linear algebra's BLAS
+pools (the remedy for a shared machine).
+
 Usage: .venv/bin/python bench/notebook.py [--images 96] [--model test_efficientnet] [--img-size 64] [--rounds 3]
+       [--hog] [--blas-threads N]
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def probe_workload(cache_path: Path) -> dict:
-    """The probe stage's work on one cache; wall and CPU seconds and the thread settings it saw."""
+def probe_workload(cache_path: Path, blas_threads: int | None = None) -> dict:
+    """The probe stage's work on one cache; wall and CPU seconds and the thread settings it found."""
     import numpy as np
     from threadpoolctl import threadpool_info
 
@@ -50,6 +54,9 @@ def probe_workload(cache_path: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     run_probes(cache_path, ProbeConfig(probes=("logreg", "lgbm"), folds=5), out=out / "r.json", jobs=1, progress=False)
     probe = time.perf_counter() - wall, time.process_time() - cpu
+    from threadpoolctl import threadpool_limits
+
+    limits = threadpool_limits(blas_threads, user_api="blas")  # None: leave them as they are
     wall, cpu = time.perf_counter(), time.process_time()
     with open_cache(cache_path) as cache:
         for layer, pooling in cache.outputs:
@@ -61,6 +68,7 @@ def probe_workload(cache_path: Path) -> dict:
         np.linalg.svd(a @ a.T)
         np.linalg.eigh(a @ a.T)
     linalg = time.perf_counter() - wall, time.process_time() - cpu
+    limits.restore_original_limits()
     shutil.rmtree(out)
     return {"probe_wall": probe[0], "probe_cpu": probe[1], "linalg_wall": linalg[0], "linalg_cpu": linalg[1],
             "threads": settings}
@@ -93,15 +101,17 @@ def main() -> None:
     parser.add_argument("--model", default="test_efficientnet")
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--blas-threads", type=int, help="BLAS threads for the linear algebra (default: as found)")
+    parser.add_argument("--hog", action="store_true", help="a busy process on one core all along (a shared machine)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # child: the probe stage alone on this cache
     parser.add_argument("--notebook", nargs=2, help=argparse.SUPPRESS)  # child: extract IMAGES into CACHE, then probe
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(probe_workload(Path(args.probe))))
+        print(json.dumps(probe_workload(Path(args.probe), args.blas_threads)))
         return
     if args.notebook:
         _extract_in_process(Path(args.notebook[0]), Path(args.notebook[1]), args.model, args.img_size)
-        print(json.dumps(probe_workload(Path(args.notebook[1]))))
+        print(json.dumps(probe_workload(Path(args.notebook[1]), args.blas_threads)))
         return
 
     sys.path.insert(0, str(ROOT))
@@ -110,16 +120,22 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="notebook-"))
     images = make_folder(folder / "images", n_per_class=args.images // 2)
     found: dict[str, list[dict]] = {"two CLI stages": [], "one process": []}
+    blas = [] if args.blas_threads is None else ["--blas-threads", str(args.blas_threads)]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
     for _ in range(args.rounds):
         cache = folder / "cli.h5"
         cache.unlink(missing_ok=True)
         _cli_extract(images, cache, args.model, args.img_size)
-        found["two CLI stages"].append(_child(["--probe", str(cache)]))
+        found["two CLI stages"].append(_child([*blas, "--probe", str(cache)]))
         cache = folder / "nb.h5"
         cache.unlink(missing_ok=True)
-        found["one process"].append(_child(["--model", args.model, "--img-size", str(args.img_size),
+        found["one process"].append(_child([*blas, "--model", args.model, "--img-size", str(args.img_size),
                                             "--notebook", str(images), str(cache)]))
+    if hog is not None:
+        hog.kill()
+        hog.wait()
     shutil.rmtree(folder)
+    print(f"{'with a busy process on one core; ' if args.hog else ''}BLAS threads {args.blas_threads or 'as found'}")
     print(f"{args.images} generated images, {args.model} (random init) at {args.img_size} px; "
           f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at the end")
     med = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "threads"}
