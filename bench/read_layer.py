@@ -27,18 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.integrity import _median_ms
 from pipeline import open_cache
 from pipeline.cache import fastread
 from tests.probe_data import write_cache
-
-
-def timed(call, reads: int) -> float:
-    times = []
-    for _ in range(reads):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -76,7 +68,7 @@ def main() -> None:
     found = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, call in variants.items():
-            found[name].append(timed(call, args.reads))
+            found[name].append(_median_ms(call, args.reads) / 1e3)
     cache.close()
     shutil.rmtree(folder)
     base = statistics.median(found["np.load"])
