@@ -34,11 +34,13 @@ from .fingerprints import complete_fingerprints
 from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .loader import ImageFiles, default_workers, make_loader, resolve_device
 from .pooling import check_poolings
+from .threads import keeps_threads
 from .tap import LayerTap, output_keys
 
 log = logging.getLogger(__name__)
 
 
+@keeps_threads  # a notebook's later numpy/scikit-learn work runs with the threads it had
 def extract(
     images: ImageSet,
     config: ExtractConfig = ExtractConfig(),

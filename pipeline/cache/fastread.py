@@ -1,0 +1,157 @@
+"""Whole-layer reads at the speed of the disk, once a layer's content was verified in this process.
+
+A whole read of a layer through HDF5 checks each chunk's fletcher32 and then the
+layer's recorded content hash (a sha256 per row, ``integrity.py``): for 3,000 x
+1,280 float32 codes about 10 ms of chunked reading and 20 ms of hashing, against
+2-3 ms for ``np.load`` of the same array. That is the price of catching damage,
+and it only needs paying once for bytes that have not changed since.
+
+So the reader records, after a whole read that passed both checks, where the
+layer's chunks lie in the file (:class:`Verified`), keyed by the file's identity
+(device, inode, size, mtime and ctime in nanoseconds) and the layer's recorded
+hash. A later whole read of the same layer, through this handle or another one
+opened on the same file in this process, reads the chunks' bytes straight into
+one preallocated array (``os.preadv``, no HDF5 filter pipeline, no hash).
+
+What is checked when:
+
+- on open: structure, metadata digest, every array's layout and the row
+  columns' hashes (unchanged, ``reader.py``);
+- first whole read of a layer in a process: chunk index, fletcher32 of every
+  chunk, the content hash (unchanged);
+- later whole reads of it: that the file's identity is the one verified (one
+  ``fstat``). Any write to the file changes its ctime (a user cannot set ctime),
+  so damage after the verification sends the next read through the full checks
+  again. File systems stamp times with a coarse clock (a few ms), so a write in
+  the same tick as the last one would keep the ctime: a layer is remembered only
+  when the file's ctime was at least :data:`SETTLED_NS` old at verification;
+- partial reads (``rows=``, as merges read): unchanged (fletcher32 and the NaN fill).
+
+The record lives in this process only (never on disk), so every new process
+verifies again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+#: A file changed less than this long before a verification is not remembered (see the module docstring).
+SETTLED_NS = 1_000_000_000
+#: Layers remembered per process (each record holds one address per chunk).
+MAX_RECORDS = 256
+_FLETCHER32 = 4  # bytes of checksum HDF5 appends to every chunk
+_IOV = 512  # chunks per preadv call: two buffers each, under the usual IOV_MAX of 1024
+
+_records: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Where a verified layer's chunks lie: file offsets in row order, rows per chunk, row width in bytes."""
+
+    offsets: tuple[int, ...]
+    chunk_rows: int
+    row_bytes: int
+
+
+def identity(fd: int) -> tuple[int, ...]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _fd(ds: h5py.Dataset) -> int | None:
+    """The file descriptor HDF5 reads through (sec2 driver), else None."""
+    if not hasattr(os, "preadv") or ds.file.driver != "sec2":
+        return None
+    return int(ds.file.id.get_vfd_handle())
+
+
+def layout(ds: h5py.Dataset) -> Verified | None:
+    """The chunk addresses of a row-chunked, fletcher32-only float32 dataset; None for any other layout."""
+    if ds.chunks is None or ds.ndim != 2 or ds.dtype != np.dtype("<f4") or ds.compression is not None \
+            or not ds.fletcher32 or ds.scaleoffset is not None or ds.shuffle or ds.chunks[1] != ds.shape[1]:
+        return None
+    rows, row_bytes = ds.chunks[0], ds.shape[1] * 4
+    found: dict[int, int] = {}
+
+    def visit(info):
+        if info.filter_mask or info.size != rows * row_bytes + _FLETCHER32:
+            return 1
+        found[info.chunk_offset[0]] = info.byte_offset
+        return None
+
+    if ds.id.chunk_iter(visit) or sorted(found) != list(range(0, ds.shape[0], rows)):
+        return None
+    return Verified(tuple(found[start] for start in sorted(found)), rows, row_bytes)
+
+
+def remember(ds: h5py.Dataset, recorded_hash: str) -> None:
+    """Note that ``ds`` was just read whole and matched ``recorded_hash`` (see the module docstring)."""
+    fd = _fd(ds)
+    if fd is None:
+        return
+    key = identity(fd)
+    if time.time_ns() - key[4] < SETTLED_NS:
+        return
+    found = layout(ds)
+    if found is None:
+        return
+    with _lock:
+        _records[(key, ds.name, recorded_hash)] = found
+        while len(_records) > MAX_RECORDS:
+            _records.popitem(last=False)
+
+
+def read(ds: h5py.Dataset, recorded_hash: str) -> np.ndarray | None:
+    """The whole dataset from its chunks' bytes if it was verified in this process and the file is unchanged."""
+    fd = _fd(ds)
+    if fd is None:
+        return None
+    with _lock:
+        found = _records.get((identity(fd), ds.name, recorded_hash))
+    if found is None:
+        return None
+    n, width = ds.shape
+    out = np.empty((n, width), dtype="<f4")
+    flat = memoryview(out.reshape(-1).view(np.uint8))
+    chunk_bytes = found.chunk_rows * found.row_bytes
+    checksum = bytearray(_FLETCHER32)
+    tail = bytearray(chunk_bytes)  # the last chunk is stored full size; only its first rows are ours
+    for first in range(0, len(found.offsets), _IOV):
+        batch = found.offsets[first:first + _IOV]
+        # the chunks lie one after another when the writer allocated them together; read each run in one call
+        start = 0
+        while start < len(batch):
+            end = start + 1
+            while end < len(batch) and batch[end] == batch[end - 1] + chunk_bytes + _FLETCHER32:
+                end += 1
+            buffers = []
+            for k in range(first + start, first + end):
+                lo = k * chunk_bytes
+                hi = lo + chunk_bytes
+                if hi <= len(flat):
+                    buffers += [flat[lo:hi], checksum]
+                else:
+                    buffers += [memoryview(tail), checksum]
+            want = (end - start) * (chunk_bytes + _FLETCHER32)
+            if os.preadv(fd, buffers, batch[start]) != want:
+                return None  # shorter than the verified file: let the full checks say what is wrong
+            start = end
+    last = (len(found.offsets) - 1) * chunk_bytes
+    if last + chunk_bytes > len(flat):
+        flat[last:] = memoryview(tail)[: len(flat) - last]
+    return out
+
+
+def forget() -> None:
+    """Drop every record (tests; a process that wants every read fully checked again)."""
+    with _lock:
+        _records.clear()
