@@ -3,7 +3,8 @@
 Writes 4 synthetic shard caches (random codes, 6 layers of modest width, rows
 assigned by sha256(id) mod 4 as `extract --shard I/4` does) through the
 library's own CacheWriter (bench/merge.py's forger), then measures, each step
-in a fresh subprocess with its peak RSS (ru_maxrss):
+in a fresh subprocess with its peak RSS (VmHWM of /proc/self/status: ru_maxrss would
+carry the parent's peak across fork and exec):
 
   merge     merge_shards of the 4 shards into one cache (which the other steps then use)
   open      open_cache + every row column (ids, labels, groups) and output_info
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -85,7 +85,8 @@ try:
 except MemoryError:
     found, error = {{}}, "MemoryError (over the address-space limit)"
 seconds = time.perf_counter() - started
-print(json.dumps({{"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({{"seconds": seconds, "rss_mb": int(hwm) / 1024,
                   "found": found, "error": error}}))
 """
 
@@ -110,13 +111,15 @@ def main() -> None:
     parser.add_argument("--dup-rows", type=int, default=100_000, help="largest row count the O(n^2) scan runs at")
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
     parser.add_argument("--keep", action="store_true", help="keep the caches (printed folder)")
+    parser.add_argument("--reuse", default=None, help="a folder kept by --keep: measure its caches again")
     args = parser.parse_args()
     rows = 100_000 if args.quick else args.rows
     merge_bench.WIDTHS = WIDTHS
-    folder = Path(tempfile.mkdtemp(prefix="layerprobe-scale-", dir=args.dir))
+    folder = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="layerprobe-scale-", dir=args.dir))
     try:
         started = time.perf_counter()
-        shards = [str(p) for p in merge_bench.write_shards(folder, rows, 4)]
+        shards = sorted(str(p) for p in folder.glob("bench.shard*")) if args.reuse else \
+            [str(p) for p in merge_bench.write_shards(folder, rows, 4)]
         floats = sum(WIDTHS.values())
         print(f"{rows:,} rows, 6 outputs ({floats} float32/row, {rows * floats * 4 / 1e9:.2f} GB of codes), "
               f"4 shards written in {time.perf_counter() - started:.0f} s; each step in a fresh process, "
@@ -130,7 +133,7 @@ def main() -> None:
             what = found["error"] or json.dumps(found["found"])
             print(f"{name:<8} {found['seconds']:8.2f} {found['rss_mb']:12.0f}  {what}", flush=True)
     finally:
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"kept {folder}")
         else:
             shutil.rmtree(folder)
