@@ -7,7 +7,7 @@ in a fresh subprocess with its peak RSS (VmHWM of /proc/self/status: ru_maxrss w
 carry the parent's peak across fork and exec):
 
   merge     merge_shards of the 4 shards into one cache (which the other steps then use)
-  open      open_cache + every row column (ids, labels, groups) and output_info
+  open      open_cache (open_s), then ids, labels, groups and output_info (each column hashed on first read)
   read      reading one layer's codes (the widest)
   probe     run_probes on the narrowest layer: logreg, 2 folds, the default bootstrap (1,000 resamples)
   dups      the code-view duplicate scan (all pairs: O(n^2), only up to --dup-rows rows)
@@ -46,10 +46,12 @@ found = {"rows": result.rows}
 """,
     "open": """
 from pipeline.cache import open_cache
+t0 = time.perf_counter()
 with open_cache(out) as cache:
+    t1 = time.perf_counter()
     ids, labels, groups = cache.ids, cache.labels, cache.groups
     infos = [cache.output_info(l, p) for l, p in cache.outputs]
-found = {"rows": len(ids)}
+found = {"rows": len(ids), "open_s": round(t1 - t0, 3), "ids_labels_groups_s": round(time.perf_counter() - t1, 2)}
 """,
     "read": """
 from pipeline.cache import open_cache
