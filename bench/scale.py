@@ -70,7 +70,7 @@ found = {"roc_auc_ci": row["metrics"]["roc_auc"]["ci"]}
     "dups": """
 from pipeline.duplicates.scan import scan_cache
 report = scan_cache(out, output="blocks.0/avg", view="code")
-found = {"groups": len(report.groups)}
+found = {"groups": len(report.groups())}
 """,
 }
 
