@@ -125,7 +125,37 @@ def test_row_columns_are_checked_against_their_hashes(copy):
     with h5py.File(path, "r+") as handle:
         handle["dup_cluster"][4] = 99
         handle.attrs["digest"] = metadata_digest(handle)  # even with a digest made to match
-    with pytest.raises(CacheError, match="content of dup_cluster does not match"):
+    with open_cache(path) as cache:  # open checks the layout only; the hash when the column is read
+        assert cache.ids[0] == "img0000.png"
+        with pytest.raises(CacheError, match="content of dup_cluster does not match"):
+            cache.dup_cluster
+    assert "content of dup_cluster does not match" in " ".join(verify_cache(path, check_inputs=False).problems)
+
+
+def test_opening_reads_no_row_column_but_active_and_digests_fixed_size_metadata(copy, monkeypatch):
+    """Opening a cache does not hash every row (seconds at a million rows): the digest covers fixed-size
+    metadata, whose ``arrays`` holds each row column's hash, checked when the column is first read."""
+    path = copy()
+    with h5py.File(path, "r+") as handle:
+        assert handle.attrs["digest"] == metadata_digest(handle) != metadata_digest(handle, legacy=True)
+    hashed = []
+    real = integrity.check_hash
+    monkeypatch.setattr(integrity, "check_hash", lambda name, *a: (hashed.append(name), real(name, *a))[1])
+    with open_cache(path) as cache:
+        assert hashed == ["active"]
+        cache.labels, cache.labels
+        assert hashed == ["active", "labels"]  # once per column
+
+
+def test_a_cache_sealed_with_the_row_digest_still_opens(copy, reference):
+    """Caches sealed before issue 16 carry the digest over every row column: they open as before."""
+    path = copy()
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["digest"] = metadata_digest(handle, legacy=True)
+    assert fuzz_harness.same(fuzz_harness.snapshot(path), reference[1])
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["digest"] = "0" * 64
+    with pytest.raises(CacheError, match="metadata digest does not match"):
         open_cache(path)
 
 

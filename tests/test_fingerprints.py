@@ -89,10 +89,11 @@ def test_extraction_stores_fingerprints_and_verify_checks_them(tmp_path, image_f
     expected = fingerprint_files([image_folder / i for i in ids])
     np.testing.assert_array_equal(stored, expected)
     assert verify_cache(path).ok
-    with h5py.File(path, "r+") as handle:  # damage one value: the recorded hash catches it on open
+    with h5py.File(path, "r+") as handle:  # damage one value: the recorded hash catches it when they are read
         handle["fingerprints"][0, 0] = 5
-    with pytest.raises(Exception, match="fingerprints"):
-        open_cache(path)
+    with open_cache(path) as cache, pytest.raises(Exception, match="fingerprints"):
+        cache.fingerprints  # (not on open: at a million rows they are 2 GB)
+    assert "content of fingerprints does not match" in " ".join(verify_cache(path).problems)
 
 
 def _drop_fingerprints(path):

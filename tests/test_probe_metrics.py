@@ -9,6 +9,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.probes import METRICS, ProbeConfig, ProbeSettings, bootstrap_weights, metric_names, run_probes
+from pipeline.probes import metrics as metrics_module
+from pipeline.probes.metrics import Resamples, summarise
 
 from .probe_data import make_codes, write_cache
 
@@ -66,6 +68,50 @@ def test_group_bootstrap_resamples_whole_groups(seed):
     assert np.all(W[:, 0] == W[:, 1]) and np.all(W[:, 3] == W[:, 4]) and np.all(W[:, 4] == W[:, 5])
     assert np.all(W[:, [0, 2, 3, 6]].sum(axis=1) == 4)  # four groups drawn, each with all its rows
     assert np.array_equal(W, bootstrap_weights(len(groups), groups, 200, seed))
+
+
+def _whole_matrix(n_rows, groups, n_boot, seed):
+    """The bootstrap weights as they were made before Resamples: one (n_boot, n_rows) matrix at once."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(np.float64)
+    names, index = np.unique(groups, return_inverse=True)
+    return rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)[:, index].astype(float)
+
+
+@pytest.mark.parametrize("size", [1, 7, 250, None])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_resamples_made_block_by_block_are_the_whole_matrix(seed, size, grouped):
+    groups = np.array(list("aabcccdeef" * 3)) if grouped else None
+    resamples = Resamples(30, groups, 1000, seed)
+    blocks = list(resamples.blocks(size))
+    assert all(len(b) <= (size or 250) for b in blocks)
+    assert np.array_equal(np.vstack(blocks), _whole_matrix(30, groups, 1000, seed))
+    assert np.array_equal(bootstrap_weights(30, groups, 1000, seed), _whole_matrix(30, groups, 1000, seed))
+
+
+def test_resample_blocks_stay_small_at_a_million_rows():
+    resamples = Resamples(1_000_000, None, 1000, 0)
+    assert resamples.block_size() == 4  # 4 x 1M float64 = 32 MB per block, not 8 GB for the whole matrix
+    first = next(resamples.blocks())
+    assert first.shape == (4, 1_000_000) and np.all(first.sum(axis=1) == 1_000_000)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_intervals_from_resample_blocks_equal_those_of_the_whole_matrix(seed, k, monkeypatch):
+    rng = np.random.default_rng(seed)
+    y, p = _predictions(rng, 90, k)
+    oof = np.stack([p, np.roll(p, 1, axis=0)])
+    fold_rows = [[np.arange(0, 45), np.arange(45, 90)]] * 2
+    whole = summarise(y, oof, fold_rows, _whole_matrix(90, None, 300, seed))
+    assert Resamples(90, None, 300, seed).block_size() == 250  # the blocks the whole matrix was cut into
+    assert summarise(y, oof, fold_rows, Resamples(90, None, 300, seed)) == whole
+    monkeypatch.setattr(metrics_module, "_BLOCK_CELLS", 90 * 7)  # blocks of 7 resamples, as at large n
+    assert Resamples(90, None, 300, seed).block_size() == 7
+    small = summarise(y, oof, fold_rows, Resamples(90, None, 300, seed))
+    assert {k: v for k, v in small.items() if k != "log_loss"} == {k: v for k, v in whole.items() if k != "log_loss"}
+    # log loss is a matrix product (W @ loss), whose rounding BLAS may change with the block's height
+    assert small["log_loss"]["ci"] == pytest.approx(whole["log_loss"]["ci"], rel=1e-13)
 
 
 def _plain_logreg(settings, X, y, train, seed, groups=None):

@@ -19,8 +19,10 @@ One HDF5 file per cache::
 ``settings_key`` hashes what makes a row's numbers (model, weights, preprocessing,
 precision, input root, format version); two caches with the same settings key
 can share rows. ``key`` hashes the whole content (rows, outputs, labels), so an
-equal key means an equal cache. ``digest`` is a sha256 over the manifest and the
-row metadata (and, with ``arrays``, the two keys); the codes carry HDF5's fletcher32 chunk checksums. ``arrays``
+equal key means an equal cache. ``digest`` is a sha256 over the manifest, the class
+names, ``arrays`` and the two keys (fixed-size: the row columns are covered by their
+hashes in ``arrays``; caches written before ``arrays`` existed, or sealed before issue
+16, hash the row metadata too); the codes carry HDF5's fletcher32 chunk checksums. ``arrays``
 (JSON, see ``integrity.py``) records every dataset's dtype, shape, chunking and
 a hash of its content, checked on open and on every whole read; codes have NaN
 as fill value. Together they turn on-disk damage into an error instead of wrong
@@ -57,14 +59,23 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def metadata_digest(handle) -> str:
-    """sha256 over the manifest, class names and every row column of an open file."""
+def metadata_digest(handle, legacy: bool = False) -> str:
+    """sha256 over the manifest, class names, array manifest and keys of an open file: fixed-size metadata.
+
+    In a cache with an ``arrays`` attribute every row column has its own content hash there, so the
+    digest need not read the rows (at a million rows that took seconds on every open); the reader
+    checks a row column's hash when it first reads the column. Caches written before (and
+    ``legacy=True``, how caches with ``arrays`` were sealed until issue 16) also hash every row column.
+    """
     digest = hashlib.sha256()
     digest.update(str(handle.attrs["manifest"]).encode())
     digest.update(str(handle["labels"].attrs["class_names"]).encode())
     if "arrays" in handle.attrs:  # caches written since per-array hashes exist: those, and the keys too
         for name in ("arrays", "key", "settings_key"):
             digest.update(str(handle.attrs[name]).encode())
+        if not legacy:
+            digest.update(b"rows covered by arrays")
+            return digest.hexdigest()
     for name in ROW_COLUMNS:
         if name in handle:
             digest.update(name.encode())

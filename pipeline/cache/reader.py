@@ -60,7 +60,8 @@ class ActivationCache:
             )
         if not bool(attrs.get("complete", False)):
             raise CacheError(f"{self.path} was never finished; run the extract command again to complete it")
-        if metadata_digest(self._file) != attrs.get("digest"):
+        stored = attrs.get("digest")
+        if metadata_digest(self._file) != stored and metadata_digest(self._file, legacy=True) != stored:
             raise CacheError(f"{self.path} " + _DAMAGED.format("its metadata digest does not match"))
         self.manifest: dict = json.loads(attrs["manifest"])
         self.provenance: CacheManifest = CacheManifest.from_dict(self.manifest)
@@ -68,7 +69,8 @@ class ActivationCache:
         self.settings_key: str = str(attrs["settings_key"])
         self._arrays: dict | None = integrity.load(attrs)
         self._indexed: set[str] = set()  # datasets whose chunk index was checked
-        active = self._file["active"][()]
+        self._hashed: set[str] = set()  # row columns whose content hash was checked
+        active = self._whole("active")
         self._rows = None if active.all() else np.flatnonzero(active)
         self.n_rows: int = int(active.sum())
         self.n_stored: int = len(active)
@@ -102,8 +104,33 @@ class ActivationCache:
             if name.startswith("codes/"):
                 if integrity.plain_attrs(self._file[name].attrs) != attrs.get(name):
                     raise CacheError(f"the attributes of {name} differ from the recorded ones")
-            elif not name.startswith(BN_GROUP + "/"):
-                integrity.check_hash(name, self._file[name][()], entry)
+
+    def _whole(self, name: str) -> np.ndarray:
+        """Row column ``name`` read whole, checked against its recorded content hash the first time.
+
+        Open checks only the layout of every array (and ``active``'s hash); each other row column's
+        hash is checked when it is first read, so opening never reads every row (:meth:`check_columns`
+        reads them all).
+        """
+        values = self._file[name][()]
+        if self._arrays is not None and name not in self._hashed:
+            integrity.check_hash(name, values, self._arrays["arrays"][name])
+            self._hashed.add(name)
+        return values
+
+    def _strings(self, name: str) -> np.ndarray:
+        values = self._whole(name)
+        found = np.empty(len(values), dtype=object)  # as h5py's asstr() gives them: str objects
+        found[:] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values.tolist()]
+        return found
+
+    def check_columns(self) -> list[str]:
+        """Read every row column whole and check its content hash (what `verify` does); their names."""
+        names = [n for n in self._arrays["arrays"] if not n.startswith(("codes/", BN_GROUP + "/"))] \
+            if self._arrays is not None else []
+        for name in names:
+            self._read(name, lambda: self._whole(name))
+        return names
 
     def _select(self, values: np.ndarray) -> np.ndarray:
         return values if self._rows is None else values[self._rows]
@@ -118,11 +145,11 @@ class ActivationCache:
 
     @property
     def ids(self) -> np.ndarray:
-        return self._select(self._read("ids", lambda: self._file["ids"].asstr()[()]))
+        return self._select(self._read("ids", lambda: self._strings("ids")))
 
     @property
     def labels(self) -> np.ndarray:
-        return self._select(self._read("labels", lambda: self._file["labels"][()]))
+        return self._select(self._read("labels", lambda: self._whole("labels")))
 
     @property
     def class_names(self) -> list[str]:
@@ -131,7 +158,7 @@ class ActivationCache:
     @property
     def file_sha256(self) -> np.ndarray:
         """The content digest (hex) of each row's image file: what makes two caches' rows the same image."""
-        return self._select(self._read("file hashes", lambda: self._file["files/sha256"].asstr()[()]))
+        return self._select(self._read("file hashes", lambda: self._strings("files/sha256")))
 
     @property
     def groups(self) -> np.ndarray | None:
@@ -144,22 +171,22 @@ class ActivationCache:
     @property
     def dup_cluster(self) -> np.ndarray | None:
         """Near-duplicate cluster of each row, once `layerprobe duplicates` stored them."""
-        return self._read("dup_cluster", lambda: self._select(self._file["dup_cluster"][()])
+        return self._read("dup_cluster", lambda: self._select(self._whole("dup_cluster"))
                           if "dup_cluster" in self._file else None)
 
     @property
     def fingerprints(self) -> np.ndarray | None:
         """Image fingerprints (rows x 1024 float16, see pipeline.inputs.fingerprint), None in caches made
         before they existed; a row whose image could not be fingerprinted is NaN."""
-        return self._read(FINGERPRINTS, lambda: self._select(self._file[FINGERPRINTS][()])
+        return self._read(FINGERPRINTS, lambda: self._select(self._whole(FINGERPRINTS))
                           if FINGERPRINTS in self._file else None)
 
     def stored_fingerprints(self) -> np.ndarray | None:
         """The fingerprints of every stored row, active or not (what a later extraction may reuse)."""
-        return self._read(FINGERPRINTS, lambda: self._file[FINGERPRINTS][()] if FINGERPRINTS in self._file else None)
+        return self._read(FINGERPRINTS, lambda: self._whole(FINGERPRINTS) if FINGERPRINTS in self._file else None)
 
     def _column(self, name: str) -> np.ndarray | None:
-        return self._read(name, lambda: self._select(self._file[name].asstr()[()]) if name in self._file else None)
+        return self._read(name, lambda: self._select(self._strings(name)) if name in self._file else None)
 
     def stored_rows(self) -> RowTable:
         """Every stored row, active or not: what a later extraction may reuse."""
@@ -167,16 +194,16 @@ class ActivationCache:
 
     def _stored_rows(self) -> RowTable:
         f = self._file
-        column = lambda n: f[n].asstr()[()].tolist() if n in f else None  # noqa: E731
+        column = lambda n: self._strings(n).tolist() if n in f else None  # noqa: E731
         return RowTable(
-            ids=f["ids"].asstr()[()].tolist(),
-            labels=f["labels"][()].tolist(),
+            ids=self._strings("ids").tolist(),
+            labels=self._whole("labels").tolist(),
             class_names=self.class_names,
-            sizes=f["files/size"][()].tolist(),
-            sha256=[s.decode() for s in f["files/sha256"][()]],
+            sizes=self._whole("files/size").tolist(),
+            sha256=[s.decode() for s in self._whole("files/sha256")],
             groups=column("groups"),
             split=column("split"),
-            active=f["active"][()].tolist(),
+            active=self._whole("active").tolist(),
         )
 
     def bn_stats(self) -> list[BNStat] | None:

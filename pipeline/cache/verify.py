@@ -54,6 +54,9 @@ def verify_cache(path: str | Path, check_inputs: bool = True) -> VerifyReport:
 
 def _check_structure(cache, report: VerifyReport) -> None:
     handle = cache._file
+    hashed = cache.check_columns()  # open checks only their layout; their content hashes here
+    if hashed:
+        report.checked.append(f"content hashes of the row columns ({', '.join(hashed)})")
     planned, committed = handle.attrs.get("rows_planned"), handle.attrs.get("rows_committed")
     if planned is None or int(planned) != int(committed):
         report.problems.append(f"commit marker: {committed} rows committed but {planned} planned")

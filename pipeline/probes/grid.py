@@ -28,7 +28,7 @@ from ..duplicates import leaked_rows
 from .backends import Backend, get_backend
 from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
-from .metrics import N_BOOT, bootstrap_weights, summarise
+from .metrics import N_BOOT, Resamples, summarise
 from .patients import PatientLevel
 from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
@@ -148,7 +148,7 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
     return done
 
 
-def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: np.ndarray,
+def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: Resamples,
          patients: PatientLevel | None = None) -> dict:
     """One results row: every metric of one (output, probe) over all folds."""
     oof = out_of_fold(done, output.name, probe, folds, len(data.y), len(data.class_names))
@@ -262,7 +262,7 @@ def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[
     log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
     with engine.open(jobs, scheduler) as where:
         done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
-    weights = bootstrap_weights(len(data.y), data.groups, config.n_boot, config.seed)
+    weights = Resamples(len(data.y), data.groups, config.n_boot, config.seed)
     patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
     return [_row(data, o, p, folds, done, weights, patients) for o, p in pairs], done, where, patients
 

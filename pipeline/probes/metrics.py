@@ -21,6 +21,7 @@ from ..errors import ProbeError
 N_BOOT = 1000
 CI_LEVEL = 0.95
 _CHUNK = 250  # bootstrap samples per vectorised block, to bound memory
+_BLOCK_CELLS = 1 << 22  # and at most this many weights per block (32 MB): bounded memory at a million rows
 
 
 @dataclass(frozen=True)
@@ -161,33 +162,73 @@ def metric_names(n_classes: int) -> list[str]:
 
 
 def bootstrap_weights(n_rows: int, groups: np.ndarray | None, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_rows) resampling counts; whole groups are resampled when groups are given."""
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot).astype(np.float64)
-    names, index = np.unique(groups, return_inverse=True)
-    counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), size=n_boot)
-    return counts[:, index].astype(np.float64)
+    """(n_boot, n_rows) resampling counts; whole groups are resampled when groups are given.
+
+    The whole matrix: n_boot x n_rows x 8 bytes (8 GB at a million rows). :func:`summarise` takes a
+    :class:`Resamples` instead, which makes the same rows a block at a time.
+    """
+    return np.concatenate([np.zeros((0, n_rows))] + list(Resamples(n_rows, groups, n_boot, seed).blocks(n_boot)))
 
 
-def summarise(y: np.ndarray, oof: np.ndarray, fold_rows: list[list[np.ndarray]], weights: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class Resamples:
+    """The bootstrap resamples of :func:`bootstrap_weights`, made block by block (memory bounded by one block).
+
+    The generator is consumed in the same order as for the whole matrix, so the blocks stacked are
+    exactly ``bootstrap_weights(n_rows, groups, n_boot, seed)``.
+    """
+
+    n_rows: int
+    groups: np.ndarray | None
+    n_boot: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.n_boot
+
+    def block_size(self) -> int:
+        """Resamples per block: at most _CHUNK, and at most _BLOCK_CELLS weights."""
+        return max(1, min(_CHUNK, _BLOCK_CELLS // max(1, self.n_rows)))
+
+    def blocks(self, size: int | None = None):
+        """Yield (b, n_rows) float64 weight blocks, n_boot rows in all."""
+        size = size or self.block_size()
+        rng = np.random.default_rng(self.seed)
+        if self.groups is None:
+            index, n_units = None, self.n_rows
+        else:
+            names, index = np.unique(self.groups, return_inverse=True)
+            n_units = len(names)
+        p = np.full(n_units, 1.0 / max(1, n_units))
+        for start in range(0, self.n_boot, size):
+            counts = rng.multinomial(n_units, p, size=min(size, self.n_boot - start))
+            yield (counts if index is None else counts[:, index]).astype(np.float64)
+
+
+def summarise(y: np.ndarray, oof: np.ndarray, fold_rows: list[list[np.ndarray]],
+              weights: "Resamples | np.ndarray") -> dict:
     """Every metric as fold mean and sd, pooled out-of-fold value and bootstrap interval.
 
     ``oof`` is (repeats, n, K) out-of-fold probabilities; ``fold_rows[r]`` lists
-    the test rows of each fold of repeat ``r``; ``weights`` comes from
+    the test rows of each fold of repeat ``r``; ``weights`` is a :class:`Resamples`
+    (made block by block, every metric scored on each block) or the matrix of
     :func:`bootstrap_weights`. The interval is the percentile interval of the
     metric averaged over repeats.
     """
+    names = metric_names(oof.shape[2])
+    blocks = weights.blocks() if isinstance(weights, Resamples) else (
+        weights[i:i + _CHUNK] for i in range(0, len(weights), _CHUNK))
+    scores: dict[str, list[np.ndarray]] = {name: [np.full(0, np.nan)] for name in names}
+    for block in blocks:
+        for name in names:
+            scores[name].append(np.mean([METRICS[name].weighted(block, y, oof[r]) for r in range(len(oof))], axis=0))
     out = {}
     alpha = (1 - CI_LEVEL) / 2 * 100
-    for name in metric_names(oof.shape[2]):
+    for name in names:
         metric = METRICS[name]
         folds = [float(metric.point(y[rows], oof[r][rows])) for r in range(len(oof)) for rows in fold_rows[r]]
         pooled = float(np.mean([metric.point(y, oof[r]) for r in range(len(oof))]))
-        boot = np.concatenate([np.full(0, np.nan)] + [
-            np.mean([metric.weighted(weights[i:i + _CHUNK], y, oof[r]) for r in range(len(oof))], axis=0)
-            for i in range(0, len(weights), _CHUNK)
-        ])
+        boot = np.concatenate(scores[name])
         low, high = np.nanpercentile(boot, [alpha, 100 - alpha]) if np.isfinite(boot).any() else (np.nan, np.nan)
         out[name] = {
             "mean": float(np.mean(folds)),

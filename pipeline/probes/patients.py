@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import bootstrap_weights, summarise
+from .metrics import Resamples, summarise
 from .splits import Folds
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class PatientLevel:
     index: np.ndarray  # group of each row
     y: np.ndarray  # label of each group
     test_fold: np.ndarray  # (repeats, groups)
-    weights: np.ndarray
+    weights: Resamples
 
     @classmethod
     def prepare(cls, y: np.ndarray, groups: np.ndarray | None, folds: Folds, n_boot: int, seed: int):
@@ -67,7 +67,7 @@ class PatientLevel:
         if split:
             log.info("no patient-level results: the folds split groups (use --groups auto or the group column)")
             return None
-        weights = bootstrap_weights(len(names), None, n_boot, seed)
+        weights = Resamples(len(names), None, n_boot, seed)
         return cls(names, index, y[first], folds.test_fold[:, first], weights)
 
     def metrics(self, oof: np.ndarray) -> dict:
