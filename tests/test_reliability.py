@@ -31,8 +31,11 @@ def _cli_args(folder, out, batch_size=4):
 
 def _spawn(args, **env):
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in env.items()}}
+    # A test run started in the background (`cmd &`) ignores SIGINT, and a child inherits that: Python then
+    # never raises KeyboardInterrupt. Give the child the default, as an interactive shell would.
     return subprocess.Popen([sys.executable, str(HARNESS), *args], env=environment, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 
@@ -103,7 +106,7 @@ def test_kill_at_random_times_then_resume(corpus, tmp_path):
 def test_ctrl_c_and_sigterm_exit_printing_the_resume_command(corpus, tmp_path, sent, code, said):
     folder, reference, _ = corpus
     out = tmp_path / "c.h5"
-    for delay in (0.2, 1.0, 3.0):  # on a loaded machine the run may end before the signal: slower batches then
+    for delay in (0.2, 1.0, 3.0):  # should the run end before the signal (a starved test process): slower
         child = _spawn(_cli_args(folder, out), SLOW_BATCH=delay)
         deadline = time.monotonic() + 60
         while not partial_path(out).exists() and child.poll() is None and time.monotonic() < deadline:
