@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_write
 from ..cache import open_cache
 from ..duplicates import leaked_rows
 from ..errors import ProbeError
