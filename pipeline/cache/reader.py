@@ -176,7 +176,7 @@ class ActivationCache:
 
     @property
     def fingerprints(self) -> np.ndarray | None:
-        """Image fingerprints (rows x 1024 float16, see pipeline.inputs.fingerprint), None in caches made
+        """Image fingerprints (rows x WIDTH float16: a trimmed and a whole thumbnail; AREA wide in caches of version 1, see pipeline.inputs.fingerprint), None in caches made
         before they existed; a row whose image could not be fingerprinted is NaN."""
         return self._read(FINGERPRINTS, lambda: self._select(self._whole(FINGERPRINTS))
                           if FINGERPRINTS in self._file else None)

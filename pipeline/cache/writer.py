@@ -111,7 +111,7 @@ def _fingerprints_entry(handle: h5py.File, values: np.ndarray, arrays: str) -> s
     """The ``arrays`` manifest with the fingerprints' entry; written into the file only when the partial
     file had no room for them (one begun by an earlier layerprobe)."""
     values = np.asarray(values, dtype=np.float16)
-    if FINGERPRINTS not in handle:
+    if FINGERPRINTS not in handle or handle[FINGERPRINTS].shape != values.shape:  # none, or an older width
         return write_fingerprints(handle, values, arrays)
     found = json.loads(arrays)
     found["arrays"][FINGERPRINTS] = column_entry(values)
@@ -331,7 +331,8 @@ class CacheWriter:
         except CacheError as exc:
             raise CacheError(f"{self.final} was not sealed: {exc}") from None
         try:
-            if fingerprints is not None and FINGERPRINTS in self.file:
+            if fingerprints is not None and FINGERPRINTS in self.file \
+                    and self.file[FINGERPRINTS].shape == np.shape(fingerprints):  # else _seal writes them anew
                 self.file[FINGERPRINTS][...] = np.asarray(fingerprints, dtype=np.float16)  # allocated: no growth
                 self.file.flush()
             self._seal(text, planned, fingerprints)

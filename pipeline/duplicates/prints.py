@@ -13,6 +13,13 @@ a homogeneous set (cells of one solar panel, slices of one scanner) are much
 closer to each other than distinct photos are, so a pair only counts when it
 is ``RATIO`` times closer than the typical distance from an image to its
 ``TYPICAL_K``-th nearest neighbour, and never looser than ``MAX_DISTANCE``.
+
+A second, plainer view compares the whole thumbnails (no trimming, no detail
+removed): two exports of one picture with the same framing correlate almost
+perfectly there even when a new window or sharpening moved the trimmed
+thumbnail's detail. Its threshold follows the same relative rule but is never
+looser than ``WHOLE_MAX_DISTANCE`` (correlation 0.99, the pixel truth of the
+Br35H notes). Pairs of either view count.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PipelineError
-from ..inputs.fingerprint import SIDE, WIDTH, ranks
+from ..inputs.fingerprint import AREA, SIDE, WIDTH, ranks
 
 BLOCK_ROWS = 1024
 CANDIDATES = 5  # nearest rows of each row compared again under warps
@@ -32,6 +39,7 @@ RATIO = 0.25  # a duplicate is at least this many times closer than that (as 1 -
 MAX_DISTANCE = 0.10  # and never further than this (correlation 0.90)
 DETAIL_SIGMA = 4.0  # the outline every slice of a scan shares is removed: only detail is compared
 IDENTICAL = 0.995  # fingerprints this close show the same picture
+WHOLE_MAX_DISTANCE = 0.01  # the whole-thumbnail view: never looser than correlation 0.99
 
 
 @dataclass(frozen=True)
@@ -40,16 +48,30 @@ class PrintPairs:
 
     i: np.ndarray
     j: np.ndarray
-    similarity: np.ndarray
+    similarity: np.ndarray  # of the trimmed thumbnails' detail, warps included
     threshold: float
     typical: float  # median similarity of a row to its TYPICAL_K-th nearest row
+    whole_threshold: float | None = None  # the whole-thumbnail view (None: fingerprints of version 1)
+    whole_typical: float | None = None
+
+
+def trimmed(prints: np.ndarray) -> np.ndarray:
+    """The trimmed thumbnails of fingerprints of either version (rows x AREA, float32)."""
+    prints = np.asarray(prints, dtype=np.float32)
+    if prints.ndim != 2 or prints.shape[1] not in (AREA, WIDTH):
+        raise PipelineError(f"fingerprints must be a (rows, {WIDTH}) array, got shape {prints.shape}")
+    return prints[:, :AREA]
+
+
+def whole(prints: np.ndarray) -> np.ndarray | None:
+    """The whole-image thumbnails, None for fingerprints of version 1 (trimmed thumbnail only)."""
+    prints = np.asarray(prints, dtype=np.float32)
+    return prints[:, AREA:] if prints.ndim == 2 and prints.shape[1] == WIDTH else None
 
 
 def views(thumbs: np.ndarray, mirror: bool = False) -> list[np.ndarray]:
-    """Standardised linear and rank views (and their mirror images): the rows that are correlated."""
-    thumbs = np.asarray(thumbs, dtype=np.float32)
-    if thumbs.ndim != 2 or thumbs.shape[1] != WIDTH:
-        raise PipelineError(f"fingerprints must be a (rows, {WIDTH}) array, got shape {thumbs.shape}")
+    """Standardised linear and rank views of the trimmed thumbnails' detail (and their mirror images)."""
+    thumbs = trimmed(thumbs)
     found = [_standardise(_detail(thumbs)), _standardise(_detail(_rank_rows(thumbs)))]
     if mirror:
         found += [_flip(v) for v in found]
@@ -76,10 +98,29 @@ def print_pairs(thumbs: np.ndarray, mirror: bool = True, threshold: float | None
     j = np.concatenate([top_j[:, :cand].ravel(), close_j])
     i, j = np.minimum(i, j), np.maximum(i, j)
     pairs = np.unique(np.stack([i, j], axis=1), axis=0)
-    sims = _warped_similarity(np.asarray(thumbs, np.float32), pairs, mirror, block)
+    sims = _warped_similarity(trimmed(thumbs), pairs, mirror, block)
     keep = sims >= threshold
-    return PrintPairs(pairs[keep, 0].astype(np.int64), pairs[keep, 1].astype(np.int64),
-                      sims[keep].astype(np.float32), float(threshold), typical)
+    i, j, sims = pairs[keep, 0].astype(np.int64), pairs[keep, 1].astype(np.int64), sims[keep].astype(np.float32)
+    if whole(thumbs) is None:
+        return PrintPairs(i, j, sims, float(threshold), typical)
+    wi, wj, whole_threshold, whole_typical = _whole_pairs(whole(thumbs), mirror, block)
+    found = np.unique(np.concatenate([np.stack([i, j], 1), np.stack([wi, wj], 1)]), axis=0)
+    if len(found) > len(i):  # the detail similarity of pairs only the whole view found
+        sims = _warped_similarity(trimmed(thumbs), found, mirror, block)
+    return PrintPairs(found[:, 0], found[:, 1], sims.astype(np.float32), float(threshold), typical,
+                      float(whole_threshold), whole_typical)
+
+
+def _whole_pairs(thumbs: np.ndarray, mirror: bool, block: int):
+    """Pairs whose whole thumbnails correlate at the relative threshold (never below 1 - WHOLE_MAX_DISTANCE)."""
+    plain = [_standardise(thumbs)]
+    mirrored = [_flip(plain[0])] if mirror else []
+    n = len(thumbs)
+    _, top_s = _nearest(plain, mirrored, min(n - 1, TYPICAL_K), block)
+    typical = float(np.median(top_s[:, typical_k(n) - 1]))
+    threshold = 1.0 - min(WHOLE_MAX_DISTANCE, RATIO * max(0.0, 1.0 - typical))
+    i, j = _above(plain, mirrored, threshold, block)
+    return i, j, threshold, typical
 
 
 def typical_k(n: int) -> int:
@@ -97,7 +138,7 @@ def pair_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: bo
     """The fingerprint similarity (warps included) of given pairs, e.g. to tell identical from look-alike."""
     if not len(i):
         return np.zeros(0, np.float32)
-    return _warped_similarity(np.asarray(thumbs, np.float32), np.stack([i, j], axis=1), mirror, BLOCK_ROWS)
+    return _warped_similarity(trimmed(thumbs), np.stack([i, j], axis=1), mirror, BLOCK_ROWS)
 
 
 def _detail(values: np.ndarray) -> np.ndarray:
@@ -105,7 +146,7 @@ def _detail(values: np.ndarray) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     square = np.asarray(values, np.float32).reshape(-1, SIDE, SIDE)
-    return (square - gaussian_filter(square, (0, DETAIL_SIGMA, DETAIL_SIGMA), mode="nearest")).reshape(-1, WIDTH)
+    return (square - gaussian_filter(square, (0, DETAIL_SIGMA, DETAIL_SIGMA), mode="nearest")).reshape(-1, AREA)
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
@@ -164,7 +205,7 @@ def _nearest(plain: list[np.ndarray], mirrored: list[np.ndarray], k: int, block:
 
 @functools.lru_cache(maxsize=1)
 def warps():
-    """A sparse (variants * WIDTH, WIDTH) matrix: bilinear resampling of a thumbnail under each warp."""
+    """A sparse (variants * AREA, AREA) matrix: bilinear resampling of a thumbnail under each warp."""
     from scipy.sparse import csr_matrix
 
     params = [(1.0, 1.0, 0.0, 0.0, 0.0)]
@@ -187,14 +228,14 @@ def warps():
         x, y = np.clip(x, 0, SIDE - 1), np.clip(y, 0, SIDE - 1)
         x0, y0 = np.minimum(np.floor(x).astype(int), SIDE - 2), np.minimum(np.floor(y).astype(int), SIDE - 2)
         fx, fy = x - x0, y - y0
-        out = v * WIDTH + np.arange(WIDTH)
+        out = v * AREA + np.arange(AREA)
         for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
                                (1, 1, fx * fy)):
             rows.append(out)
             cols.append(((y0 + dy) * SIDE + x0 + dx).ravel())
             weights.append(weight.ravel())
     matrix = csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(len(params) * WIDTH, WIDTH), dtype=np.float32)
+                        shape=(len(params) * AREA, AREA), dtype=np.float32)
     return matrix, len(params)
 
 
@@ -214,8 +255,8 @@ def _warped_similarity(thumbs: np.ndarray, pairs: np.ndarray, mirror: bool, bloc
             chosen = order[start : start + per_block]
             rows, where = np.unique(source[chosen], return_inverse=True)
             for view, raw in enumerate((thumbs, rank_rows)):
-                warped = (matrix @ raw[rows].T).T.reshape(len(rows), variants, WIDTH)
-                warped = _standardise(warped.reshape(-1, WIDTH)).reshape(len(rows), variants, WIDTH)
+                warped = (matrix @ raw[rows].T).T.reshape(len(rows), variants, AREA)
+                warped = _standardise(warped.reshape(-1, AREA)).reshape(len(rows), variants, AREA)
                 for target in targets[view::2]:
                     sims = np.einsum("pvw,pw->pv", warped[where], target[other[chosen]]).max(axis=1)
                     best[chosen] = np.maximum(best[chosen], sims)

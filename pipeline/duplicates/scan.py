@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..cache import WriterLock, add_row_column, open_cache
 from ..errors import PipelineError
-from ..inputs.fingerprint import FINGERPRINT_POLICY, fingerprint_files
+from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH, fingerprint_files
 from .find import (DEFAULT_THRESHOLD, BLOCK_ROWS, Pairs, auto_threshold, clusters, normalise, relative_threshold,
                    similar_pairs, typical_similarity)
 from .prints import IDENTICAL, pair_similarity, print_pairs
@@ -145,6 +145,9 @@ def scan_cache(path: str | Path, output: str | None = None, threshold: float | s
         views["fingerprint"] = {"threshold": round(fp.threshold, 4), "threshold_source":
                                 "given" if print_threshold is not None else "relative", "typical": round(fp.typical, 4),
                                 "pairs": int(len(fp.i)), "mirror": mirror}
+        if fp.whole_threshold is not None:  # the whole-thumbnail view (always relative)
+            views["fingerprint"].update(whole_threshold=round(fp.whole_threshold, 4),
+                                        whole_typical=round(fp.whole_typical, 4))
     elif view == "fingerprint":
         raise PipelineError(f"{path}: no fingerprints could be made (the image files are not readable); "
                             "use --view code")
@@ -170,15 +173,21 @@ def _fingerprints(cache) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The cache's fingerprints, or ones made now by a cheap pass over its image files (also returned
     second, to be stored); None when the files cannot be read."""
     stored = cache.fingerprints
-    if stored is not None and np.isfinite(stored.astype(np.float32)).all():
+    current = stored is not None and stored.shape[1] == WIDTH
+    if current and np.isfinite(stored.astype(np.float32)).all():
         return stored, None
     root = Path(cache.provenance.input.root_resolved)
     paths = [root / i for i in cache.ids]
     if not any(p.is_file() for p in paths[:50]):
+        if stored is not None and not current:
+            log.warning("%s stores fingerprints of an older version and its images are not under %s: only their "
+                        "trimmed thumbnails are compared", cache.path.name, root)
+            return stored, None
         log.warning("%s stores no fingerprints and its images are not under %s: only codes are compared",
                     cache.path.name, root)
         return None, None
-    log.info("%s stores no fingerprints: making them from its %d image files", cache.path.name, len(paths))
+    what = "no fingerprints" if stored is None or current else "fingerprints of an older version"
+    log.info("%s stores %s: making them from its %d image files", cache.path.name, what, len(paths))
     made = fingerprint_files(paths)
     return made, made
 

@@ -1,14 +1,26 @@
-"""Image fingerprints: a small, contrast-normalised thumbnail of every decoded image.
+"""Image fingerprints: two small, contrast-normalised thumbnails of every decoded image.
 
 The codes of a CNN move when a slice is re-exported with another contrast
 window, padding, scale or sharpening; a fingerprint should not. Each image is
-reduced to grey (box-averaged first when larger than ``WORK_SIDE``), its flat
-borders (padding, the black around a scan) are trimmed, the rest is shrunk to
-``SIDE x SIDE`` with area averaging and a light blur, and scaled to 0..1.
-That thumbnail is what the cache stores (float16, 2 KiB an image). The
-comparison (:mod:`pipeline.duplicates.prints`) derives what it needs from it:
-the detail, as values and as :func:`ranks` (unchanged by any increasing
-brightness/contrast/gamma mapping), and the mirror image.
+reduced to grey (box-averaged first when larger than ``WORK_SIDE``), then
+shrunk to ``SIDE x SIDE`` with area averaging and a light blur, and scaled to
+0..1, twice:
+
+- the **trimmed** thumbnail: flat borders (padding, the black around a scan)
+  cut first, so a padded or re-framed copy still lines up;
+- the **whole** thumbnail: the image as it is. Trimming depends on where the
+  background ends, which a new contrast window moves; two exports of one slice
+  with the same framing but another window can trim differently, while their
+  whole thumbnails stay almost equal (correlation >= 0.99).
+
+The cache stores both, one after the other (``WIDTH`` float16 values, 4 KiB an
+image). The comparison (:mod:`pipeline.duplicates.prints`) derives what it
+needs from them: the detail of the trimmed one, as values and as :func:`ranks`
+(unchanged by any increasing brightness/contrast/gamma mapping), the whole one
+as it is, and the mirror images. Caches written before the whole thumbnail
+existed (version 1, ``AREA`` values a row) are fingerprinted again from their
+files by the next ``duplicates`` run, or compared by their trimmed thumbnail
+alone when the files are gone.
 
 Computed from the decoded image the loader already holds (a PIL image or an
 array), in about 2.5 ms: extraction speed does not move.
@@ -23,7 +35,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 SIDE = 32
-WIDTH = SIDE * SIDE
+AREA = SIDE * SIDE  # values in one thumbnail
+WIDTH = 2 * AREA  # a fingerprint: the trimmed thumbnail, then the whole one
 DTYPE = np.float16
 TIE_STEP = 1 / 32  # values closer than this fraction of the image's range rank as equal
 FLAT_TOLERANCE = 0.06  # border lines within this fraction of the range of the border value are padding
@@ -31,16 +44,22 @@ WORK_SIDE = 256  # larger images are box-reduced to about this size before anyth
 BLUR = 0.6  # Gaussian sigma in thumbnail pixels
 MAX_TRIM = 0.4  # never trim more than this fraction from one side
 FINGERPRINT_POLICY = {
-    "version": 1,
-    "thumbnail": f"grey, flat borders trimmed, {SIDE}x{SIDE} area average, Gaussian blur {BLUR} px",
+    "version": 2,
+    "thumbnail": f"grey, flat borders trimmed, {SIDE}x{SIDE} area average, Gaussian blur {BLUR} px; then the "
+                 "same without trimming",
     "values": "scaled to 0..1 (the thumbnail's own min..max)",
     "dtype": np.dtype(DTYPE).name,
 }
 
 
 def fingerprint(image: Image.Image | np.ndarray) -> np.ndarray:
-    """The ``(SIDE * SIDE,)`` fingerprint of a decoded image (PIL image, or an H x W [x C] array)."""
-    grey = _trim(_grey(image))
+    """The ``(WIDTH,)`` fingerprint of a decoded image (PIL image, or an H x W [x C] array): its trimmed
+    thumbnail, then its whole one."""
+    grey = _grey(image)
+    return np.concatenate([_thumbnail(_trim(grey)), _thumbnail(grey)])
+
+
+def _thumbnail(grey: np.ndarray) -> np.ndarray:
     small = Image.fromarray(grey, mode="F").resize((SIDE, SIDE), Image.BOX)
     small = gaussian_filter(np.asarray(small, dtype=np.float32), BLUR, mode="nearest").ravel()
     low, high = float(small.min()), float(small.max())
