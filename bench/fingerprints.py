@@ -4,7 +4,7 @@ with CleanVision's near-duplicate check and imagededup (PHash, CNN).
 The other tools are not project dependencies. Install them apart and put them on the path:
 
     pip install --target /tmp/dedup_pkgs --no-deps cleanvision imagededup imagehash PyWavelets tabulate pandas
-    PYTHONPATH=$PWD:/tmp/dedup_pkgs .venv/bin/python bench/fingerprints.py
+    PYTHONPATH=$PWD:/tmp/dedup_pkgs .venv/bin/python bench/fingerprints.py [--seed 0] [--planted-only] [--save DIR]
 
 Each tool gets the same image files. Pairs are scored against the planted truth (bench/planted.py; a base
 and its transformed copy) and, on all 3000 Br35H images, against the pixel truth of OFFLINE.md (64x64 grey,
@@ -15,6 +15,7 @@ mirror image fall below it). Times are wall-clock on this machine, files already
 from __future__ import annotations
 
 import collections
+import json
 import sys
 import tempfile
 import time
@@ -30,11 +31,32 @@ from pipeline.inputs import decode_rgb  # noqa: E402
 from pipeline.inputs.fingerprint import fingerprint, fingerprint_files  # noqa: E402
 
 
+SCORES: dict = {}  # the last run of ours(): every pair down to a detail similarity of LOOSE, with both scores
+LOOSE = 0.85
+
+
 def ours(paths: list[Path], mirror: bool = True) -> tuple[set, float]:
     started = time.perf_counter()
     prints = fingerprint_files(paths)
     found = print_pairs(prints, mirror=mirror)
-    return set(zip(found.i.tolist(), found.j.tolist())), time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    SCORES.clear()
+    SCORES.update(sweep_scores(prints, found, mirror))
+    return set(zip(found.i.tolist(), found.j.tolist())), seconds
+
+
+def sweep_scores(prints: np.ndarray, found, mirror: bool) -> dict:
+    """What a precision-recall sweep of the detail threshold needs (the whole view's threshold kept)."""
+    from pipeline.duplicates.prints import _flip, _standardise, whole
+
+    loose = print_pairs(prints, mirror=mirror, threshold=LOOSE)
+    w = _standardise(whole(prints))
+    both = np.einsum("pw,pw->p", w[loose.i], w[loose.j])
+    if mirror:
+        both = np.maximum(both, np.einsum("pw,pw->p", w[loose.i], _flip(w)[loose.j]))
+    return {"detail_threshold": found.threshold, "whole_threshold": found.whole_threshold,
+            "pairs": [[int(a), int(b), round(float(d), 5), round(float(h), 5)]
+                      for a, b, d, h in zip(loose.i, loose.j, loose.similarity, both)]}
 
 
 def cleanvision(paths: list[Path]) -> tuple[set, float]:
@@ -92,8 +114,17 @@ def tools(paths: list[Path]) -> dict:
     return found
 
 
-def planted_table(work: Path) -> None:
-    data = planted_set()
+SAVE: Path | None = None  # --save DIR: every tool's pairs as JSON, for the audit by eye (bench/audit.py)
+
+
+def save(name: str, record: dict) -> None:
+    if SAVE is not None:
+        SAVE.mkdir(parents=True, exist_ok=True)
+        (SAVE / f"{name}.json").write_text(json.dumps(record))
+
+
+def planted_table(work: Path, seed: int = 0) -> None:
+    data = planted_set(seed=seed)
     paths = write_images(data.images, work / "planted")
     truth = {tuple(sorted(p)) for p in data.truth}
     distinct = {k for k, kind in enumerate(data.kind) if kind == "base"}
@@ -103,7 +134,11 @@ def planted_table(work: Path) -> None:
     print("| tool | pairs | precision | recall | false pairs (photo/texture) | false pairs (Br35H) | seconds |")
     print("|---|---|---|---|---|---|---|")
     per_kind = {}
-    for name, (found, seconds) in tools(paths).items():
+    results = tools(paths)
+    save(f"planted{seed}", {"seed": seed, "names": data.names, "source": data.source, "kind": data.kind,
+                            "truth": sorted(truth), "pairs": {n: sorted(f) for n, (f, _) in results.items() if f},
+                            "scores": dict(SCORES)})
+    for name, (found, seconds) in results.items():
         if found is None:
             print(f"| {name} | – | – | – | – | – | failed: {seconds} |")
             continue
@@ -129,7 +164,10 @@ def br35h_table(work: Path) -> None:
     paths = write_images(images, work / "br35h")
     print("| tool | pairs | precision vs pixel truth (lower bound) | recall vs pixel truth | seconds |")
     print("|---|---|---|---|---|")
-    for name, (found, seconds) in tools(paths).items():
+    results = tools(paths)
+    save("br35h", {"names": [f"{p.parent.name}/{p.name}" for p in sources], "truth": sorted(truth),
+                   "pairs": {n: sorted(f) for n, (f, _) in results.items() if f}})
+    for name, (found, seconds) in results.items():
         if found is None:
             print(f"| {name} | – | – | – | failed: {seconds} |")
             continue
@@ -165,11 +203,15 @@ def homogeneous_table() -> None:
 
 
 def main() -> None:
+    global SAVE
+    if "--save" in sys.argv:
+        SAVE = Path(sys.argv[sys.argv.index("--save") + 1])
     if "--homogeneous-only" in sys.argv:
         return homogeneous_table()
+    seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0
     with tempfile.TemporaryDirectory() as work:
         homogeneous_table()
-        planted_table(Path(work))
+        planted_table(Path(work), seed)
         if "--planted-only" not in sys.argv:
             br35h_table(Path(work))
 
