@@ -222,3 +222,19 @@ def test_an_incremental_extraction_keeps_and_adds_fingerprints(tmp_path, image_f
         stored, ids = cache.fingerprints, cache.ids
     assert len(ids) == 17
     np.testing.assert_array_equal(stored, fingerprint_files([image_folder / i for i in ids]))
+
+
+def test_distinct_cells_of_one_panel_stay_apart_and_their_copies_are_found():
+    """The issue's homogeneous set: cells that share every line of their layout. A fixed threshold merges
+    them all; the relative one finds none of them alike, yet still finds re-exported copies."""
+    from tests.cell_data import solar_cells
+
+    cells = solar_cells(120, seed=0)
+    copies = [cells[3].resize((230, 230), Image.BICUBIC), ImageOps.mirror(cells[50]),
+              Image.fromarray(np.clip(np.asarray(cells[90], np.float32) * 1.4 - 30, 0, 255).astype(np.uint8))]
+    prints = np.stack([fingerprint(im) for im in cells + copies])
+    found = print_pairs(prints)
+    assert set(zip(found.i.tolist(), found.j.tolist())) == {(3, 120), (50, 121), (90, 122)}
+    assert found.threshold > 0.98  # the cells' own 10th neighbour is that close
+    fixed = print_pairs(prints[:120], threshold=0.90)
+    assert len(fixed.i) > 1000  # what a fixed threshold does to them
