@@ -76,7 +76,6 @@ def plain_pipeline(probe: str, n_features: int, inner: list):
 def plain_svm(X_train, y_train, X_test, inner: list):
     """Scale (+ PCA), then for each C: out-of-fold SVM scores on the inner folds, a Platt sigmoid on them,
     lowest log loss wins; refit at that C and keep its sigmoid."""
-    import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import cross_val_predict
@@ -195,7 +194,7 @@ def run_child(variant: str, args, codes_dir: Path, out: Path) -> dict:
     return {"wall": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-def report(results: dict, rounds: int) -> None:
+def report(results: dict) -> None:
     for label, pick in (("median of rounds", statistics.median), ("fastest round", min)):
         med = lambda v, key: pick(r[key] for r in results[v])  # noqa: E731
         print(f"\n{label}:\n{'variant':<18} {'wall s':>7} {'work s':>7} {'x plain (wall)':>14} {'x plain (work)':>14}")
@@ -242,7 +241,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for v in VARIANTS:
                 results[v].append(run_child(v, args, codes_dir, codes_dir / f"{v}{round_no}.json"))
-        report(results, args.rounds)
+        report(results)
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
