@@ -156,6 +156,10 @@ def _other_file(record):
     record["file"][1] += 1  # another inode
 
 
+def _other_reader(record):
+    record["reader"][0] += 1  # records of other checks
+
+
 def _bad_type(record):
     record["arrays"][LAYER]["hash"] = 7
 
@@ -174,6 +178,7 @@ CORRUPTIONS = {
     "sealed, another layer hash": lambda path: _reseal(path, _wrong_hash),
     "sealed, another file": lambda path: _reseal(path, _other_file),
     "sealed, wrong type": lambda path: _reseal(path, _bad_type),
+    "sealed, another reader": lambda path: _reseal(path, _other_reader),
     "a folder": lambda path: (trust.record_path(path).unlink(), trust.record_path(path).mkdir()),
 }
 
@@ -235,7 +240,7 @@ def test_verify_checks_everything_whatever_the_record_says(cache, counted):
     time.sleep(2 * SETTLED_NS / 1e9)
     with h5py.File(path, "r") as raw:
         recorded = integrity.load(raw.attrs)["arrays"][LAYER]["hash"]
-        body = {"format": trust.FORMAT, "version": trust.VERSION, "open": str(raw.attrs["digest"]),
+        body = {"format": trust.FORMAT, "reader": trust.READER, "open": str(raw.attrs["digest"]),
                 "file": list(fastread.identity(fastread.file_descriptor(raw))),
                 "arrays": {LAYER: {"hash": recorded, "layout": trust.layout_digest(fastread.layout(raw[LAYER]))}}}
     trust.record_path(path).parent.mkdir()

@@ -18,9 +18,9 @@ addresses, reads it the same way.
 
 What is checked when:
 
-- on open: structure, metadata digest, every array's layout and the row
-  columns' hashes (``reader.py``), unless the record beside the file says this
-  file, as it is, passed them (``trust.py``);
+- on open: structure, metadata digest, every array's layout and ``active``'s
+  hash (``reader.py``), unless the record beside the file says this file, as it
+  is, passed them (``trust.py``);
 - first whole read of a layer: chunk index, fletcher32 of every chunk, the
   content hash, unless this process or the record beside the file says the
   layer passed them on this file as it is;

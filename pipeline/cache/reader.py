@@ -63,8 +63,7 @@ class ActivationCache:
         False (nothing read but the digest) when the stored digest is not the recorded one."""
         if self._file.attrs.get("digest") != self._trust.open_digest:
             return False
-        self._check_format()
-        self._load_metadata()
+        self._load_metadata()  # format, version and completion were checked with the digest (same reader)
         return True
 
     def _open_checks(self) -> None:

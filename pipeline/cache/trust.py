@@ -30,12 +30,22 @@ its ctime was then at least ``fastread.SETTLED_NS`` old (file times have a
 coarse clock: a write in the same tick as the last one keeps the ctime).
 
 A record that is missing, unreadable, malformed, for another identity, whose
-own sha256 does not match, or owned by a user other than the cache's owner or
-the current one means "nothing checked": full checks, never an error. A folder
-where the record cannot be written (read-only) only means the next process
-checks again. ``layerprobe verify`` (``recheck=True``) ignores every record and
-checks everything. What no ctime shows, bits that rot on the disk beneath the
-file system, is found by ``verify``, not by a read of a recorded layer.
+own sha256 does not match, written by another layerprobe version or reader
+(``READER``), or owned by a user other than the cache's owner or the current
+one means "nothing checked": full checks, never an error. A folder where the
+record cannot be written (read-only) only means the next process checks again.
+``layerprobe verify`` (``recheck=True``) ignores every record and checks
+everything (and records what passed). What no ctime shows, bits that rot on the
+disk beneath the file system, is found by ``verify``, not by a read of a
+recorded layer.
+
+So, per handle: **open** walks the string heaps, checks format, version,
+completion, the metadata digest, every array's layout and ``active``'s hash,
+unless recorded; **first whole read of a layer** checks its chunk index,
+fletcher32 and content hash, unless this process or the record verified it
+(then: its chunk index against the recorded addresses); **first read of a row
+column** its hash, unless recorded; **later whole reads** one ``fstat``;
+**partial reads** fletcher32 and the NaN fill, always.
 """
 
 from __future__ import annotations
@@ -48,17 +58,21 @@ from pathlib import Path
 
 import h5py
 
+from .. import __version__
 from ..atomic import atomic_write
 from . import fastread
+from .format import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
 #: The folder beside a cache that holds layerprobe's records (the warm-run records live there too).
 FOLDER = ".layerprobe"
 FORMAT = "layerprobe-checked"
-VERSION = 1
+VERSION = 1  # raise it when what the reader checks changes: records of the old checks are then ignored
+#: Who checked: a record made by another layerprobe (or for another cache format) is ignored.
+READER = [VERSION, __version__, FORMAT_VERSION]
 MAX_BYTES = 1 << 22  # a record holds a few lines per array; anything larger is not one
-_KEYS = {"format", "version", "file", "open", "arrays", "sha256"}
+_KEYS = {"format", "reader", "file", "open", "arrays", "sha256"}
 
 
 def record_path(path: str | Path) -> Path:
@@ -80,7 +94,7 @@ def _entries(data, identity: tuple[int, ...]) -> dict | None:
     if not isinstance(data, dict) or set(data) != _KEYS:
         return None
     body = {k: v for k, v in data.items() if k != "sha256"}
-    if data["sha256"] != _sealed(body) or data["format"] != FORMAT or data["version"] != VERSION \
+    if data["sha256"] != _sealed(body) or data["format"] != FORMAT or data["reader"] != READER \
             or data["file"] != list(identity):
         return None
     opened, arrays = data["open"], data["arrays"]
@@ -180,7 +194,7 @@ class Ledger:
         if self._identity == self._opened:
             there["arrays"] = {**self._trusted["arrays"], **there["arrays"]}
             there["open"] = there["open"] or self._trusted["open"]
-        body = {"format": FORMAT, "version": VERSION, "file": list(self._identity),
+        body = {"format": FORMAT, "reader": READER, "file": list(self._identity),
                 "open": self._passed["open"] or there["open"],
                 "arrays": dict(sorted({**there["arrays"], **self._passed["arrays"]}.items()))}
         try:
