@@ -20,6 +20,8 @@ from pipeline.cache import fastread, integrity, trust, verify_cache
 from pipeline.errors import CacheError
 
 from .probe_data import write_cache
+from .test_cache_fastread import counted, fresh_records  # noqa: F401 (fixtures: hashes checked, no records)
+from .test_cache_fastread import cache as written
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLED_NS = 50_000_000
@@ -64,28 +66,13 @@ def _child(path: Path) -> dict:
 def settled(monkeypatch):
     """A file counts as settled 50 ms after its last change (instead of a second), in this process too."""
     monkeypatch.setattr(fastread, "SETTLED_NS", SETTLED_NS)
-    fastread.forget()
-    yield
-    fastread.forget()
 
 
 @pytest.fixture
-def cache(tmp_path):
-    rng = np.random.default_rng(0)
-    codes = {("blocks.0", "avg"): rng.standard_normal((130, 24), dtype=np.float32),
-             ("pre_logits", "none"): rng.standard_normal((130, 1280), dtype=np.float32)}
-    path = write_cache(tmp_path / "c.h5", codes, rng.integers(0, 2, 130), ["a", "b"])
+def cache(written):
+    """A settled cache of two layers (pre_logits: 130 x 1280 in three chunks) and its pre_logits codes."""
     time.sleep(2 * SETTLED_NS / 1e9)
-    return path, codes[("pre_logits", "none")]
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """The names of the arrays whose content hash was checked in this process."""
-    calls = []
-    original = integrity.check_hash
-    monkeypatch.setattr(integrity, "check_hash", lambda *a: (calls.append(a[0]), original(*a))[1])
-    return calls
+    return written[0], written[1][("pre_logits", "none")]
 
 
 def _sha(values: np.ndarray) -> str:
