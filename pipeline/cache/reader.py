@@ -315,16 +315,20 @@ class ActivationCache:
 
     def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
-        ds = self._dataset(layer, pooling)
+        ds = self._dataset(layer, pooling, index=False)
+        name = ds.name.lstrip("/")
+        recorded = None if self._arrays is None else self._arrays["arrays"][name]["hash"]
         try:
-            name = ds.name.lstrip("/")
-            recorded = None if self._arrays is None else self._arrays["arrays"][name]["hash"]
             if rows is None and recorded is not None and not self._recheck:  # verified before: fastread.py
                 values = fastread.read(ds, recorded)
-                if values is None and self._trust.layer(ds, recorded):
+                if values is None and self._trust.layer(ds, recorded):  # walks the chunk index itself
                     values = fastread.read(ds, recorded)
                 if values is not None:
                     return values
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
+        self._index(name, ds)
+        try:
             before = self._trust.stamp()
             values = ds[()] if rows is None else ds[rows]
             if rows is None and self._arrays is not None:
@@ -339,7 +343,8 @@ class ActivationCache:
         except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
-    def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
+    def _dataset(self, layer: str, pooling: str | None, index: bool = True) -> h5py.Dataset:
+        """One output's dataset; with ``index`` its chunk index checked (once per handle)."""
         if pooling is None and "/" in layer:
             layer, pooling = layer.rsplit("/", 1)
         stored = [f"{l}/{p}" for l, p in self.outputs]
@@ -355,14 +360,22 @@ class ActivationCache:
         path = codes_path(layer, pooling)
         try:
             ds = self._file[path]
-            if path not in self._indexed:
-                integrity.check_chunks(ds)
-                self._indexed.add(path)
-            return ds
         except KeyError:
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+        if index:
+            self._index(path, ds)
+        return ds
+
+    def _index(self, path: str, ds: h5py.Dataset) -> None:
+        if path in self._indexed:
+            return
+        try:
+            integrity.check_chunks(ds)
         except (OSError, RuntimeError, ValueError, TypeError, CacheError) as exc:
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+        self._indexed.add(path)
 
     def close(self) -> None:
         """Close the file, after writing what this handle checked into the record beside it (``trust.py``)."""

@@ -154,10 +154,13 @@ class Ledger:
         """Whether layer ``ds`` passed its full checks with hash ``recorded`` on this file as it is; if so it
         is handed to :mod:`fastread`, after its chunk index gave the recorded chunk addresses."""
         entry = self._trusted["arrays"].get(ds.name.lstrip("/"))
-        if entry is None or entry["hash"] != recorded or "layout" not in entry:
+        if entry is None or entry["hash"] != recorded or "layout" not in entry or not self._current():
             return False
-        found = fastread.layout(ds)
-        if found is None or layout_digest(found) != entry["layout"] or not self._current():
+        try:
+            found = fastread.layout(ds)
+        except (OSError, RuntimeError, ValueError):  # a damaged index: the full checks say what is wrong
+            return False
+        if found is None or layout_digest(found) != entry["layout"]:
             return False
         fastread.adopt(ds, recorded, self._opened, found)
         return True
