@@ -10,6 +10,7 @@ rounds, each the median of --reads calls in this process:
     fletcher32, content hash), the record beside the cache (pipeline/cache/trust.py)
     deleted and this process's records dropped before each call, so each call also
     writes the record again;
+  * open only, with every check (`recheck=True`), and with the checks recorded;
   * read on an open cache with every check (`recheck=True`: every read before issue 16);
   * open + read once the layer was verified in this process;
   * read on an open cache once verified;
@@ -106,7 +107,10 @@ def main() -> None:
     cache, checked = open_cache(path), open_cache(path, recheck=True)
     cache.codes("pre_logits")
     checked.codes("pre_logits")  # writes the record once; later calls check again and write nothing
+    handles = []  # opened in the timed calls, closed after them
     variants = {"np.load": lambda: np.load(npy), "first read ever (open + every check)": first_read,
+                "open only, every check (recheck=True)": lambda: handles.append(open_cache(path, recheck=True)),
+                "open only, checks recorded": lambda: handles.append(open_cache(path)),
                 "read on an open cache, every check": lambda: checked.codes("pre_logits"),
                 "open + read, verified in this process": open_read,
                 "read on an open cache, verified": lambda: cache.codes("pre_logits")}
@@ -115,6 +119,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, call in variants.items():
             found[name].append(_median_ms(call, args.reads) / 1e3)
+            while handles:
+                handles.pop().close()
         first_read()  # leave a record as a finished process leaves it, for the new processes
         open_read()
         for name, variant in NEW.items():

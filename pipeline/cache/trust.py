@@ -194,6 +194,9 @@ class Ledger:
             return
         self._dirty = False
         there = _load(self.path, self._identity, self._owner) or {"open": None, "arrays": {}}
+        if self._passed["open"] in (None, there["open"]) and \
+                all(there["arrays"].get(name) == entry for name, entry in self._passed["arrays"].items()):
+            return  # nothing new (a handle that checked again what was recorded, as verify does)
         if self._identity == self._opened:
             there["arrays"] = {**self._trusted["arrays"], **there["arrays"]}
             there["open"] = there["open"] or self._trusted["open"]
