@@ -1,9 +1,9 @@
-"""Whole-layer reads at the speed of the disk, once a layer's content was verified in this process.
+"""Whole-layer reads at the speed of the disk, once a layer's content was verified.
 
 A whole read of a layer through HDF5 checks each chunk's fletcher32 and then the
 layer's recorded content hash (a sha256 per row, ``integrity.py``): for 3,000 x
 1,280 float32 codes about 10 ms of chunked reading and 20 ms of hashing, against
-2-3 ms for ``np.load`` of the same array. That is the price of catching damage,
+1-3 ms for ``np.load`` of the same array. That is the price of catching damage,
 and it only needs paying once for bytes that have not changed since.
 
 So the reader records, after a whole read that passed both checks, where the
@@ -11,24 +11,28 @@ layer's chunks lie in the file (:class:`Verified`), keyed by the file's identity
 (device, inode, size, mtime and ctime in nanoseconds) and the layer's recorded
 hash. A later whole read of the same layer, through this handle or another one
 opened on the same file in this process, reads the chunks' bytes straight into
-one preallocated array (``os.preadv``, no HDF5 filter pipeline, no hash).
+one preallocated array (``os.preadv``, no HDF5 filter pipeline, no hash). The
+reader also writes the record beside the file (``trust.py``), so that a later
+process, after walking the layer's chunk index and finding the recorded chunk
+addresses, reads it the same way.
 
 What is checked when:
 
-- on open: structure, metadata digest, every array's layout and the row
-  columns' hashes (unchanged, ``reader.py``);
-- first whole read of a layer in a process: chunk index, fletcher32 of every
-  chunk, the content hash (unchanged);
+- on open: structure, metadata digest, every array's layout and ``active``'s
+  hash (``reader.py``), unless the record beside the file says this file, as it
+  is, passed them (``trust.py``);
+- first whole read of a layer: chunk index, fletcher32 of every chunk, the
+  content hash, unless this process or the record beside the file says the
+  layer passed them on this file as it is;
 - later whole reads of it: that the file's identity is the one verified (one
   ``fstat``). Any write to the file changes its ctime (a user cannot set ctime),
   so damage after the verification sends the next read through the full checks
   again. File systems stamp times with a coarse clock (a few ms), so a write in
   the same tick as the last one would keep the ctime: a layer is remembered only
-  when the file's ctime was at least :data:`SETTLED_NS` old at verification;
-- partial reads (``rows=``, as merges read): unchanged (fletcher32 and the NaN fill).
-
-The record lives in this process only (never on disk), so every new process
-verifies again.
+  when the file had the same identity before the read and after the checks and
+  its ctime was then at least :data:`SETTLED_NS` old;
+- partial reads (``rows=``, as merges read): unchanged (fletcher32 and the NaN fill);
+- ``layerprobe verify``: everything, whatever was recorded.
 """
 
 from __future__ import annotations
@@ -67,11 +71,21 @@ def identity(fd: int) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _fd(ds: h5py.Dataset) -> int | None:
+def file_descriptor(obj: h5py.File | h5py.Dataset) -> int | None:
     """The file descriptor HDF5 reads through (sec2 driver), else None."""
-    if not hasattr(os, "preadv") or ds.file.driver != "sec2":
+    if not hasattr(os, "preadv") or obj.file.driver != "sec2":
         return None
-    return int(ds.file.id.get_vfd_handle())
+    return int(obj.file.id.get_vfd_handle())
+
+
+def stamp(obj: h5py.File | h5py.Dataset) -> tuple[int, ...] | None:
+    """The file's identity now, taken before a check reads it; None when the file changed less than
+    :data:`SETTLED_NS` ago (or has no descriptor): a check of it is then not remembered."""
+    fd = file_descriptor(obj)
+    if fd is None:
+        return None
+    key = identity(fd)
+    return key if time.time_ns() - key[4] >= SETTLED_NS else None
 
 
 def layout(ds: h5py.Dataset) -> Verified | None:
@@ -93,17 +107,20 @@ def layout(ds: h5py.Dataset) -> Verified | None:
     return Verified(tuple(found[start] for start in sorted(found)), rows, row_bytes)
 
 
-def remember(ds: h5py.Dataset, recorded_hash: str) -> None:
-    """Note that ``ds`` was just read whole and matched ``recorded_hash`` (see the module docstring)."""
-    fd = _fd(ds)
-    if fd is None:
-        return
-    key = identity(fd)
-    if time.time_ns() - key[4] < SETTLED_NS:
-        return
+def remember(ds: h5py.Dataset, recorded_hash: str, before: tuple[int, ...] | None) -> Verified | None:
+    """Note that ``ds`` was just read whole and matched ``recorded_hash``, the file having identity ``before``
+    (:func:`stamp`) when the read began; the layer's chunk addresses, or None when it is not remembered."""
+    fd = file_descriptor(ds)
+    if before is None or fd is None or identity(fd) != before:
+        return None
     found = layout(ds)
-    if found is None:
-        return
+    if found is not None:
+        adopt(ds, recorded_hash, before, found)
+    return found
+
+
+def adopt(ds: h5py.Dataset, recorded_hash: str, key: tuple[int, ...], found: Verified) -> None:
+    """Remember ``found`` as the verified chunks of ``ds`` in the file with identity ``key``."""
     with _lock:
         _records[(key, ds.name, recorded_hash)] = found
         while len(_records) > MAX_RECORDS:
@@ -111,8 +128,8 @@ def remember(ds: h5py.Dataset, recorded_hash: str) -> None:
 
 
 def read(ds: h5py.Dataset, recorded_hash: str) -> np.ndarray | None:
-    """The whole dataset from its chunks' bytes if it was verified in this process and the file is unchanged."""
-    fd = _fd(ds)
+    """The whole dataset from its chunks' bytes if it was verified (see :func:`adopt`) and the file is unchanged."""
+    fd = file_descriptor(ds)
     if fd is None:
         return None
     with _lock:

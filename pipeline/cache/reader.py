@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError, CacheInProgressError
-from . import fastread, integrity
+from . import fastread, integrity, trust
 from .bnstats import GROUP as BN_GROUP
 from .bnstats import BNStat, read_state, to_stats
 from .format import FORMAT, FORMAT_VERSION, ROW_COLUMNS, codes_path, metadata_digest
@@ -27,10 +27,15 @@ class ActivationCache:
     Row accessors (``ids``, ``labels``, ``groups``, ``split``, ``codes``) return
     the rows of the latest input only, sorted by id; rows kept from earlier runs
     for reuse stay hidden. Codes are read on demand, per layer.
+
+    Checks a file passed are remembered beside it for later processes while the
+    file is unchanged (``trust.py`` says what is checked when); ``recheck=True``
+    ignores that record and checks everything (``verify``).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, recheck: bool = False):
         self.path = Path(path)
+        self._recheck = recheck
         _check_exists(self.path)
         try:
             self._file = h5py.File(self.path, "r")
@@ -38,18 +43,38 @@ class ActivationCache:
             raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
                              "layerprobe cache") from None
         try:
-            check_global_heaps(self.path, chunk_span(self._file))  # before any string is read: HDF5 may loop
-            self._open_checks()
+            self._trust = trust.Ledger(self.path, self._file, recheck)
+            if not (self._trust.open_digest and self._open_trusted()):
+                before = self._trust.stamp()
+                check_global_heaps(self.path, chunk_span(self._file))  # before any string is read: HDF5 may loop
+                self._open_checks()
+                self._trust.note(before, None, str(self._file.attrs["digest"]))
         except CacheError as exc:
-            self.close()
+            self._file.close()
             if str(exc).startswith(str(self.path)):
                 raise
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            self.close()
+            self._file.close()
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
 
+    def _open_trusted(self) -> bool:
+        """Open as the record beside the file allows: what later reads need, no check the file already passed.
+        False (nothing read but the digest) when the stored digest is not the recorded one."""
+        if self._file.attrs.get("digest") != self._trust.open_digest:
+            return False
+        self._load_metadata()  # format, version and completion were checked with the digest (same reader)
+        return True
+
     def _open_checks(self) -> None:
+        self._check_format()
+        stored = self._file.attrs.get("digest")
+        if metadata_digest(self._file) != stored and metadata_digest(self._file, legacy=True) != stored:
+            raise CacheError(f"{self.path} " + _DAMAGED.format("its metadata digest does not match"))
+        self._load_metadata()
+        self._check_arrays()
+
+    def _check_format(self) -> None:
         attrs = self._file.attrs
         if attrs.get("format") != FORMAT:
             raise CacheError(f"{self.path} is an HDF5 file but not a layerprobe activation cache")
@@ -60,9 +85,9 @@ class ActivationCache:
             )
         if not bool(attrs.get("complete", False)):
             raise CacheError(f"{self.path} was never finished; run the extract command again to complete it")
-        stored = attrs.get("digest")
-        if metadata_digest(self._file) != stored and metadata_digest(self._file, legacy=True) != stored:
-            raise CacheError(f"{self.path} " + _DAMAGED.format("its metadata digest does not match"))
+
+    def _load_metadata(self) -> None:
+        attrs = self._file.attrs
         self.manifest: dict = json.loads(attrs["manifest"])
         self.provenance: CacheManifest = CacheManifest.from_dict(self.manifest)
         self.key: str = str(attrs["key"])
@@ -74,7 +99,6 @@ class ActivationCache:
         self._rows = None if active.all() else np.flatnonzero(active)
         self.n_rows: int = int(active.sum())
         self.n_stored: int = len(active)
-        self._check_arrays()
 
     @property
     def has_hashes(self) -> bool:
@@ -112,9 +136,14 @@ class ActivationCache:
         hash is checked when it is first read, so opening never reads every row (:meth:`check_columns`
         reads them all).
         """
+        check = self._arrays is not None and name not in self._hashed
+        before = self._trust.stamp() if check else None
         values = self._file[name][()]
-        if self._arrays is not None and name not in self._hashed:
-            integrity.check_hash(name, values, self._arrays["arrays"][name])
+        if check:
+            recorded = self._arrays["arrays"][name]["hash"]
+            if not self._trust.has_hash(name, recorded):
+                integrity.check_hash(name, values, self._arrays["arrays"][name])
+                self._trust.note(before, name, recorded)
             self._hashed.add(name)
         return values
 
@@ -286,25 +315,36 @@ class ActivationCache:
 
     def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
-        ds = self._dataset(layer, pooling)
+        ds = self._dataset(layer, pooling, index=False)
+        name = ds.name.lstrip("/")
+        recorded = None if self._arrays is None else self._arrays["arrays"][name]["hash"]
         try:
-            name = ds.name.lstrip("/")
-            recorded = None if self._arrays is None else self._arrays["arrays"][name]["hash"]
-            if rows is None and recorded is not None:  # verified once per process, see fastread.py
+            if rows is None and recorded is not None and not self._recheck:  # verified before: fastread.py
                 values = fastread.read(ds, recorded)
+                if values is None and self._trust.layer(ds, recorded):  # walks the chunk index itself
+                    values = fastread.read(ds, recorded)
                 if values is not None:
                     return values
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
+        self._index(name, ds)
+        try:
+            before = self._trust.stamp()
             values = ds[()] if rows is None else ds[rows]
             if rows is None and self._arrays is not None:
                 integrity.check_hash(name, values, self._arrays["arrays"][name])
-                fastread.remember(ds, recorded)
+                found = fastread.remember(ds, recorded, before)
+                if found is not None:
+                    self._trust.note(before, name, recorded, found)
+                    self._trust.save()
             elif self._arrays is not None:  # a part cannot be hashed: the NaN fill value shows a lost chunk
                 integrity.check_no_fill(name, values, rows.start or 0)
             return values
         except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
-    def _dataset(self, layer: str, pooling: str | None) -> h5py.Dataset:
+    def _dataset(self, layer: str, pooling: str | None, index: bool = True) -> h5py.Dataset:
+        """One output's dataset; with ``index`` its chunk index checked (once per handle)."""
         if pooling is None and "/" in layer:
             layer, pooling = layer.rsplit("/", 1)
         stored = [f"{l}/{p}" for l, p in self.outputs]
@@ -320,17 +360,27 @@ class ActivationCache:
         path = codes_path(layer, pooling)
         try:
             ds = self._file[path]
-            if path not in self._indexed:
-                integrity.check_chunks(ds)
-                self._indexed.add(path)
-            return ds
         except KeyError:
             raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+        if index:
+            self._index(path, ds)
+        return ds
+
+    def _index(self, path: str, ds: h5py.Dataset) -> None:
+        if path in self._indexed:
+            return
+        try:
+            integrity.check_chunks(ds)
         except (OSError, RuntimeError, ValueError, TypeError, CacheError) as exc:
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+        self._indexed.add(path)
 
     def close(self) -> None:
+        """Close the file, after writing what this handle checked into the record beside it (``trust.py``)."""
         if self._file.id.valid:
+            self._trust.save()
             self._file.close()
 
     def __enter__(self):
@@ -359,6 +409,7 @@ def _check_exists(path: Path) -> None:
     raise CacheError(f"cache {str(path)!r} does not exist; create it with `layerprobe extract`")
 
 
-def open_cache(path: str | Path) -> ActivationCache:
-    """Open a finished activation cache for reading."""
-    return ActivationCache(path)
+def open_cache(path: str | Path, recheck: bool = False) -> ActivationCache:
+    """Open a finished activation cache for reading; ``recheck=True`` checks everything again, whatever was
+    recorded beside the file (what ``layerprobe verify`` does)."""
+    return ActivationCache(path, recheck)
