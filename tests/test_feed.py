@@ -66,15 +66,16 @@ def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute():
     assert _rows_of(feeder, Rows(40, decode_s=0.01), work_s=0.02) == list(range(40))
     record = feeder.record()
     assert (record["mode"], record["processes"], record["how"]) == (THREAD, 0, "measured")
+    assert record["trial_batches"] == 7  # 2x apart after one round (1.25x is decisive): the second is not run
     ms = record["ms_per_image"]
     assert set(ms) == {INLINE, THREAD}
     assert ms[INLINE] == pytest.approx(20, rel=0.5) and ms[THREAD] == pytest.approx(10, rel=0.5)
 
 
 def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure():
-    feeder = Feeder("auto", CPU, 4)  # the default trial needs 13 batches with two modes
-    assert _rows_of(feeder, Rows(48)) == list(range(48))
-    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (12)"}
+    feeder = Feeder("auto", CPU, 4)  # the default trial needs 9 batches with two modes
+    assert _rows_of(feeder, Rows(32)) == list(range(32))
+    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (8)"}
 
 
 def test_auto_tries_the_old_rules_processes_on_a_large_cpu_and_uses_them_on_a_gpu(monkeypatch):
@@ -146,7 +147,7 @@ def test_overlap_gives_bit_identical_codes_in_the_same_order(image_folder, tiny_
         assert cache.provenance.runtime.workers == 0
     if workers == "thread":
         assert decoding == {"mode": THREAD, "processes": 0, "how": "asked"}
-    else:  # 16 images in batches of 1: enough for the default trial (13 batches)
+    else:  # 16 images in batches of 1: enough for the default trial (9 batches)
         assert decoding["how"] == "measured" and decoding["mode"] in (INLINE, THREAD)
         assert set(decoding["ms_per_image"]) == {INLINE, THREAD} and min(decoding["ms_per_image"].values()) > 0
     assert not _decode_threads()

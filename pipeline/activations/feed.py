@@ -10,10 +10,12 @@
 - ``"auto"`` (the default): measure on the machine at hand. The first batches
   of the run are decoded in turn in line and with the thread (and, where the
   old core-count rule asked for processes, with them too), each mode's batches
-  timed from asking for a batch to the end of its forward pass and write. The
-  mode with the least time per image carries on (in line unless another is at
-  least :data:`MARGIN` faster); too few batches to measure: in line. The
-  trial batches are real rows of the run: nothing is computed twice.
+  timed from asking for a batch to the end of its forward pass and write
+  (:class:`Trial`: 1 + 2 rounds x 2 batches per mode, or 1 round when one mode
+  is already 1.25x faster). The mode with the least median time per image
+  carries on (in line unless another is at least :data:`MARGIN` faster); a
+  run too short to measure decodes in line. The trial batches are real rows of
+  the run: nothing is computed twice.
 
 The batches are the same in every mode (same rows, same order, same tensors),
 so the codes are bit-identical; what was chosen and the measured figures go
@@ -44,15 +46,18 @@ _POLL_S = 0.1  # how often a blocked queue call looks at the stop flag (and lets
 
 @dataclass(frozen=True)
 class Trial:
-    """The measurement ``auto`` makes: ``warmup`` batches not timed, then ``rounds`` rounds in which each
-    mode decodes ``per_mode`` consecutive batches (the first of each run of batches not timed: a thread or a
-    process has nothing decoded ahead yet)."""
+    """The measurement ``auto`` makes: ``warmup`` batches in line, not timed (the first forward passes set up
+    their kernels), then up to ``rounds`` rounds in which each mode feeds ``per_mode`` consecutive batches. A
+    thread's or processes' first batch of each run is not timed (nothing was decoded ahead yet). After a round
+    in which one mode is at least ``decisive`` times faster per image than every other, measuring stops."""
 
     warmup: int = 1
-    per_mode: int = 3
+    per_mode: int = 2
     rounds: int = 2
+    decisive: float = 1.25
 
     def batches(self, modes: int) -> int:
+        """The batches a full trial of ``modes`` modes takes: fewer and ``auto`` does not measure."""
         return self.warmup + self.rounds * modes * self.per_mode
 
 
@@ -64,11 +69,13 @@ class FeedChoice:
     processes: int = 0
     how: str = "asked"
     measured: dict = field(default_factory=dict)
+    trial_batches: int = 0
 
     def as_dict(self) -> dict:
         found = {"mode": self.mode, "processes": self.processes, "how": self.how}
         if self.measured:
             found["ms_per_image"] = {mode: round(s * 1e3, 3) for mode, s in self.measured.items()}
+            found["trial_batches"] = self.trial_batches
         return found
 
 
@@ -118,30 +125,33 @@ class Feeder:
         yield from self._measured(dataset, total)
 
     def _measured(self, dataset, total: int):
-        trial, position = self.trial, 0
+        trial, position = self.trial, self.trial.warmup
         times = {c.mode: [] for c in self.candidates}
-        yield from self._fed(self.candidates[0], dataset, 0, trial.warmup)
-        position = trial.warmup
+        yield from self._fed(self.candidates[0], dataset, 0, position)
         for _ in range(trial.rounds):
             for candidate in self.candidates:
                 stop = position + trial.per_mode
                 yield from self._timed(candidate, dataset, position, stop, times[candidate.mode])
                 position = stop
-        per_image = {mode: statistics.median(found) for mode, found in times.items()}
+            per_image = {mode: statistics.median(found) for mode, found in times.items()}
+            fastest = sorted(per_image.values())
+            if fastest[0] * trial.decisive <= fastest[1]:
+                break
         best = min(self.candidates, key=lambda c: per_image[c.mode])
         if per_image[best.mode] > per_image[INLINE] * (1 - MARGIN):
             best = self.candidates[0]
-        self.choice = FeedChoice(best.mode, best.processes, "measured", per_image)
+        self.choice = FeedChoice(best.mode, best.processes, "measured", per_image, position)
         yield from self._fed(self.choice, dataset, position, total)
 
     def _timed(self, candidate: FeedChoice, dataset, start: int, stop: int, into: list):
-        """Feed batches ``start:stop``; append each one's seconds per image after the first to ``into``."""
+        """Feed batches ``start:stop``; append their seconds per image to ``into`` (not the first one's when
+        decoding ahead: it waited for a full decode)."""
         with closing(self._fed(candidate, dataset, start, stop)) as fed:
             asked = time.perf_counter()
             for k, batch in enumerate(fed):
                 yield batch  # the consumer's forward pass and write happen here
                 done = time.perf_counter()
-                if k:
+                if k or candidate.mode == INLINE:
                     into.append((done - asked) / len(batch[0]))
                 asked = done
 
