@@ -9,13 +9,15 @@ other work on a shared machine hits all of them alike:
   off    --workers 0: decode each batch in the main thread between forward passes (today's choice on <= 4 cores)
   on     --workers thread: one decode-ahead thread, queue of 2 batches
   auto   --workers auto (the default): times the first batches in line and with the thread, keeps the faster
+  today  with --today DIR: the code in DIR (a checkout from before this change: `git archive <commit> | tar -x`)
+         with its default on this machine (0 decoding processes on <= 4 cores, decoding through a DataLoader)
 
 Printed per variant: median wall time of the child, img/s, its ratio to `off`,
 the stage alone (`extract()` returning), CPU seconds (user + system), peak RSS of
 the child, and for `auto` what it chose each round and the ms per image it
 measured; the load average before and after.
 
-Usage: python bench/overlap.py [--images 600] [--batch-size 32] [--rounds 3] [--quick]
+Usage: python bench/overlap.py [--images 600] [--batch-size 32] [--rounds 3] [--today DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = {"off": "0", "on": "thread", "auto": "auto"}
+VARIANTS = {"off": "0", "on": "thread", "auto": "auto", "today": "0"}
 
 
 def child(workers: str, images: int, batch_size: int, out: str) -> None:
@@ -41,6 +43,7 @@ def child(workers: str, images: int, batch_size: int, out: str) -> None:
     from pipeline.inputs import bundled, stratified_subset
 
     subset = stratified_subset(bundled("br35h"), images, seed=0)
+    workers = int(workers) if workers.isdigit() else workers
     result = extract(subset, ExtractConfig(batch_size=batch_size, workers=workers), out=out, progress=False)
     with open_cache(result.path) as cache:
         decoding = cache.provenance.runtime.extra.get("decoding")
@@ -53,8 +56,10 @@ def run_child(variant: str, args, out: Path) -> dict:
     command = [sys.executable, __file__, "--child", VARIANTS[variant], "--images", str(args.images),
                "--batch-size", str(args.batch_size), "--out", str(out)]
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if variant == "today":
+        env["PYTHONPATH"] = str(Path(args.today).resolve())
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -67,6 +72,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--today", help="a checkout of the code before this change, run as the variant 'today'")
     parser.add_argument("--quick", action="store_true", help="160 images, 1 round")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -80,10 +86,10 @@ def main() -> None:
     print(f"whole extract stage: {args.images} Br35H JPEGs, tf_efficientnet_lite0, all stages + pre_logits, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s); load average before "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    results = {v: [] for v in VARIANTS}
+    results = {v: [] for v in VARIANTS if v != "today" or args.today}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
-            for variant in VARIANTS:
+            for variant in results:
                 out = Path(tmp) / f"{variant}{round_no}.h5"
                 results[variant].append(run_child(variant, args, out))
                 out.unlink(missing_ok=True)
