@@ -78,6 +78,14 @@ def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure():
     assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (8)"}
 
 
+def test_a_short_first_part_of_a_run_does_not_keep_a_longer_later_part_from_measuring():
+    feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=2, rounds=1))  # 5 batches with two modes
+    assert _rows_of(feeder, Rows(6)) == list(range(6))
+    assert feeder.record()["how"] == "too few batches to measure (3)"
+    assert _rows_of(feeder, Rows(20)) == list(range(20))
+    assert feeder.record()["how"] == "measured" and feeder.record()["trial_batches"] == 5
+
+
 def test_auto_tries_the_old_rules_processes_on_a_large_cpu_and_uses_them_on_a_gpu(monkeypatch):
     monkeypatch.setattr("pipeline.activations.feed.os.cpu_count", lambda: 8)
     feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=2, rounds=1))

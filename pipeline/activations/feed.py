@@ -61,7 +61,7 @@ class Trial:
         return self.warmup + self.rounds * modes * self.per_mode
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeedChoice:
     """How the batches were fed, why, and what was measured (seconds per image, median per mode)."""
 
@@ -102,6 +102,7 @@ class Feeder:
         self.device, self.batch_size, self.trial = device, batch_size, trial
         self.pin = device.type == "cuda"
         self.choice: FeedChoice | None = _asked(workers)
+        self.short: FeedChoice | None = None  # how a run too short to measure was fed
         self.candidates = [FeedChoice(INLINE), FeedChoice(THREAD)]
         processes = rule_processes(device)
         if self.choice is None and device.type == "cuda" and processes:
@@ -111,18 +112,19 @@ class Feeder:
 
     def record(self) -> dict:
         """The manifest's ``runtime.decoding``: what fed the batches (``not run`` if no batch was fed)."""
-        return (self.choice or FeedChoice("not run", how="no forward pass")).as_dict()
+        return (self.choice or self.short or FeedChoice("not run", how="no forward pass")).as_dict()
 
     def batches(self, dataset) -> Iterator:
         """``(rows, images, fingerprints)`` batches of ``dataset`` in order; close it (``contextlib.closing``)
         to stop a decoding thread or processes early."""
         total = -(-len(dataset) // self.batch_size)
-        if self.choice is None and total < self.trial.batches(len(self.candidates)):
-            self.choice = FeedChoice(INLINE, how=f"too few batches to measure ({total})")
         if self.choice is not None:
             yield from self._fed(self.choice, dataset, 0, total)
-            return
-        yield from self._measured(dataset, total)
+        elif total < self.trial.batches(len(self.candidates)):  # a later, longer dataset of the run may measure
+            self.short = FeedChoice(INLINE, how=f"too few batches to measure ({total})")
+            yield from self._fed(self.short, dataset, 0, total)
+        else:
+            yield from self._measured(dataset, total)
 
     def _measured(self, dataset, total: int):
         trial, position = self.trial, self.trial.warmup
