@@ -55,7 +55,7 @@ def _rows_of(feeder: Feeder, dataset, work_s: float = 0.0) -> list[int]:
 @pytest.mark.parametrize("workers", [0, "thread", "auto"])
 @pytest.mark.parametrize("n, batch_size", [(1, 4), (7, 3), (40, 2), (41, 3)])
 def test_every_feed_gives_every_row_once_in_order(workers, n, batch_size):
-    feeder = Feeder(workers, CPU, batch_size, Trial(warmup=1, per_mode=2, rounds=1))
+    feeder = Feeder(workers, CPU, batch_size, Trial(warmup=1, per_mode=3, rounds=1))
     assert _rows_of(feeder, Rows(n)) == list(range(n))
     assert not _decode_threads()
 
@@ -73,22 +73,22 @@ def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute():
 
 
 def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure():
-    feeder = Feeder("auto", CPU, 4)  # the default trial needs 9 batches with two modes
-    assert _rows_of(feeder, Rows(32)) == list(range(32))
-    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (8)"}
+    feeder = Feeder("auto", CPU, 4)  # the default trial needs 13 batches with two modes
+    assert _rows_of(feeder, Rows(48)) == list(range(48))
+    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (12)"}
 
 
 def test_a_short_first_part_of_a_run_does_not_keep_a_longer_later_part_from_measuring():
-    feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=2, rounds=1))  # 5 batches with two modes
+    feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=3, rounds=1))  # 7 batches with two modes
     assert _rows_of(feeder, Rows(6)) == list(range(6))
     assert feeder.record()["how"] == "too few batches to measure (3)"
     assert _rows_of(feeder, Rows(20)) == list(range(20))
-    assert feeder.record()["how"] == "measured" and feeder.record()["trial_batches"] == 5
+    assert feeder.record()["how"] == "measured" and feeder.record()["trial_batches"] == 7
 
 
 def test_auto_tries_the_old_rules_processes_on_a_large_cpu_and_uses_them_on_a_gpu(monkeypatch):
     monkeypatch.setattr("pipeline.activations.feed.os.cpu_count", lambda: 8)
-    feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=2, rounds=1))
+    feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=3, rounds=1))
     assert [(c.mode, c.processes) for c in feeder.candidates] == [(INLINE, 0), (THREAD, 0), (PROCESSES, 2)]
     assert _rows_of(feeder, Rows(30)) == list(range(30))
     assert set(feeder.record()["ms_per_image"]) == {INLINE, THREAD, PROCESSES}
@@ -155,10 +155,15 @@ def test_overlap_gives_bit_identical_codes_in_the_same_order(image_folder, tiny_
         assert cache.provenance.runtime.workers == 0
     if workers == "thread":
         assert decoding == {"mode": THREAD, "processes": 0, "how": "asked"}
-    else:  # 16 images in batches of 1: enough for the default trial (9 batches)
+    else:  # 16 images in batches of 1: enough for the default trial (13 batches)
         assert decoding["how"] == "measured" and decoding["mode"] in (INLINE, THREAD)
         assert set(decoding["ms_per_image"]) == {INLINE, THREAD} and min(decoding["ms_per_image"].values()) > 0
     assert not _decode_threads()
+
+
+def test_a_trial_times_a_middle_batch_of_each_mode():
+    with pytest.raises(PipelineError, match="at least 3 batches per mode"):
+        Trial(per_mode=2)
 
 
 def test_the_default_is_auto():

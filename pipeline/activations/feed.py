@@ -11,7 +11,7 @@
   of the run are decoded in turn in line and with the thread (and, where the
   old core-count rule asked for processes, with them too), each mode's batches
   timed from asking for a batch to the end of its forward pass and write
-  (:class:`Trial`: 1 + 2 rounds x 2 batches per mode, or 1 round when one mode
+  (:class:`Trial`: 1 + 2 rounds x 3 batches per mode, or 1 round when one mode
   is already 1.25x faster). The mode with the least median time per image
   carries on (in line unless another is at least :data:`MARGIN` faster); a
   run too short to measure decodes in line. The trial batches are real rows of
@@ -36,6 +36,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
+from ..errors import PipelineError
+
 INLINE, THREAD, PROCESSES = "in line", "thread", "processes"
 #: Batches the decode-ahead thread may hold ready.
 DEPTH = 2
@@ -47,14 +49,20 @@ _POLL_S = 0.1  # how often a blocked queue call looks at the stop flag (and lets
 @dataclass(frozen=True)
 class Trial:
     """The measurement ``auto`` makes: ``warmup`` batches in line, not timed (the first forward passes set up
-    their kernels), then up to ``rounds`` rounds in which each mode feeds ``per_mode`` consecutive batches. A
-    thread's or processes' first batch of each run is not timed (nothing was decoded ahead yet). After a round
-    in which one mode is at least ``decisive`` times faster per image than every other, measuring stops."""
+    their kernels), then up to ``rounds`` rounds in which each mode feeds ``per_mode`` consecutive batches. Of a
+    thread's or processes' run of batches only the middle ones are timed: the first waited for a full decode,
+    and during the last one's forward pass nothing was decoded (so it ran without the competition for cores
+    that decoding ahead brings). After a round in which one mode is at least ``decisive`` times faster per
+    image than every other, measuring stops."""
 
     warmup: int = 1
-    per_mode: int = 2
+    per_mode: int = 3
     rounds: int = 2
     decisive: float = 1.25
+
+    def __post_init__(self):
+        if self.per_mode < 3:
+            raise PipelineError(f"a trial needs at least 3 batches per mode (a middle one to time), got {self.per_mode}")
 
     def batches(self, modes: int) -> int:
         """The batches a full trial of ``modes`` modes takes: fewer and ``auto`` does not measure."""
@@ -146,14 +154,15 @@ class Feeder:
         yield from self._fed(self.choice, dataset, position, total)
 
     def _timed(self, candidate: FeedChoice, dataset, start: int, stop: int, into: list):
-        """Feed batches ``start:stop``; append their seconds per image to ``into`` (not the first one's when
-        decoding ahead: it waited for a full decode)."""
+        """Feed batches ``start:stop``; append their seconds per image to ``into`` (when decoding ahead, only
+        the middle batches': see :class:`Trial`)."""
+        ahead = candidate.mode != INLINE
         with closing(self._fed(candidate, dataset, start, stop)) as fed:
             asked = time.perf_counter()
             for k, batch in enumerate(fed):
                 yield batch  # the consumer's forward pass and write happen here
                 done = time.perf_counter()
-                if k or candidate.mode == INLINE:
+                if not ahead or 0 < k < stop - start - 1:
                     into.append((done - asked) / len(batch[0]))
                 asked = done
 
