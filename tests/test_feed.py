@@ -14,7 +14,6 @@ from pipeline.activations.feed import INLINE, PROCESSES, THREAD, Feeder, Trial, 
 from pipeline.cli import main
 from pipeline.errors import InputError, PipelineError
 from pipeline.inputs import UndecodableImage, from_folder
-from pipeline.inputs.decode import PIL_DECODER
 
 from .conftest import read_codes
 
