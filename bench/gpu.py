@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.activations import ExtractConfig, extract
-from pipeline.activations.loader import default_workers
+from pipeline.activations.feed import rule_processes
 from pipeline.inputs import bundled, decode_rgb, stratified_subset
 from pipeline.model import build_model
 
@@ -43,7 +43,7 @@ def main() -> None:
         args.images, args.rounds = 600, 1
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    workers = default_workers(device) if args.workers is None else args.workers
+    workers = rule_processes(device) if args.workers is None else args.workers
 
     images = bundled("br35h")
     if args.images < len(images):

@@ -149,6 +149,28 @@ class _Shard(click.ParamType):
         return index, count
 
 
+class _Workers(click.ParamType):
+    """``auto``, ``thread`` or a number of decoding processes (0: decode in line)."""
+
+    name = "auto|thread|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value in ("auto", "thread"):
+            return value
+        if not str(value).strip().isdigit():
+            self.fail(f"{value!r} is none of auto, thread or a number of decoding processes (0, 1, 2, ...)", param, ctx)
+        return int(value)
+
+
+_WORKERS_HELP = (
+    "How images are decoded while the model runs. auto (default): the first batches are decoded in turn in line, "
+    "with one decode-ahead thread (and, on a CPU of more than 4 cores, with decoding processes), each run of 3 "
+    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on (in line unless another is "
+    "3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the figures go into the "
+    "cache manifest (runtime.decoding). thread: one decode-ahead thread; 0: decode in line between batches; "
+    "N: N decoding processes.")
+
+
 @main.command()
 @click.option("--images", type=click.Path(), help="Folder with one sub-folder of images per class.")
 @click.option("--csv", "csv_file", type=click.Path(), help="Table with columns path,label[,group][,split].")
@@ -170,7 +192,7 @@ class _Shard(click.ParamType):
 @click.option("--img-size", type=click.IntRange(min=8), help="Input side in pixels (default: the model's data config).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: 0 on a CPU with up to 4 cores, more on larger CPUs and GPUs).")
+@click.option("--workers", type=_Workers(), default="auto", show_default=True, help=_WORKERS_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="What the model computes in: auto = fp16 autocast on a GPU, fp32 on a CPU; bf16/fp16 autocast may be "
                    "faster and change the codes slightly (part of the cache key; see BENCHMARKS.md).")
@@ -892,7 +914,8 @@ def fit(cache_path, layer, probe_name, groups, seed, out):
               help="Local copy of the probe's weights file (its sha256 must match the probe's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: the batch size the probe's cache used.")
-@click.option("--workers", type=click.IntRange(min=0), help="Image-decoding processes (default: as for extract).")
+@click.option("--workers", type=_Workers(), default="auto", show_default=True,
+              help="How images are decoded: auto, thread or N decoding processes, as for extract.")
 @click.option("--per-patient", is_flag=True,
               help="One row per patient (group: DICOM PatientID, NIfTI volume, CSV group): mean probabilities, "
                    "and for two classes the largest positive one.")

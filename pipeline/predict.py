@@ -33,7 +33,7 @@ def images_from_paths(paths: list[str | Path]) -> ImageSet:
 
 
 def extract_config_for(probe: FittedProbe, weights: str | Path | None = None, device: str = "auto",
-                       batch_size: int | None = None, workers: int | None = None):
+                       batch_size: int | None = None, workers: int | str | None = None):
     """The ExtractConfig that makes this probe's codes: its model, weights and size, only its layer."""
     from .activations import ExtractConfig
     from .activations.config import precision_option
@@ -85,7 +85,7 @@ def predict_images(
     weights: str | Path | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    workers: int | None = None,
+    workers: int | str | None = None,
     progress: bool = True,
 ) -> Predictions:
     """Class probabilities of ``probe`` for every image; refuses a model that differs from the probe's."""

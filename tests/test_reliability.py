@@ -24,9 +24,9 @@ HARNESS = Path(__file__).with_name("crash_harness.py")
 ROOT = HARNESS.parent.parent
 
 
-def _cli_args(folder, out, batch_size=4):
+def _cli_args(folder, out, batch_size=4, workers="0"):
     return ["extract", "--images", str(folder), "--model", TINY_MODEL, "--random-init", "--img-size", "64",
-            "--workers", "0", "--batch-size", str(batch_size), "--out", str(out), "-q"]
+            "--workers", workers, "--batch-size", str(batch_size), "--out", str(out), "-q"]
 
 
 def _spawn(args, **env):
@@ -101,12 +101,13 @@ def test_kill_at_random_times_then_resume(corpus, tmp_path):
     _assert_identical(out, reference)
 
 
+@pytest.mark.parametrize("workers", ["0", "thread"], ids=["in-line", "decode-ahead"])
 @pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "Interrupted"), (signal.SIGTERM, 143, "Terminated")],
                          ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_and_sigterm_exit_printing_the_resume_command(corpus, tmp_path, sent, code, said):
+def test_ctrl_c_and_sigterm_exit_printing_the_resume_command(corpus, tmp_path, sent, code, said, workers):
     folder, reference, _ = corpus
     out = tmp_path / "c.h5"
-    child = _spawn(_cli_args(folder, out), SLOW_BATCH=0.2)
+    child = _spawn(_cli_args(folder, out, workers=workers), SLOW_BATCH=0.2)
     deadline = time.monotonic() + 60
     while not partial_path(out).exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -21,6 +21,8 @@ DEFAULT_CACHE_DIR = Path("cache")
 #: autocast on a GPU and fp32 on a CPU (bf16 on a CPU measured 1.8x faster on one machine, 0.83x on another,
 #: and it changes the codes: opt-in; BENCHMARKS.md).
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16-autocast", "fp16": "float16-autocast"}
+#: ``--workers`` besides a number of decoding processes: measure which feed is fastest, or one decode-ahead thread.
+WORKER_MODES = ("auto", "thread")
 #: The poolings :mod:`.pooling` defines; others (``register_pooling``) are checked there, with torch.
 BUILTIN_POOLINGS = ("avg", "max", "avgmax", "gem", "token")
 
@@ -37,7 +39,7 @@ class ExtractConfig:
     img_size: int | None = None
     batch_size: int = 32
     device: str = "auto"
-    workers: int | None = None
+    workers: int | str = "auto"  # "auto" (measure), "thread", 0 (decode in line) or N decoding processes
     limit: int | None = None
     seed: int = 0
     on_bad_image: str = "error"
@@ -51,6 +53,7 @@ class ExtractConfig:
             object.__setattr__(self, "weights", str(self.weights))
         if self.shard is not None:
             object.__setattr__(self, "shard", check_shard(self.shard))
+        object.__setattr__(self, "workers", check_workers(self.workers))
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
@@ -66,6 +69,18 @@ class ExtractConfig:
                 from .pooling import get_pooling  # a registered pooling, or an error listing them all
 
                 get_pooling(name)
+
+
+def check_workers(workers) -> int | str:
+    """``workers`` as the feed (:mod:`.feed`) takes it: ``"auto"`` (also for None), ``"thread"`` or a count >= 0."""
+    if workers is None:
+        return "auto"
+    if isinstance(workers, str) and workers.isdigit():
+        workers = int(workers)
+    if workers in WORKER_MODES or isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0:
+        return workers
+    raise PipelineError(f"workers (--workers) must be auto, thread or a number of decoding processes >= 0, "
+                        f"got {workers!r}")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +32,8 @@ from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResu
 from .warm import file_identity
 from .fingerprints import complete_fingerprints
 from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
-from .loader import ImageFiles, default_workers, make_loader, resolve_device
+from .feed import Feeder
+from .loader import ImageFiles, resolve_device
 from .pooling import check_poolings
 from .threads import keeps_threads
 from .tap import LayerTap, output_keys
@@ -64,7 +65,7 @@ def extract(
     requested = resolve_layers(loaded, config.layers)
     check_poolings(requested, config.pools)
     device = resolve_device(config.device)
-    workers = default_workers(device) if config.workers is None else config.workers
+    feeder = Feeder(config.workers, device, config.batch_size)
     precision = precision_of(config, device.type)
     source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
     settings_key = source.settings_key(root)
@@ -93,7 +94,7 @@ def extract(
         notes = [c.note for c in checks]
         manifest = build_manifest(images=images, config=config, loaded=loaded, layers=layers, pools=pools,
                                   outputs=outputs, rows=current, notes=notes, skipped=skipped, key=key, device=device,
-                                  precision=precision, workers=workers)
+                                  precision=precision)
         bn = None if bn_start is None else bn_stats_info(len(bn_start), int(plan.rows.active_mask().sum()), bn_members)
         # the preprocessing with the input's decoding policy (DICOM window, NIfTI scaling) as its colour entry
         manifest = replace(manifest, shard=shard, bn_stats=bn, preprocessing=source.preprocessing).with_entries(
@@ -105,10 +106,11 @@ def extract(
                                  plan.copy_new, plan.copy_old)
             prints: dict[int, np.ndarray] = {}
             with steady_allocator():  # each batch's feature maps reuse the last one's pages
-                passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, workers, config,
+                passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, feeder, config,
                                   progress, bn_members.order if bn_members else None, prints)
             fingerprints = complete_fingerprints(plan.rows, prints, previous, images)
-            writer.finish(finished(manifest, time.perf_counter() - started), plan.planned, fingerprints)
+            writer.finish(finished(manifest, time.perf_counter() - started, feeder.record()), plan.planned,
+                          fingerprints)
         finally:
             writer.close()
     return remember(ExtractResult(path, len(current.ids), False, time.perf_counter() - started, passes, skipped))
@@ -279,7 +281,7 @@ def _default_name(dataset: str, model: str, key: str) -> str:
     return f"{slug(dataset)}-{slug(model)}-{key[:12]}.h5"
 
 
-def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, workers, config, progress,
+def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, feeder: Feeder, config, progress,
              bn_order=None, prints: dict | None = None) -> int:
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs).
 
@@ -312,9 +314,9 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                 chosen = [records[plan.rows.ids[k]] for k in todo]
                 dataset = ImageFiles([r.path for r in chosen], loaded.preprocessing.transform(),
                                      decoder=images.decoder, frames=[r.frame for r in chosen])
-                loader = make_loader(dataset, config.batch_size, workers, cuda)
-                with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap:
-                    for local, batch, batch_prints in loader:
+                with LayerTap(loaded, seg_layers, pools, full_pass=bn is not None) as tap, \
+                        closing(feeder.batches(dataset)) as batches:  # closing stops a decoding thread
+                    for local, batch, batch_prints in batches:
                         if prints is not None:
                             prints.update(zip(todo[local.numpy()].tolist(), batch_prints.numpy()))
                         batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)

@@ -1,12 +1,11 @@
-"""Feeding images to the model: decode in DataLoader workers, in row order."""
+"""The images of a run as a dataset of preprocessed rows (fed by :mod:`.feed`), and the device."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..inputs import UndecodableImage
@@ -37,31 +36,6 @@ class ImageFiles(Dataset):
             # It decoded during the check before extraction: the file changed since.
             raise InputError(f"{path} can no longer be decoded ({exc}); it changed during extraction") from None
         return self.first_row + i, self.transform(image), fingerprint(image)
-
-
-def default_workers(device: torch.device) -> int:
-    """Decoding processes that help rather than compete with the forward pass.
-
-    On a GPU the CPU only decodes, so use most cores. On a small CPU a decoding
-    process steals a core from torch's threads: with 2 cores, decoding in the
-    main process was measured faster (bench/extract.py, BENCHMARKS.md).
-    """
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return max(0, min(8, cores - 1))
-    return 0 if cores <= 4 else min(4, cores // 4)
-
-
-def make_loader(dataset: ImageFiles, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
-    )
 
 
 def resolve_device(name: str) -> torch.device:

@@ -32,14 +32,14 @@ def update_summary(plan: Plan) -> dict:
 
 
 def build_manifest(*, images, config, loaded, layers, pools, outputs, rows, notes, skipped, key, device,
-                   precision, workers: int | None = None) -> CacheManifest:
+                   precision) -> CacheManifest:
     """The manifest of one extraction (the cache writer checks it again before sealing)."""
     return CacheManifest(
         model=_model_info(loaded),
         preprocessing=loaded.preprocessing.as_dict(),
         input=_input_info(images, config, rows, notes, skipped),
         outputs=tuple(f"{l}/{p}" for l, p in outputs),
-        runtime=_runtime_info(device, precision, config, workers),
+        runtime=_runtime_info(device, precision, config),
         key=key,
         created=now(),
         version=__version__,
@@ -78,12 +78,11 @@ def _input_info(images, config, rows, notes, skipped) -> InputInfo:
     )
 
 
-def _runtime_info(device, precision: str, config, workers: int | None) -> RuntimeInfo:
+def _runtime_info(device, precision: str, config) -> RuntimeInfo:
     return RuntimeInfo(
         device=_device_name(device),
         precision=precision,
         batch_size=config.batch_size,
-        workers=workers,
         threads=torch.get_num_threads(),
         host=platform.node(),
         platform=platform.platform(),
@@ -92,9 +91,13 @@ def _runtime_info(device, precision: str, config, workers: int | None) -> Runtim
     )
 
 
-def finished(manifest: CacheManifest, duration_s: float) -> CacheManifest:
-    """The manifest stamped when the codes are written: how long it took, and when."""
-    return replace(manifest, created=now(), runtime=replace(manifest.runtime, duration_s=round(duration_s, 3)))
+def finished(manifest: CacheManifest, duration_s: float, decoding: dict | None = None) -> CacheManifest:
+    """The manifest stamped when the codes are written: how long it took, when, and (``decoding``, from
+    :meth:`.feed.Feeder.record`) how the images were fed: ``runtime.workers`` is the decoding processes used."""
+    runtime = replace(manifest.runtime, duration_s=round(duration_s, 3))
+    if decoding is not None:
+        runtime = replace(runtime, workers=decoding["processes"], extra={**runtime.extra, "decoding": decoding})
+    return replace(manifest, created=now(), runtime=runtime)
 
 
 def bn_stats_info(modules: int, images: int, members) -> BnStatsInfo:
