@@ -128,8 +128,9 @@ def _trim_once(grey: np.ndarray) -> np.ndarray:
     h, w = grey.shape
     top, bottom, left, right = 0, h, 0, w
     value = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-    flat_rows = np.abs(grey - value).max(axis=1) <= FLAT_TOLERANCE
-    flat_cols = np.abs(grey - value).max(axis=0) <= FLAT_TOLERANCE
+    off = np.abs(grey - value)
+    flat_rows = off.max(axis=1) <= FLAT_TOLERANCE
+    flat_cols = off.max(axis=0) <= FLAT_TOLERANCE
     while top < int(h * MAX_TRIM) and flat_rows[top]:
         top += 1
     while h - bottom < int(h * MAX_TRIM) and flat_rows[bottom - 1]:
