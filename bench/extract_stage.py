@@ -27,11 +27,11 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from children import run_json_child
 
 VARIANTS = ("before", "allocator", "now")
 
@@ -70,16 +70,8 @@ def child(variant: str, images: int, batch_size: int, out: str) -> None:
 
 
 def run_child(variant: str, args, out: Path) -> dict:
-    command = [sys.executable, __file__, "--child", variant, "--images", str(args.images),
-               "--batch-size", str(args.batch_size), "--out", str(out)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{stderr[-2000:]}")
-    return {"wall": wall, **json.loads(stdout.strip().splitlines()[-1])}
+    return run_json_child(__file__, ["--child", variant, "--images", str(args.images), "--batch-size",
+                                     str(args.batch_size), "--out", str(out)], variant)
 
 
 def main() -> None:

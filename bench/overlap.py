@@ -27,11 +27,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from children import run_json_child
 
 VARIANTS = {"off": "0", "on": "thread", "auto": "auto", "today": "0"}
 
@@ -53,18 +52,9 @@ def child(workers: str, images: int, batch_size: int, out: str) -> None:
 
 
 def run_child(variant: str, args, out: Path) -> dict:
-    command = [sys.executable, __file__, "--child", VARIANTS[variant], "--images", str(args.images),
-               "--batch-size", str(args.batch_size), "--out", str(out)]
-    start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if variant == "today":
-        env["PYTHONPATH"] = str(Path(args.today).resolve())
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{stderr[-2000:]}")
-    return {"wall": wall, **json.loads(stdout.strip().splitlines()[-1])}
+    env = {"PYTHONPATH": str(Path(args.today).resolve())} if variant == "today" else None
+    return run_json_child(__file__, ["--child", VARIANTS[variant], "--images", str(args.images), "--batch-size",
+                                     str(args.batch_size), "--out", str(out)], variant, env)
 
 
 def main() -> None:
