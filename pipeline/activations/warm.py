@@ -43,13 +43,13 @@ from ..atomic import atomic_write
 from ..errors import CacheError
 from ..cache import RowTable, open_cache
 from ..cache.format import FORMAT_VERSION
+from ..cache.trust import FOLDER  # one folder of records beside the caches
 from ..cache.writer import input_fingerprint
 from ..inputs import COLOUR_POLICY, ImageSet
 from .config import DEFAULT_CACHE_DIR, ExtractConfig, ExtractResult, select_images
 
 log = logging.getLogger(__name__)
 
-FOLDER = ".layerprobe"
 RECORD_VERSION = 1
 _NOT_IN_REQUEST = ("batch_size", "workers", "wait")  # change neither the codes nor where they go
 

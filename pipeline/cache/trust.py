@@ -66,7 +66,7 @@ from .format import FORMAT_VERSION
 log = logging.getLogger(__name__)
 
 #: The folder beside a cache that holds layerprobe's records (the warm-run records live there too).
-FOLDER = ".layerprobe"
+FOLDER = ".layerprobe"  # records beside a cache: these checks, and warm re-runs (activations/warm.py)
 FORMAT = "layerprobe-checked"
 VERSION = 1  # raise it when what the reader checks changes: records of the old checks are then ignored
 #: Who checked: a record made by another layerprobe (or for another cache format) is ignored.

@@ -104,11 +104,16 @@ def print_pairs(thumbs: np.ndarray, mirror: bool = True, threshold: float | None
     if whole(thumbs) is None:
         return PrintPairs(i, j, sims, float(threshold), typical)
     wi, wj, whole_threshold, whole_typical = _whole_pairs(whole(thumbs), mirror, block)
-    found = np.unique(np.concatenate([np.stack([i, j], 1), np.stack([wi, wj], 1)]), axis=0)
-    if len(found) > len(i):  # the detail similarity of pairs only the whole view found
-        sims = _warped_similarity(trimmed(thumbs), found, mirror, block)
-    return PrintPairs(found[:, 0], found[:, 1], sims.astype(np.float32), float(threshold), typical,
-                      float(whole_threshold), whole_typical)
+    detail = {(a, b): s for a, b, s in zip(i.tolist(), j.tolist(), sims.tolist())}
+    only_whole = np.array([(a, b) for a, b in zip(wi.tolist(), wj.tolist()) if (a, b) not in detail],
+                          np.int64).reshape(-1, 2)
+    # the detail similarity of pairs only the whole view found (the others' is known)
+    detail.update(zip(map(tuple, only_whole.tolist()), _warped_similarity(trimmed(thumbs), only_whole, mirror,
+                                                                         block).tolist()))
+    found = np.array(sorted(detail), np.int64).reshape(-1, 2)
+    sims = np.array([detail[k] for k in map(tuple, found.tolist())], np.float32)
+    return PrintPairs(found[:, 0], found[:, 1], sims, float(threshold), typical, float(whole_threshold),
+                      whole_typical)
 
 
 def _whole_pairs(thumbs: np.ndarray, mirror: bool, block: int):
