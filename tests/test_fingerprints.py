@@ -238,3 +238,14 @@ def test_distinct_cells_of_one_panel_stay_apart_and_their_copies_are_found():
     assert found.threshold > 0.98  # the cells' own 10th neighbour is that close
     fixed = print_pairs(prints[:120], threshold=0.90)
     assert len(fixed.i) > 1000  # what a fixed threshold does to them
+
+
+def test_codes_of_an_untrained_model_are_flagged_when_duplicates_compare_them(tmp_path, image_folder, tiny_config,
+                                                                              caplog):
+    path = extract(from_folder(image_folder), tiny_config(), out=tmp_path / "c.h5", progress=False).path
+    with caplog.at_level(logging.WARNING, logger="pipeline.duplicates.scan"):
+        scan_cache(path, view="fingerprint")
+    assert "untrained model" not in caplog.text  # codes not compared: nothing to flag
+    with caplog.at_level(logging.WARNING, logger="pipeline.duplicates.scan"):
+        scan_cache(path, view="both")
+    assert "holds codes of an untrained model (random-init)" in caplog.text and "--view fingerprint" in caplog.text

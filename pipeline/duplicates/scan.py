@@ -128,6 +128,10 @@ def scan_cache(path: str | Path, output: str | None = None, threshold: float | s
     with open_cache(path) as cache:
         output = output or default_output(cache.outputs)
         codes = cache.codes(output) if view != "fingerprint" else None
+        if codes is not None and cache.provenance.model.weights.source == "random-init":
+            log.warning("%s holds codes of an untrained model (random-init): pairs found by the code view say "
+                        "little about which images are alike; trust the fingerprint view (view='fingerprint', "
+                        "--view fingerprint)", Path(path).name)
         ids, labels, class_names, split, key = cache.ids, cache.labels, cache.class_names, cache.split, cache.key
         prints, new_prints = _fingerprints(cache)
     found, views = [], {}
