@@ -188,3 +188,12 @@ def test_planted_duplicates_of_real_photos_are_found_without_false_pairs(tmp_pat
     both = scan_cache(cache)  # the defaults: fingerprints and codes, relative thresholds
     found = {tuple(sorted(both.ids[[i, j]].tolist())) for i, j in zip(both.pairs.i, both.pairs.j)}
     assert found == expected, f"missed {expected - found}, false {found - expected}"
+
+
+def test_duplicates_on_a_missing_cache_leaves_nothing_behind(tmp_path):
+    """A command that writes into a cache names a missing one before it locks anything (the lock would
+    otherwise create the folder and a lock file)."""
+    missing = tmp_path / "nowhere" / "c.h5"
+    out = CliRunner().invoke(main, ["duplicates", str(missing)])
+    assert out.exit_code != 0 and "does not exist; create it with `layerprobe extract`" in out.output
+    assert not (tmp_path / "nowhere").exists()

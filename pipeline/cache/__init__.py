@@ -6,7 +6,7 @@ from .lock import WriterLock, is_locked
 from .manifest import (BnStatsInfo, CacheManifest, InputInfo, InputSummary, ModelInfo, ProvenanceCopy, RuntimeInfo,
                        ShardInfo, WeightsInfo, manifest_json)
 from .merge import MergeResult, merge_shards
-from .reader import ActivationCache, open_cache
+from .reader import ActivationCache, open_cache, require_cache
 from .shards import merged_path, shard_of, shard_path
 from .source import CodeSource, Difference
 from .verify import VerifyReport, verify_cache
@@ -41,6 +41,7 @@ __all__ = [
     "merge_shards",
     "merged_path",
     "open_cache",
+    "require_cache",
     "partial_path",
     "shard_of",
     "shard_path",

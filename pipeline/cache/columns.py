@@ -27,7 +27,7 @@ from . import integrity
 from .format import metadata_digest
 from .lock import WriterLock
 from .manifest import CacheManifest, manifest_json
-from .reader import open_cache
+from .reader import open_cache, require_cache
 from .writer import FINGERPRINTS, column_entry, write_fingerprints
 
 DERIVED_COLUMNS = ("dup_cluster", FINGERPRINTS)
@@ -51,6 +51,7 @@ def add_row_column(path: str | Path, name: str, values: np.ndarray, about: dict,
     if name not in DERIVED_COLUMNS:
         raise CacheError(f"unknown derived column {name!r}; known: {', '.join(DERIVED_COLUMNS)}")
     path = Path(path)
+    require_cache(path)
     with nullcontext() if locked else WriterLock(path):
         with open_cache(path) as cache:
             if expected_key is not None and cache.key != expected_key:

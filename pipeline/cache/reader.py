@@ -36,7 +36,7 @@ class ActivationCache:
     def __init__(self, path: str | Path, recheck: bool = False):
         self.path = Path(path)
         self._recheck = recheck
-        _check_exists(self.path)
+        require_cache(self.path)
         try:
             self._file = h5py.File(self.path, "r")
         except (OSError, RuntimeError) as exc:
@@ -397,7 +397,9 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _check_exists(path: Path) -> None:
+def require_cache(path: Path) -> None:
+    """Raise the error a user should see for a cache path that holds no finished cache (before a command
+    that changes a cache takes its lock, which would otherwise create the folder and a lock file)."""
     if path.exists():
         return
     if partial_path(path).exists():

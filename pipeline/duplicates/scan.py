@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
-from ..cache import WriterLock, add_row_column, open_cache
+from ..cache import WriterLock, add_row_column, open_cache, require_cache
 from ..errors import PipelineError
 from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH, fingerprint_files
 from .find import (DEFAULT_THRESHOLD, BLOCK_ROWS, Pairs, auto_threshold, clusters, normalise, relative_threshold,
@@ -239,6 +239,7 @@ def scan_and_store(path: str | Path, output: str | None = None, threshold: float
     options = dict(view=view, mirror=mirror, print_threshold=print_threshold)
     if not store:
         return scan_cache(path, output, threshold, block, **options)
+    require_cache(Path(path))
     with WriterLock(Path(path), wait=wait):
         report = scan_cache(path, output, threshold, block, **options)
         store_clusters(report, locked=True)
