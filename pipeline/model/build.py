@@ -48,7 +48,9 @@ class Preprocessing:
         """The evaluation transform: PIL RGB image -> normalised CHW float tensor."""
         from timm.data import create_transform
 
-        return create_transform(
+        from .to_tensor import without_torch_threads
+
+        return without_torch_threads(create_transform(
             input_size=self.input_size,
             interpolation=self.interpolation,
             mean=self.mean,
@@ -56,7 +58,7 @@ class Preprocessing:
             crop_pct=self.crop_pct,
             crop_mode=self.crop_mode,
             is_training=False,
-        )
+        ))
 
 
 @dataclass
