@@ -5,9 +5,13 @@ pre_logits, avg pooling) into a new cache, so the figures include model build,
 the check pass and HDF5 writing. Variants are interleaved (A, B, C, A, B, C, ...)
 so that load from other work on a shared machine hits all of them alike:
 
-  before      the check pass decodes every image fully; glibc's default allocator settings
+  before      the check pass decodes every image fully; glibc's default allocator settings;
+              torch's ToTensor + Normalize at the end of preprocessing
   allocator   only the allocator change (pipeline/activations/allocator.py)
-  now         the current code: allocator change and the cheap JPEG check (decode once)
+  now         the current code: allocator change, the cheap JPEG check (decode once) and the
+              table lookup that ends preprocessing (pipeline/model/to_tensor.py)
+
+A variant may carry its own batch size, ``now@16``; the others use ``--batch-size``.
 
 Printed per variant: median wall time of the child process, img/s, its ratio
 to `before`, the same for the stage alone (`extract()` returning, without
@@ -17,6 +21,7 @@ wall time to other work on the machine) and peak RSS of the child, and the time
 of the check pass alone (all as reported by the child for itself).
 
 Usage: python bench/extract_stage.py [--images 600] [--batch-size 32] [--rounds 2] [--quick]
+                                     [--variants before,allocator,now,now@16]
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def child(variant: str, images: int, batch_size: int, out: str) -> None:
     if variant in ("before", "allocator"):
         full = decode.decode_rgb
         decode.decode_rgb = lambda data, draft=False: full(data)  # the check decodes fully, as before
+        importlib.import_module("pipeline.model.to_tensor").without_torch_threads = lambda compose: compose
     if variant == "before":
         stage.steady_allocator = contextlib.nullcontext
     checking = []
@@ -70,8 +76,9 @@ def child(variant: str, images: int, batch_size: int, out: str) -> None:
 
 
 def run_child(variant: str, args, out: Path) -> dict:
-    return run_json_child(__file__, ["--child", variant, "--images", str(args.images), "--batch-size",
-                                     str(args.batch_size), "--out", str(out)], variant)
+    name, _, batch = variant.partition("@")
+    return run_json_child(__file__, ["--child", name, "--images", str(args.images), "--batch-size",
+                                     batch or str(args.batch_size), "--out", str(out)], variant)
 
 
 def main() -> None:
@@ -80,6 +87,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="120 images, 1 round")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, each NAME or NAME@BATCH")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,20 +99,24 @@ def main() -> None:
     print(f"whole extract stage: {args.images} Br35H JPEGs, tf_efficientnet_lite0, all stages + pre_logits, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s), load "
           f"{os.getloadavg()[0]:.2f}")
-    results = {v: [] for v in VARIANTS}
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v.partition("@")[0] not in VARIANTS]
+    if unknown or "before" not in variants:
+        parser.error(f"variants must include 'before' and be among {VARIANTS} (NAME or NAME@BATCH); got {unknown}")
+    results = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
-            for variant in VARIANTS:
-                out = Path(tmp) / f"{variant}{round_no}.h5"
+            for variant in variants:
+                out = Path(tmp) / f"{variant.replace('@', '-')}{round_no}.h5"
                 results[variant].append(run_child(variant, args, out))
                 out.unlink(missing_ok=True)
     base = statistics.median(r["wall"] for r in results["before"])
     stage_base = statistics.median(r["seconds"] for r in results["before"])
-    print(f"{'variant':<10} {'wall s':>7} {'img/s':>7} {'x before':>8} {'stage s':>7} {'x before':>8} "
+    print(f"{'variant':<12} {'wall s':>7} {'img/s':>7} {'x before':>8} {'stage s':>7} {'x before':>8} "
           f"{'minor faults':>13} {'sys s':>6} {'CPU s':>6} {'peak RSS GB':>11} {'check s':>8}")
     for variant, rows in results.items():
         med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
-        print(f"{variant:<10} {med('wall'):7.1f} {args.images / med('wall'):7.1f} {base / med('wall'):8.2f} "
+        print(f"{variant:<12} {med('wall'):7.1f} {args.images / med('wall'):7.1f} {base / med('wall'):8.2f} "
               f"{med('seconds'):7.1f} {stage_base / med('seconds'):8.2f} "
               f"{med('minflt') / 1e6:12.2f}M {med('stime'):6.1f} {med('cpu'):6.1f} {max(r['maxrss_gb'] for r in rows):11.2f} "
               f"{med('check_s'):8.2f}")
