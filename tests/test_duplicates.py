@@ -42,6 +42,31 @@ def test_blockwise_search_equals_brute_force(seed, block):
     np.testing.assert_allclose(pairs.nearest, s.max(axis=1), atol=1e-5)
 
 
+def test_the_block_shrinks_as_rows_grow_so_a_scan_holds_a_bounded_matrix(monkeypatch):
+    from pipeline.duplicates import find, prints
+
+    assert find.rows_per_block(16_384) == 1024 and find.rows_per_block(10) == 1024  # small sets: as before
+    assert find.rows_per_block(1_000_000) == 16 and find.rows_per_block(10**12) == 1
+    for rows in (20_000, 100_000, 1_000_000):
+        assert find.rows_per_block(rows) * rows * 4 <= find.BLOCK_BYTES
+    # With a tiny budget the scans walk a few rows at a time and find exactly what one block finds.
+    codes = _planted(0)
+    thumbs = np.random.default_rng(1).random((40, 2 * 1024)).astype(np.float32)
+    thumbs[7] = thumbs[3]
+    whole = similar_pairs(codes, 0.5), prints.print_pairs(thumbs)
+    seen = []
+    real = find.rows_per_block
+    monkeypatch.setattr(find, "BLOCK_BYTES", 4 * 60 * 3)  # 3 rows of 60 at a time
+    monkeypatch.setattr(prints, "rows_per_block", lambda n, block: seen.append(real(n, block)) or real(n, block))
+    small = similar_pairs(codes, 0.5), prints.print_pairs(thumbs)
+    assert seen and max(seen) == 4  # 40 fingerprint rows: 720 bytes // 160
+    assert set(zip(small[0].i.tolist(), small[0].j.tolist())) == set(zip(whole[0].i.tolist(), whole[0].j.tolist()))
+    np.testing.assert_allclose(small[0].nearest, whole[0].nearest, rtol=0, atol=3e-7)  # BLAS rounds by block shape
+    assert (3, 7) in set(zip(small[1].i.tolist(), small[1].j.tolist()))
+    np.testing.assert_array_equal(small[1].i, whole[1].i)
+    np.testing.assert_array_equal(small[1].j, whole[1].j)
+
+
 def test_planted_copies_are_found_and_chained_into_clusters(seed):
     codes = _planted(seed)
     pairs = similar_pairs(codes, 0.9)

@@ -17,6 +17,7 @@ from ..errors import PipelineError
 
 DEFAULT_THRESHOLD = 0.90
 BLOCK_ROWS = 1024
+BLOCK_BYTES = 64 << 20  # one (block x rows) float32 similarity matrix; a scan holds a few such at once
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class Pairs:
     j: np.ndarray
     similarity: np.ndarray
     nearest: np.ndarray  # highest similarity of each row to any other row
+
+
+def rows_per_block(rows: int, block: int = BLOCK_ROWS) -> int:
+    """How many rows to compare against all others at once: ``block``, or fewer where a (block x rows)
+    float32 matrix would pass BLOCK_BYTES, so a scan's memory stays flat in the number of rows (16 at a
+    million rows). Up to 16,384 rows the block is the full 1,024: small data sets scan as before. (A
+    similarity may differ in its last bit with the block's height: BLAS picks its kernel by shape.)"""
+    return max(1, min(block, BLOCK_BYTES // (4 * max(1, rows))))
 
 
 def normalise(codes: np.ndarray) -> np.ndarray:
@@ -47,6 +56,7 @@ def similar_pairs(codes: np.ndarray, threshold: float, block: int = BLOCK_ROWS) 
         raise PipelineError(f"threshold must be a cosine similarity between -1 and 1, got {threshold}")
     x = normalise(codes)
     n = len(x)
+    block = rows_per_block(n, block)
     nearest = np.full(n, -1.0, dtype=np.float32)
     found_i, found_j, found_s = [], [], []
     for start in range(0, n, block):
@@ -70,6 +80,7 @@ def typical_similarity(codes: np.ndarray, k: int = 10, block: int = BLOCK_ROWS) 
     x = normalise(codes)
     n = len(x)
     k = max(1, min(k, n - 1, max(2, n // 10)))  # nearer in small sets: among images of the same kind
+    block = rows_per_block(n, block)
     found = np.zeros(n, np.float32)
     for start in range(0, n, block):
         stop = min(n, start + block)

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..inputs.fingerprint import AREA, SIDE, WIDTH, ranks
+from .find import BLOCK_ROWS, rows_per_block
 
-BLOCK_ROWS = 1024
 CANDIDATES = 5  # nearest rows of each row compared again under warps
 TYPICAL_K = 10  # the neighbour whose distance says how alike distinct images of this set are
 RATIO = 0.25  # a duplicate is at least this many times closer than that (as 1 - correlation)
@@ -182,6 +182,7 @@ def _base_similarity(plain, mirrored, start: int, stop: int) -> np.ndarray:
 def _above(plain, mirrored, threshold: float, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Every pair ``i < j`` whose similarity without warps already reaches ``threshold``."""
     n = len(plain[0])
+    block = rows_per_block(n, block)
     found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, n, block):
         stop = min(n, start + block)
@@ -195,6 +196,7 @@ def _above(plain, mirrored, threshold: float, block: int) -> tuple[np.ndarray, n
 def _nearest(plain: list[np.ndarray], mirrored: list[np.ndarray], k: int, block: int):
     """The ``k`` most similar other rows of every row, and their similarities (descending)."""
     n = len(plain[0])
+    block = rows_per_block(n, block)
     top_j = np.zeros((n, k), np.int64)
     top_s = np.zeros((n, k), np.float32)
     for start in range(0, n, block):
