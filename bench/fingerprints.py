@@ -49,13 +49,10 @@ def ours(paths: list[Path], mirror: bool = True) -> tuple[set, float]:
 
 def sweep_scores(prints: np.ndarray, found, mirror: bool) -> dict:
     """What a precision-recall sweep of the detail threshold needs (the whole view's threshold kept)."""
-    from pipeline.duplicates.prints import _flip, _standardise, whole
+    from pipeline.duplicates.prints import whole_similarity
 
     loose = print_pairs(prints, mirror=mirror, threshold=LOOSE)
-    w = _standardise(whole(prints))
-    both = np.einsum("pw,pw->p", w[loose.i], w[loose.j])
-    if mirror:
-        both = np.maximum(both, np.einsum("pw,pw->p", w[loose.i], _flip(w)[loose.j]))
+    both = whole_similarity(prints, loose.i, loose.j, mirror)
     return {"detail_threshold": found.threshold, "whole_threshold": found.whole_threshold,
             "pairs": [[int(a), int(b), round(float(d), 5), round(float(h), 5)]
                       for a, b, d, h in zip(loose.i, loose.j, loose.similarity, both)]}

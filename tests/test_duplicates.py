@@ -222,3 +222,19 @@ def test_duplicates_on_a_missing_cache_leaves_nothing_behind(tmp_path):
     out = CliRunner().invoke(main, ["duplicates", str(missing)])
     assert out.exit_code != 0 and "does not exist; create it with `layerprobe extract`" in out.output
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_whole_similarity_of_pairs_is_the_whole_views_correlation():
+    from pipeline.duplicates.prints import whole_similarity
+
+    rng = np.random.default_rng(3)
+    thumbs = rng.random((5, 2048)).astype(np.float32)
+    thumbs[1, 1024:] = thumbs[0, 1024:] * 3 + 1  # the same whole thumbnail, another contrast
+    thumbs[2, 1024:] = thumbs[0, 1024:].reshape(32, 32)[:, ::-1].ravel()  # its mirror image
+    i, j = np.array([0, 0, 0]), np.array([1, 2, 3])
+    plain = whole_similarity(thumbs, i, j, mirror=False)
+    both = whole_similarity(thumbs, i, j, mirror=True)
+    np.testing.assert_allclose(plain[0], 1.0, atol=1e-5)
+    assert plain[1] < 0.2 and both[1] == pytest.approx(1.0, abs=1e-5)
+    expected = np.corrcoef(thumbs[0, 1024:], thumbs[3, 1024:])[0, 1]
+    assert plain[2] == pytest.approx(expected, abs=1e-5) and both[2] >= plain[2]

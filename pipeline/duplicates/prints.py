@@ -146,6 +146,14 @@ def pair_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: bo
     return _warped_similarity(trimmed(thumbs), np.stack([i, j], axis=1), mirror, BLOCK_ROWS)
 
 
+def whole_similarity(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, mirror: bool = True) -> np.ndarray:
+    """The correlation of the whole thumbnails of given pairs (the better of plain and mirrored), the
+    figure the whole view thresholds; for threshold sweeps and reports."""
+    w = _standardise(whole(thumbs))
+    found = np.einsum("pw,pw->p", w[i], w[j])
+    return np.maximum(found, np.einsum("pw,pw->p", w[i], _flip(w)[j])) if mirror else found
+
+
 def _detail(values: np.ndarray) -> np.ndarray:
     """The thumbnails less their coarse shading (a Gaussian of DETAIL_SIGMA pixels)."""
     from scipy.ndimage import gaussian_filter
