@@ -248,3 +248,22 @@ def test_cli_workers_option(image_folder, tmp_path):
     assert "'many' is none of auto, thread or a number of decoding processes" in bad.output
     shown = runner.invoke(main, ["extract", "--help"]).output
     assert "auto (default): the first batches are decoded in turn" in " ".join(shown.split())
+
+
+def test_channels_last_images_are_stacked_into_a_channels_last_batch_of_the_same_values():
+    from torch.utils.data import default_collate
+
+    from pipeline.activations.feed import collate
+
+    rng = np.random.default_rng(0)
+    hwc = [torch.from_numpy(rng.random((5, 7, 3), dtype=np.float32)) for _ in range(4)]
+    items = [(10 + k, image.permute(2, 0, 1), np.full(6, k, np.float16)) for k, image in enumerate(hwc)]
+    rows, batch, prints = collate(items)
+    expected = default_collate(items)
+    assert batch.is_contiguous(memory_format=torch.channels_last) and batch.shape == (4, 3, 5, 7)
+    assert torch.equal(batch, expected[1]) and torch.equal(rows, expected[0]) and torch.equal(prints, expected[2])
+    # channels-first images, or a mix, are stacked as before
+    mixed = [items[0], (11, hwc[1].permute(2, 0, 1).contiguous(), items[1][2])]
+    for case in (mixed, [(1, torch.zeros(3, 2, 2), np.zeros(6, np.float16))]):
+        got, want = collate(case), default_collate(case)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)) and got[1].is_contiguous()

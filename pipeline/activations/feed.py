@@ -33,6 +33,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset, default_collate
 
@@ -194,13 +195,31 @@ def _decoded(dataset, first: int, last: int, batch_size: int, pin: bool, stopped
             if stopped():
                 return
             items.append(dataset[i])
-        batch = default_collate(items)
+        batch = collate(items)
         yield [t.pin_memory() for t in batch] if pin else batch
+
+
+def collate(items: list) -> list:
+    """``default_collate`` of (row, image, fingerprint) items, except that images stored channels last
+    (:mod:`pipeline.model.to_tensor`) are stacked by numpy, in this thread, into a channels-last batch: the
+    layout the forward pass runs in, so it is not transposed again, and no torch thread pool is involved."""
+    images = [item[1] for item in items]
+    if not images or not all(_channels_last(image) and image.shape == images[0].shape for image in images):
+        return default_collate(items)
+    stacked = torch.from_numpy(np.stack([image.permute(1, 2, 0).numpy() for image in images]))
+    rest = default_collate([(item[0], item[2]) for item in items])
+    return [rest[0], stacked.permute(0, 3, 1, 2), rest[1]]
+
+
+def _channels_last(image) -> bool:
+    return (isinstance(image, torch.Tensor) and image.ndim == 3 and image.device.type == "cpu"
+            and image.permute(1, 2, 0).is_contiguous())
 
 
 def _from_processes(dataset, first: int, last: int, batch_size: int, processes: int, pin: bool):
     loader = DataLoader(Subset(dataset, range(first, last)), batch_size=batch_size, shuffle=False,
-                        num_workers=processes, pin_memory=pin, persistent_workers=False, prefetch_factor=4)
+                        num_workers=processes, pin_memory=pin, persistent_workers=False, prefetch_factor=4,
+                        collate_fn=collate)
     yield from loader
 
 

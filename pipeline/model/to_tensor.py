@@ -12,9 +12,14 @@ same threads.
 An 8-bit image has only 256 values per channel, so the result is a lookup:
 ``table[c, v] = (v / 255 - mean[c]) / std[c]``, each value computed by the very
 float32 operations ``ToTensor`` and ``Normalize`` perform, then gathered per
-pixel by numpy in the calling thread. The output is bit-identical to timm's
+pixel by numpy in the calling thread. The values are bit-identical to timm's
 (tested on the bundled images and on generated ones in every 8-bit mode); any
 input that is not an 8-bit PIL image goes through the original steps.
+
+The tensor is stored channels last (H x W x C in memory, seen as C x H x W),
+the layout the forward pass runs in: batches of such images are stacked
+straight into a channels-last batch (:func:`pipeline.activations.feed.collate`)
+instead of being stacked channels first and transposed again.
 """
 
 from __future__ import annotations
@@ -35,16 +40,17 @@ class NormalisedTensor:
         values = torch.arange(256, dtype=torch.uint8).reshape(1, -1).expand(len(mean), 256)
         # The same operations in the same order as torchvision: to float, div 255, sub mean, div std.
         self.table = values.to(torch.float32).div(255).sub(mean).div(std).numpy()
+        self.offsets = np.arange(0, 256 * 3, 256, dtype=np.uint16)
 
     def __call__(self, image) -> torch.Tensor:
         channels = EIGHT_BIT_MODES.get(getattr(image, "mode", None))
         if channels is None or (len(self.table) != channels and len(self.table) != 1):
             return self.normalize(self.to_tensor(image))
         pixels = np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], channels)
-        out = np.empty((channels, *pixels.shape[:2]), np.float32)
-        for c in range(channels):
-            np.take(self.table[c if len(self.table) > 1 else 0], pixels[..., c], out=out[c])
-        return torch.from_numpy(out)
+        table = self.table if len(self.table) == channels else np.repeat(self.table, channels, axis=0)
+        where = pixels + self.offsets[:channels]  # uint16: channel c's values at c * 256 of the flat table
+        hwc = np.take(table.ravel(), where)
+        return torch.from_numpy(hwc).permute(2, 0, 1)  # C x H x W, stored channels last
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_tensor!r}, {self.normalize!r})"
