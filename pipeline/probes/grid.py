@@ -128,7 +128,8 @@ def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray | LayerSource, 
 
 def _fits(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
           settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> Iterator[tuple[tuple, dict]]:
-    """Fit every (output, probe, repeat, fold); yield ``(key, result)`` in the order of ``pairs``, as they finish."""
+    """Fit every (output, probe, repeat, fold); yield ``(key, result)`` in the order of ``pairs``, each as soon
+    as it and those before it are done (the pool keeps fitting while the caller works on a result)."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
