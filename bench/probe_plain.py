@@ -13,19 +13,22 @@ variants, each a fresh child process, interleaved round by round:
   plain               the same folds (StratifiedKFold, shuffled, seed 0), the
                       same pipelines written out in scikit-learn/LightGBM on
                       the codes as float32 `.npy` files (exported once, before
-                      timing), joblib with the same jobs and one BLAS thread per
-                      fit, and for every (layer, probe) a 1,000-resample
+                      timing; `--plain-dtype float64`: the float64 codes
+                      layerprobe fits on, for the very same numbers), joblib
+                      with the same jobs and one BLAS thread per fit, and for
+                      every (layer, probe) a 1,000-resample
                       percentile interval of the ROC AUC (scikit-learn's
                       `roc_auc_score` per resample, as a user writes it; layerprobe
                       computes intervals of 7 metrics), results to one JSON file
   plain-noboot        the same without the intervals
 
 Printed: median wall time of the whole child (interpreter start and imports
-included) and of the work alone, the ratio layerprobe / plain with and without
+included) and of the work alone, the CPU time of the child and its workers
+(user + system; less disturbed than wall time by other load on the machine), the ratio layerprobe / plain with and without
 intervals (> 1: layerprobe slower), and how far apart the pooled out-of-fold
 ROC AUCs and the AUC intervals of the two are.
 
-Usage: python bench/probe_plain.py CACHE [--jobs 2] [--rounds 3]
+Usage: python bench/probe_plain.py CACHE [--jobs 2] [--rounds 3] [--plain-dtype float32|float64]
 """
 
 from __future__ import annotations
@@ -166,8 +169,9 @@ def child(variant: str, cache: Path, codes_dir: Path, jobs: int, out: Path) -> N
 
 
 # ----------------------------------------------------------------------------------------------
-def export_codes(cache: Path, codes_dir: Path) -> list[str]:
-    """The cache's outputs and labels as plain float32 .npy files (what a plain user starts from)."""
+def export_codes(cache: Path, codes_dir: Path, dtype: str = "float32") -> list[str]:
+    """The cache's outputs and labels as plain .npy files: float32 is what a plain user starts from; float64 is
+    what layerprobe fits on, so that the plain fits give layerprobe's numbers to the last bit."""
     import numpy as np
 
     from pipeline.cache import open_cache
@@ -177,7 +181,7 @@ def export_codes(cache: Path, codes_dir: Path) -> list[str]:
         data = load_probe_data(c, (), "none", keep_codes=True)
         names = [o.name for o in data.outputs]
         for i, output in enumerate(data.outputs):
-            np.save(codes_dir / f"{i}.npy", data.codes[output.name].astype(np.float32))
+            np.save(codes_dir / f"{i}.npy", data.codes[output.name].astype(dtype))
         np.save(codes_dir / "y.npy", data.y)
     (codes_dir / "layers.json").write_text(json.dumps(names))
     return names
@@ -186,25 +190,35 @@ def export_codes(cache: Path, codes_dir: Path) -> list[str]:
 def run_child(variant: str, args, codes_dir: Path, out: Path) -> dict:
     command = [sys.executable, __file__, "--child", variant, str(args.cache), "--jobs", str(args.jobs),
                "--codes", str(codes_dir), "--out", str(out)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-    return {"wall": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"wall": wall, "cpu": _children_cpu() - cpu, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished child and its waited-for children (the fitting workers), user + system."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def report(results: dict) -> None:
     for label, pick in (("median of rounds", statistics.median), ("fastest round", min)):
         med = lambda v, key: pick(r[key] for r in results[v])  # noqa: E731
-        print(f"\n{label}:\n{'variant':<18} {'wall s':>7} {'work s':>7} {'x plain (wall)':>14} {'x plain (work)':>14}")
+        print(f"\n{label}:\n{'variant':<18} {'wall s':>7} {'work s':>7} {'cpu s':>7} {'x plain (wall)':>14} "
+              f"{'x plain (work)':>14} {'x plain (cpu)':>14}")
         for v in VARIANTS:
             twin = v.replace("layerprobe", "plain")
-            ratios = (f"{med(v, 'wall') / med(twin, 'wall'):14.2f} {med(v, 'work') / med(twin, 'work'):14.2f}"
+            ratios = (" ".join(f"{med(v, key) / med(twin, key):14.2f}" for key in ("wall", "work", "cpu"))
                       if v.startswith("layerprobe") else "")
-            print(f"{v:<18} {med(v, 'wall'):7.1f} {med(v, 'work'):7.1f} {ratios}")
-    print("per round (wall s / work s): " + "; ".join(
-        f"{v} " + ", ".join(f"{r['wall']:.1f}/{r['work']:.1f}" for r in rows) for v, rows in results.items()))
+            print(f"{v:<18} {med(v, 'wall'):7.1f} {med(v, 'work'):7.1f} {med(v, 'cpu'):7.1f} {ratios}")
+    print("per round (wall s / work s / cpu s): " + "; ".join(
+        f"{v} " + ", ".join(f"{r['wall']:.1f}/{r['work']:.1f}/{r['cpu']:.1f}" for r in rows)
+        for v, rows in results.items()))
     lp, plain = results["layerprobe"][0], results["plain"][0]
     gaps = {key: abs(lp["auc"][key] - plain["auc"][key]) for key in plain["auc"]}
     worst = max(gaps, key=gaps.get)
@@ -221,6 +235,8 @@ def main() -> None:
     parser.add_argument("cache", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain-dtype", choices=("float32", "float64"), default="float32",
+                        help="the codes plain fits on: float32 as stored, or float64 as layerprobe fits (same numbers)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--codes", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -230,12 +246,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         codes_dir = Path(tmp)
-        names = export_codes(args.cache, codes_dir)
+        names = export_codes(args.cache, codes_dir, args.plain_dtype)
         import numpy as np
 
         n = len(np.load(codes_dir / "y.npy"))
         print(f"{args.cache.name}: {n} images, {len(names)} outputs ({', '.join(names)}); {', '.join(PROBES)} x "
-              f"{FOLDS} folds, --jobs {args.jobs}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s); "
+              f"{FOLDS} folds, --jobs {args.jobs}, plain on {args.plain_dtype}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s); "
               f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         results = {v: [] for v in VARIANTS}
         for round_no in range(args.rounds):

@@ -47,6 +47,26 @@ def test_point_metrics_are_scikit_learns(seed, k):
         assert METRICS[name].point(y, p) == SK[name](y, p), name
 
 
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_metrics_of_counts_are_scikit_learns_to_the_last_bit(seed, k):
+    """Their point value comes from the counts (the bootstrap's formulas at unit weights), not from scikit-learn:
+    it must be scikit-learn's value exactly, on folds of any size, with ties, classes never predicted
+    and predictions of classes absent from the fold."""
+    rng = np.random.default_rng(seed)
+    counts = [name for name in metric_names(k) if METRICS[name].of_counts]
+    assert set(counts) == {"accuracy", "balanced_accuracy", "f1_macro"} | ({"sensitivity", "specificity"} if k == 2
+                                                                             else set())
+    for n in (k, 7, 19, 60, 233):
+        y, p = _predictions(rng, max(n, k), k)
+        for rows in (np.arange(len(y)), rng.choice(len(y), size=max(2, len(y) // 3), replace=False)):
+            p_rows = p[rows].copy()
+            p_rows[: len(rows) // 2, 0] = 1.0  # many rows predicted as class 0: some classes never predicted
+            if len(np.unique(y[rows])) < 2:
+                continue
+            for name in counts:
+                assert METRICS[name].point(y[rows], p_rows) == SK[name](y[rows], p_rows), (name, n)
+
+
 @pytest.mark.parametrize("k", [2, 3])
 def test_bootstrap_metrics_equal_scikit_learn_on_the_resampled_arrays(seed, k):
     rng = np.random.default_rng(seed)

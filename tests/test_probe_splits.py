@@ -86,6 +86,31 @@ def test_results_do_not_depend_on_jobs(tmp_path):
     assert strip(one.rows) == strip(two.rows)
 
 
+def test_each_row_is_scored_as_soon_as_its_folds_are_in(tmp_path, monkeypatch):
+    """Rows are scored while later fits run (not all after the last fit), and equal rows scored after the last fit."""
+    from pipeline.probes import grid
+    from pipeline.probes.metrics import Resamples, summarise
+
+    codes, y = make_codes(n=48, widths=(4, 30), n_classes=3, informative=(2, 3))
+    cache = write_cache(tmp_path / "c.h5", codes, y, NAMES)
+    config = ProbeConfig(probes=("logreg", "lgbm"), folds=3, n_boot=30)
+    fits_in, every, row = [], {}, grid._row
+
+    def scored(data, output, probe, folds, done, *rest):
+        fits_in.append(len(done))
+        every["done"], every["y"] = done, data.y
+        return row(data, output, probe, folds, done, *rest)
+
+    monkeypatch.setattr(grid, "_row", scored)
+    results = run_probes(cache, config, out=tmp_path / "r.json", jobs=1, progress=False)
+    assert fits_in == [3, 6, 9, 12]  # 2 outputs x 2 probes, each scored as soon as its 3 folds are fitted
+    folds = results.folds
+    fold_rows = [[test for _, _, _, test in folds.splits()]]
+    for r in results.rows:  # scored again from every fit, after the last one
+        oof = grid.out_of_fold(every["done"], r["output"], r["probe"], folds, len(y), len(NAMES))
+        assert r["metrics"] == summarise(every["y"], oof, fold_rows, Resamples(len(y), None, 30, 0))
+
+
 def test_group_column_too_coarse_for_the_folds_is_refused():
     y = np.array([0] * 6 + [1] * 6)
     groups = np.array(["p1"] * 6 + ["p2", "p2", "p3", "p3", "p4", "p4"])

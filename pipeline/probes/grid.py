@@ -18,6 +18,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -125,9 +126,10 @@ def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray | LayerSource, 
             "cpu_seconds": time.process_time() - cpu, "warnings": notes}
 
 
-def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
-               settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> dict:
-    """Fit every (output, probe, repeat, fold); returns their results by that key."""
+def _fits(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
+          settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> Iterator[tuple[tuple, dict]]:
+    """Fit every (output, probe, repeat, fold); yield ``(key, result)`` in the order of ``pairs``, each as soon
+    as it and those before it are done (the pool keeps fitting while the caller works on a result)."""
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
@@ -140,12 +142,10 @@ def _run_tasks(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, i
         for r, k, train, test in folds.splits():
             keys.append((output.name, probe, r, k))
             calls.append(delayed(_fit_fold)(probe, settings, X, data.y, train, test, inner[(r, k)], seed))
-    done = {}
     with tqdm(total=len(calls), unit="fit", desc="probing", disable=not progress, file=sys.stderr) as bar:
         for key, result in zip(keys, Parallel(n_jobs=jobs, return_as="generator")(calls)):
-            done[key] = result
             bar.update(1)
-    return done
+            yield key, result
 
 
 def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: Resamples,
@@ -260,11 +260,20 @@ def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[
                                   config.settings.inner_folds, config.seed, data.class_names)
              for r, k, train, _ in folds.splits()}
     log.info("fitting %d (layer, probe) pair(s) x %d fold(s) with jobs=%d", len(pairs), len(folds.splits()), jobs)
-    with engine.open(jobs, scheduler) as where:
-        done = _run_tasks(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress)
     weights = Resamples(len(data.y), data.groups, config.n_boot, config.seed)
     patients = PatientLevel.prepare(data.y, data.patients, folds, config.n_boot, config.seed)
-    return [_row(data, o, p, folds, done, weights, patients) for o, p in pairs], done, where, patients
+    by_name = {(o.name, p): o for o, p in pairs}
+    n_folds = len(folds.splits())
+    done, rows, finished = {}, {}, {}
+    with engine.open(jobs, scheduler) as where:
+        # Each row is scored as soon as its last fold is in, while later fits run, not all after the last fit.
+        for key, result in _fits(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress):
+            done[key] = result
+            pair = key[:2]
+            finished[pair] = finished.get(pair, 0) + 1
+            if finished[pair] == n_folds:
+                rows[pair] = _row(data, by_name[pair], pair[1], folds, done, weights, patients)
+    return [rows[(o.name, p)] for o, p in pairs], done, where, patients
 
 
 def out_of_fold(done: dict, output: str, probe: str, folds: Folds, n_rows: int, n_classes: int) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""Where the probe grid without intervals spends CPU beyond the plain script (bench/probe_plain.py).
+
+On one cache made by `layerprobe extract`, prints CPU seconds (process time,
+so other load on the machine disturbs them less than wall time):
+
+  score      `summarise` of one (layer, probe) row without intervals: 5 folds
+             and the pooled predictions, every metric (mean of 20 calls)
+  fits       two of the five folds of every output x logreg, svm, lgbm in one
+             process: layerprobe's fit task on its float64 codes, and
+             bench/probe_plain.py's plain fits on float32 and on float64
+  imports    in a fresh process that already imported what the plain script
+             imports (sklearn, lightgbm, joblib, ...): PIL, h5py, then the rest
+             of `pipeline.probes.grid` (every fitting worker imports it too)
+
+Usage: python bench/probe_overheads.py CACHE
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import probe_plain as plain  # noqa: E402
+
+IMPORTS = """
+import time, numpy, sklearn, lightgbm, joblib, threadpoolctl, sklearn.linear_model, sklearn.decomposition
+import sklearn.svm, sklearn.pipeline, sklearn.model_selection, sklearn.metrics
+t = time.process_time(); import PIL.Image; a = time.process_time() - t
+t = time.process_time(); import h5py; b = time.process_time() - t
+t = time.process_time(); import pipeline.probes.grid; c = time.process_time() - t
+print(f"imports beyond the plain script's, CPU s: PIL {a:.3f}, h5py {b:.3f}, rest of pipeline.probes.grid {c:.3f}")
+"""
+
+
+def score_cost(data, folds) -> float:
+    from pipeline.probes.metrics import summarise
+
+    rng = np.random.default_rng(0)
+    p = rng.random(len(data.y))
+    oof = np.stack([1 - p, p], axis=1)[None]
+    fold_rows = [[test for _, test in folds]]
+    empty = np.zeros((0, len(data.y)))
+    summarise(data.y, oof, fold_rows, empty)
+    start = time.process_time()
+    for _ in range(20):
+        summarise(data.y, oof, fold_rows, empty)
+    return (time.process_time() - start) / 20
+
+
+def fit_costs(data, folds, inner) -> dict:
+    from pipeline.probes.grid import _fit_fold
+    from pipeline.probes.registry import ProbeSettings
+
+    total = {"layerprobe (float64)": 0.0, "plain float32": 0.0, "plain float64": 0.0}
+    for output in data.outputs:
+        X64 = data.codes[output.name]
+        X32 = X64.astype(np.float32)
+        for probe in plain.PROBES:
+            for k in range(2):
+                train, test = folds[k]
+                for label, run in (("layerprobe (float64)",
+                                    lambda: _fit_fold(probe, ProbeSettings(), X64, data.y, train, test, inner[k], 0)),
+                                   ("plain float32", lambda: plain.plain_fit(probe, X32, data.y, train, test, inner[k])),
+                                   ("plain float64", lambda: plain.plain_fit(probe, X64, data.y, train, test, inner[k]))):
+                    start = time.process_time()
+                    run()
+                    total[label] += time.process_time() - start
+    return total
+
+
+def main() -> None:
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from pipeline.cache import open_cache
+    from pipeline.probes.data import load_probe_data
+
+    warnings.simplefilter("ignore")
+    cache = Path(sys.argv[1])
+    with open_cache(cache) as c:
+        data = load_probe_data(c, (), "none", keep_codes=True)
+    folds = list(StratifiedKFold(plain.FOLDS, shuffle=True, random_state=plain.SEED).split(np.zeros(len(data.y)),
+                                                                                         data.y))
+    inner = [list(StratifiedKFold(plain.INNER, shuffle=True, random_state=plain.SEED).split(
+        np.zeros(len(train)), data.y[train])) for train, _ in folds]
+    print(f"{cache.name}: {len(data.y)} rows, {len(data.outputs)} outputs")
+    print(f"score: one row without intervals, {1e3 * score_cost(data, folds):.1f} ms CPU")
+    costs = fit_costs(data, folds, inner)
+    print("fits (2 of 5 folds, every output x probe), CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+    print(subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True).stdout.strip())
+
+
+if __name__ == "__main__":
+    main()
