@@ -72,11 +72,7 @@ class ActivationCache:
 
     def _open_file(self) -> None:
         """Open through HDF5: the checks the record beside the file does not list (all of them with ``recheck``)."""
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except (OSError, RuntimeError) as exc:
-            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
-                             "layerprobe cache") from None
+        self._h5 = self._hdf5(self.path)
         try:
             self._fd = fastread.file_descriptor(self._h5)
             self._trust = trust.Ledger(self.path, self._fd, self._recheck)
@@ -105,19 +101,22 @@ class ActivationCache:
         return self._h5
 
     def _attach(self) -> h5py.File:
-        """HDF5 on the file our descriptor holds (``/proc/self/fd`` where there is one: a file renamed over
-        the path since is not this one), refused unless it still has the identity the record was for."""
-        same = f"/proc/self/fd/{self._fd}"
-        try:
-            handle = h5py.File(same if os.path.exists(same) else self.path, "r")
-        except (OSError, RuntimeError) as exc:
-            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
-                             "layerprobe cache") from None
+        """HDF5 on the file, refused unless it still has the identity the record was for. (Replacing or moving
+        a file changes its ctime too, as unlinking it does: the file this handle opened is then not the one
+        recorded either, whatever the path names now.)"""
+        handle = self._hdf5(self.path)
         fd = fastread.file_descriptor(handle)
         if fd is None or fastread.identity(fd) != self._trust.opened:
             handle.close()
             raise CacheError(f"{self.path} changed since it was opened; open it again")
         return handle
+
+    def _hdf5(self, where) -> h5py.File:
+        try:
+            return h5py.File(where, "r")
+        except (OSError, RuntimeError) as exc:
+            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
+                             "layerprobe cache") from None
 
     def _open_trusted(self) -> bool:
         """Open as the record beside the file allows: what later reads need, no check the file already passed.

@@ -233,7 +233,7 @@ class Ledger:
         self._fd = None
 
     # What the record allows to skip ------------------------------------------------------------------
-    def _current(self) -> bool:
+    def unchanged(self) -> bool:
         """Whether the file still has the identity it had when opened (the record is for that one)."""
         return self._fd is not None and fastread.identity(self._fd) == self.opened
 
@@ -245,18 +245,18 @@ class Ledger:
     @property
     def metadata(self) -> dict | None:
         """What :func:`metadata` kept of the file as it is when its open checks passed (None if not recorded)."""
-        return self._trusted["meta"] if self._current() else None
+        return self._trusted["meta"] if self.unchanged() else None
 
     def has_hash(self, name: str, recorded: str) -> bool:
         entry = self._trusted["arrays"].get(name)
-        return entry is not None and entry["hash"] == recorded and self._current()
+        return entry is not None and entry["hash"] == recorded and self.unchanged()
 
     def layer(self, name: str, recorded: str, dataset) -> bool:
         """Whether layer ``name`` passed its full checks with hash ``recorded`` on this file as it is; if so it is
         handed to :mod:`fastread` with the chunk addresses the record holds, or else (records of before they
         were kept) those the chunk index of ``dataset()`` gives if the record's digest names them."""
         entry = self._trusted["arrays"].get(name)
-        if entry is None or entry["hash"] != recorded or "layout" not in entry or not self._current():
+        if entry is None or entry["hash"] != recorded or "layout" not in entry or not self.unchanged():
             return False
         found = _verified(entry) if "chunks" in entry else self._walk(dataset(), entry)
         if found is None:
