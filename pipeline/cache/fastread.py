@@ -13,14 +13,13 @@ hash. A later whole read of the same layer, through this handle or another one
 opened on the same file in this process, reads the chunks' bytes straight into
 one preallocated array (``os.preadv``, no HDF5 filter pipeline, no hash). The
 reader also writes the record beside the file (``trust.py``), so that a later
-process, after walking the layer's chunk index and finding the recorded chunk
-addresses, reads it the same way.
+process reads it the same way, at the chunk addresses the record keeps.
 
 What is checked when:
 
 - on open: structure, metadata digest, every array's layout and ``active``'s
   hash (``reader.py``), unless the record beside the file says this file, as it
-  is, passed them (``trust.py``);
+  is, passed them (``trust.py``; the open then reads the record, not HDF5);
 - first whole read of a layer: chunk index, fletcher32 of every chunk, the
   content hash, unless this process or the record beside the file says the
   layer passed them on this file as it is;

@@ -32,7 +32,9 @@ class ActivationCache:
 
     Checks a file passed are remembered beside it for later processes while the
     file is unchanged (``trust.py`` says what is checked when); ``recheck=True``
-    ignores that record and checks everything (``verify``).
+    ignores that record and checks everything (``verify``). A cache opened from
+    that record holds the file by a descriptor of its own and opens HDF5 when a
+    call first needs it, on the file as recorded (else an error: it changed).
     """
 
     def __init__(self, path: str | Path, recheck: bool = False):

@@ -14,13 +14,19 @@ change) under the identity the file had: device, inode, size, mtime and ctime
 in nanoseconds. A later handle on a file with that same identity skips what the
 record lists:
 
-- the open checks (string heaps, metadata digest, layouts, ``active``'s hash)
-  when the file's stored metadata digest is the recorded one;
+- the open checks (string heaps, metadata digest, layouts, ``active``'s hash),
+  and with them HDF5 itself: the record's ``meta`` keeps what open reads (the
+  root attributes of :data:`META_ATTRS` as stored, ``active`` as runs), so the
+  reader builds the handle from it and opens HDF5 only when a call needs it
+  (``reader.py``). A record without ``meta`` (written before it existed) opens
+  through HDF5, skipping the checks when the stored metadata digest is the
+  recorded one, and is completed;
 - a row column's content hash when its recorded hash is the one noted;
 - a layer's fletcher32 and content hash when its recorded hash is the one
-  noted and its chunk index (walked again, cheap) gives the same chunk
-  addresses as when it was checked (a digest of them is in the record): the
-  layer is then read straight from its chunks (``fastread.py``).
+  noted: the layer is then read straight from its chunks (``fastread.py``) at
+  the addresses the record keeps (``chunks``, held against the ``layout``
+  digest of them); a record without them has the chunk index walked, which
+  must give the addresses the digest names.
 
 The rule is the one ``fastread.py`` uses in a process: any write to the file
 changes its ctime (a user cannot set ctime), so damage after a check sends the
@@ -41,11 +47,11 @@ recorded layer.
 
 So, per handle: **open** walks the string heaps, checks format, version,
 completion, the metadata digest, every array's layout and ``active``'s hash,
-unless recorded; **first whole read of a layer** checks its chunk index,
-fletcher32 and content hash, unless this process or the record verified it
-(then: its chunk index against the recorded addresses); **first read of a row
-column** its hash, unless recorded; **later whole reads** one ``fstat``;
-**partial reads** fletcher32 and the NaN fill, always.
+unless recorded (then: one ``fstat`` and the record's read, no HDF5); **first
+whole read of a layer** checks its chunk index, fletcher32 and content hash,
+unless this process or the record verified it; **first read of a row column**
+its hash, unless recorded; **later whole reads** one ``fstat``; **partial
+reads** fletcher32 and the NaN fill, always.
 """
 
 from __future__ import annotations
