@@ -81,6 +81,8 @@ VERSION = 1  # raise it when what the reader checks changes: records of the old 
 #: Who checked: a record made by another layerprobe (or for another cache format) is ignored.
 READER = [VERSION, __version__, FORMAT_VERSION]
 MAX_BYTES = 1 << 22  # a record holds a few lines per array; anything larger is not one
+KEPT, MAX_KEPT = 32, 1 << 18  # records kept parsed per process (see _parsed), and the largest kept
+_PARSED: dict[bytes, dict] = {}
 _KEYS = {"format", "reader", "file", "open", "arrays", "sha256"}  # and "meta", absent in records of before it
 #: The root attributes a recorded open reads (``reader.py``), kept in the record's ``meta`` as stored.
 META_ATTRS = ("manifest", "key", "settings_key", "arrays")
@@ -171,19 +173,35 @@ def _entry_ok(entry) -> bool:
         and ("chunks" not in entry or "layout" in entry)
 
 
-def _entries(data, identity: tuple[int, ...]) -> dict | None:
-    """The record's entries if it is well formed, sealed and for ``identity``; None otherwise."""
+def _well_formed(data) -> dict | None:
+    """The record's entries if it is well formed and sealed by this reader (for whichever file); else None."""
     if not isinstance(data, dict) or set(data) - {"meta"} != _KEYS:
         return None
     body = {k: v for k, v in data.items() if k != "sha256"}
     if data["sha256"] != _sealed(body) or data["format"] != FORMAT or data["reader"] != READER \
-            or data["file"] != list(identity):
+            or not isinstance(data["file"], list):
         return None
     opened, arrays, meta = data["open"], data["arrays"], data.get("meta")
     if not (opened is None or isinstance(opened, str)) or not isinstance(arrays, dict) or not _meta_ok(meta) \
             or not all(_entry_ok(entry) for entry in arrays.values()):
         return None
-    return {"open": opened, "arrays": arrays, "meta": meta if opened else None}
+    return {"file": data["file"], "open": opened, "arrays": arrays, "meta": meta if opened else None}
+
+
+def _parsed(raw: bytes) -> dict | None:
+    """:func:`_well_formed` of the record in ``raw``; kept per process by its bytes (the same bytes are the same
+    record), so that opening a cache again parses and unseals nothing. Callers do not change what it gives."""
+    found = _PARSED.get(raw)
+    if found is None:
+        try:
+            found = _well_formed(json.loads(raw))
+        except ValueError:  # not utf-8 or not JSON
+            return None
+        if found is not None and len(raw) <= MAX_KEPT:
+            _PARSED[raw] = found
+            for stale in list(_PARSED)[:-KEPT]:  # the oldest first
+                _PARSED.pop(stale, None)
+    return found
 
 
 def _empty() -> dict:
@@ -191,6 +209,7 @@ def _empty() -> dict:
 
 
 def _load(path: Path, identity: tuple[int, ...], owner: int) -> dict | None:
+    """The entries of the record beside ``path`` if it is one, for the file with ``identity``."""
     try:
         fd = os.open(_record_file(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:  # missing or unreadable
@@ -199,12 +218,14 @@ def _load(path: Path, identity: tuple[int, ...], owner: int) -> dict | None:
         st = os.fstat(fd)
         if st.st_uid not in (owner, os.geteuid()) or st.st_size > MAX_BYTES or not stat.S_ISREG(st.st_mode):
             return None
-        data = json.loads(_read_all(fd, st.st_size))
-    except (OSError, ValueError):  # unreadable, not utf-8 or not JSON
+        found = _parsed(_read_all(fd, st.st_size))
+    except (OSError, ValueError):  # unreadable, or being written
         return None
     finally:
         os.close(fd)
-    return _entries(data, identity)
+    if found is None or found["file"] != list(identity):
+        return None
+    return {"open": found["open"], "arrays": found["arrays"], "meta": found["meta"]}
 
 
 def _read_all(fd: int, size: int) -> bytes:
