@@ -311,26 +311,27 @@ class Ledger:
         """Note that array ``name`` (None: the open checks, ``recorded`` the digest) passed, read from the
         file while it had identity ``stamp``."""
         if name is None:
-            self._pass(stamp, "open", recorded)
+            self._pass(stamp, recorded, "open")
         else:
             entry = {"hash": recorded} if found is None else \
                 {"hash": recorded, "layout": layout_digest(found), "chunks": _chunks(found)}
-            self._pass(stamp, name, entry)
+            self._pass(stamp, entry, "arrays", name)
 
     def note_metadata(self, stamp: tuple[int, ...] | None, meta: dict | None) -> None:
         """Note what a recorded open needs (:func:`metadata`), read while the file had identity ``stamp``,
         after the open checks passed (or were recorded)."""
         if meta is not None:
-            self._pass(stamp, "meta", meta)
+            self._pass(stamp, meta, "meta")
 
-    def _pass(self, stamp: tuple[int, ...] | None, name: str, entry) -> None:
+    def _pass(self, stamp: tuple[int, ...] | None, entry, slot: str, name: str | None = None) -> None:
+        """Note ``entry`` in ``slot`` ("open", "meta", or "arrays" under ``name``) if ``stamp`` is current."""
         if stamp is None or self._fd is None or fastread.identity(self._fd) != stamp:
             return
         if stamp != self._identity:  # the file changed since the last note: those were for another file
             self._passed, self._identity = _empty(), stamp
-        where = self._passed if name in ("open", "meta") else self._passed["arrays"]
-        self._dirty |= where.get(name) != entry
-        where[name] = entry
+        where, key = (self._passed["arrays"], name) if slot == "arrays" else (self._passed, slot)
+        self._dirty |= where.get(key) != entry
+        where[key] = entry
 
     def save(self) -> None:
         """Write what this handle passed into the record beside the file (merged with what is there for the
