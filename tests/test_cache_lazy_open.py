@@ -260,3 +260,19 @@ def test_a_recorded_handle_that_opened_hdf5_reads_the_file_it_opened_after_anoth
 def test_a_missing_cache_is_named_before_any_record_is_looked_for(tmp_path):
     with pytest.raises(CacheError, match="does not exist; create it with `layerprobe extract`"):
         open_cache(tmp_path / "absent.h5")
+
+
+def test_a_process_parses_a_record_once_and_again_when_its_bytes_change(recorded, monkeypatch):
+    path, codes = recorded
+    trust._PARSED.clear()
+    parsed = []
+    well_formed = trust._well_formed
+    monkeypatch.setattr(trust, "_well_formed", lambda data: (parsed.append(1), well_formed(data))[1])
+    for _ in range(3):
+        with open_cache(path) as cache:
+            np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
+    assert len(parsed) == 1
+    _reseal(path, lambda record: record["arrays"].pop("codes/blocks.0/avg"))  # other bytes, still sound
+    with open_cache(path) as cache:
+        np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
+    assert len(parsed) == 2
