@@ -3,7 +3,9 @@
 Writes a synthetic cache with one (rows x width) float32 layer (as pre_logits of
 EfficientNet-Lite0 is: 3,000 x 1,280 by default) and the same array as .npy, waits
 until the file is settled (pipeline/cache/fastread.py), then times in interleaved
-rounds, each the median of --reads calls in this process:
+rounds, each the median of --reads calls in this process after --warmup untimed
+ones (the first calls after another variant pay for the memory that variant left
+the allocator: after the every-check read, 3-4 ms for any 15 MB read):
 
   * np.load of the .npy;
   * first read ever: open + read with every check (string heaps, digest, layouts,
@@ -25,7 +27,7 @@ earlier process beside the cache:
 
 Prints milliseconds and the speed ratio np.load time / cache time (>= 0.8 is the
 issue's target), new processes against np.load in a new process, and the load average.
-Usage: .venv/bin/python bench/read_layer.py [--rows 3000] [--width 1280] [--rounds 5] [--children 5]
+Usage: .venv/bin/python bench/read_layer.py [--rows 3000] [--width 1280] [--rounds 5] [--children 5] [--warmup 3]
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reads", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--children", type=int, default=5)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="read_layer-"))
@@ -118,6 +121,8 @@ def main() -> None:
     loads = []
     for _ in range(args.rounds):
         for name, call in variants.items():
+            for _ in range(args.warmup):
+                call()
             found[name].append(_median_ms(call, args.reads) / 1e3)
             while handles:
                 handles.pop().close()
@@ -130,7 +135,8 @@ def main() -> None:
     checked.close()
     shutil.rmtree(folder)
     print(f"{args.rows} x {args.width} float32 ({values.nbytes / 1e6:.1f} MB), {args.rounds} interleaved rounds, "
-          f"median of {args.reads} reads each in this process, of {args.children} new processes each; "
+          f"median of {args.reads} reads each in this process (after {args.warmup} untimed), of {args.children} new "
+          f"processes each; "
           f"load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
     base, fresh = statistics.median(found["np.load"]), statistics.median(found["np.load, first call in a new process"])
     for name, times in found.items():

@@ -32,12 +32,14 @@ def make_codes(n=120, widths=(8, 24), n_classes=2, seed=0, informative=(1, 4)):
 
 
 def write_cache(path: Path, codes: dict, labels, class_names, groups=None, ids=None, model=None,
-                preprocessing=None, sha256=None) -> Path:
-    """A finished cache at ``path`` holding ``codes`` {(layer, pooling): (n, c)} in the given depth order."""
+                preprocessing=None, sha256=None, active=None) -> Path:
+    """A finished cache at ``path`` holding ``codes`` {(layer, pooling): (n, c)} in the given depth order;
+    ``active`` (a mask) hides rows as a later extraction over fewer images does."""
     n = len(labels)
     ids = ids or [f"img{i:04d}.png" for i in range(n)]
     rows = RowTable(ids=list(ids), labels=[int(v) for v in labels], class_names=list(class_names),
-                    sizes=[1] * n, sha256=list(sha256 or ["0" * 64] * n), groups=None if groups is None else [str(g) for g in groups])
+                    sizes=[1] * n, sha256=list(sha256 or ["0" * 64] * n), groups=None if groups is None else [str(g) for g in groups],
+                    active=None if active is None else [bool(a) for a in active])
     outputs = [OutputSpec(layer, pooling, x.shape[1],
                           {"name": layer, "kind": "stage", "depth": depth, "channels": x.shape[1], "stride": 2 ** depth})
                for depth, ((layer, pooling), x) in enumerate(codes.items())]

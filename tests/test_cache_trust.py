@@ -35,7 +35,7 @@ from pipeline.cache import fastread, integrity, reader
 from pipeline.errors import CacheError
 fastread.SETTLED_NS = int(sys.argv[2])
 seen = {"hashed": [], "heap_walks": 0, "fast_reads": 0}
-check_hash, walk, read = integrity.check_hash, reader.check_global_heaps, fastread.read
+check_hash, walk, read = integrity.check_hash, reader.check_global_heaps, fastread.read_at
 integrity.check_hash = lambda name, *a: (seen["hashed"].append(name), check_hash(name, *a))[1]
 def counted_walk(*a):
     seen["heap_walks"] += 1
@@ -44,7 +44,7 @@ def counted_read(*a):
     found = read(*a)
     seen["fast_reads"] += found is not None
     return found
-reader.check_global_heaps, fastread.read = counted_walk, counted_read
+reader.check_global_heaps, fastread.read_at = counted_walk, counted_read
 try:
     with reader.open_cache(sys.argv[1]) as cache:
         cache.ids

@@ -13,14 +13,13 @@ hash. A later whole read of the same layer, through this handle or another one
 opened on the same file in this process, reads the chunks' bytes straight into
 one preallocated array (``os.preadv``, no HDF5 filter pipeline, no hash). The
 reader also writes the record beside the file (``trust.py``), so that a later
-process, after walking the layer's chunk index and finding the recorded chunk
-addresses, reads it the same way.
+process reads it the same way, at the chunk addresses the record keeps.
 
 What is checked when:
 
 - on open: structure, metadata digest, every array's layout and ``active``'s
   hash (``reader.py``), unless the record beside the file says this file, as it
-  is, passed them (``trust.py``);
+  is, passed them (``trust.py``; the open then reads the record, not HDF5);
 - first whole read of a layer: chunk index, fletcher32 of every chunk, the
   content hash, unless this process or the record beside the file says the
   layer passed them on this file as it is;
@@ -78,10 +77,17 @@ def file_descriptor(obj: h5py.File | h5py.Dataset) -> int | None:
     return int(obj.file.id.get_vfd_handle())
 
 
-def stamp(obj: h5py.File | h5py.Dataset) -> tuple[int, ...] | None:
-    """The file's identity now, taken before a check reads it; None when the file changed less than
-    :data:`SETTLED_NS` ago (or has no descriptor): a check of it is then not remembered."""
-    fd = file_descriptor(obj)
+def open_descriptor(path) -> int | None:
+    """A read-only descriptor of ``path`` of our own (a cache opened from its record, ``reader.py``); None where
+    reads by descriptor are not available."""
+    if not hasattr(os, "preadv"):
+        return None
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+def stamp(fd: int | None) -> tuple[int, ...] | None:
+    """The identity of the file open as ``fd`` now, taken before a check reads it; None when the file changed
+    less than :data:`SETTLED_NS` ago (or there is no descriptor): a check of it is then not remembered."""
     if fd is None:
         return None
     key = identity(fd)
@@ -115,14 +121,15 @@ def remember(ds: h5py.Dataset, recorded_hash: str, before: tuple[int, ...] | Non
         return None
     found = layout(ds)
     if found is not None:
-        adopt(ds, recorded_hash, before, found)
+        adopt(ds.name, recorded_hash, before, found)
     return found
 
 
-def adopt(ds: h5py.Dataset, recorded_hash: str, key: tuple[int, ...], found: Verified) -> None:
-    """Remember ``found`` as the verified chunks of ``ds`` in the file with identity ``key``."""
+def adopt(name: str, recorded_hash: str, key: tuple[int, ...], found: Verified) -> None:
+    """Remember ``found`` as the verified chunks of dataset ``name`` (``/``-rooted, as ``Dataset.name``) in the
+    file with identity ``key``."""
     with _lock:
-        _records[(key, ds.name, recorded_hash)] = found
+        _records[(key, name, recorded_hash)] = found
         while len(_records) > MAX_RECORDS:
             _records.popitem(last=False)
 
@@ -130,15 +137,24 @@ def adopt(ds: h5py.Dataset, recorded_hash: str, key: tuple[int, ...], found: Ver
 def read(ds: h5py.Dataset, recorded_hash: str) -> np.ndarray | None:
     """The whole dataset from its chunks' bytes if it was verified (see :func:`adopt`) and the file is unchanged."""
     fd = file_descriptor(ds)
-    if fd is None:
-        return None
+    return None if fd is None else read_at(fd, ds.name, ds.shape, recorded_hash)
+
+
+def read_at(fd: int, name: str, shape: tuple[int, ...], recorded_hash: str) -> np.ndarray | None:
+    """Dataset ``name`` (shape ``shape``) of the file open as ``fd``, from its chunks' bytes, if it was verified
+    in the file as it is now (see :func:`adopt`); else None."""
     with _lock:
-        found = _records.get((identity(fd), ds.name, recorded_hash))
-    if found is None:
+        found = _records.get((identity(fd), name, recorded_hash))
+    if found is None or len(shape) != 2 or found.row_bytes != shape[1] * 4 \
+            or len(found.offsets) != -(-shape[0] // found.chunk_rows):
         return None
-    n, width = ds.shape
+    n, width = shape
     out = np.empty((n, width), dtype="<f4")
-    flat = memoryview(out.reshape(-1).view(np.uint8))
+    return out if _fill(fd, memoryview(out.reshape(-1).view(np.uint8)), found) else None
+
+
+def _fill(fd: int, flat: memoryview, found: Verified) -> bool:
+    """Read the chunks at ``found.offsets`` into ``flat`` (their checksums aside); False when the file is shorter."""
     chunk_bytes = found.chunk_rows * found.row_bytes
     checksum = bytearray(_FLETCHER32)
     tail = bytearray(chunk_bytes)  # the last chunk is stored full size; only its first rows are ours
@@ -153,19 +169,14 @@ def read(ds: h5py.Dataset, recorded_hash: str) -> np.ndarray | None:
             buffers = []
             for k in range(first + start, first + end):
                 lo = k * chunk_bytes
-                hi = lo + chunk_bytes
-                if hi <= len(flat):
-                    buffers += [flat[lo:hi], checksum]
-                else:
-                    buffers += [memoryview(tail), checksum]
-            want = (end - start) * (chunk_bytes + _FLETCHER32)
-            if os.preadv(fd, buffers, batch[start]) != want:
-                return None  # shorter than the verified file: let the full checks say what is wrong
+                buffers += [flat[lo:lo + chunk_bytes] if lo + chunk_bytes <= len(flat) else memoryview(tail), checksum]
+            if os.preadv(fd, buffers, batch[start]) != (end - start) * (chunk_bytes + _FLETCHER32):
+                return False  # shorter than the verified file: let the full checks say what is wrong
             start = end
     last = (len(found.offsets) - 1) * chunk_bytes
     if last + chunk_bytes > len(flat):
         flat[last:] = memoryview(tail)[: len(flat) - last]
-    return out
+    return True
 
 
 def forget() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import weakref
 from pathlib import Path
 
 import h5py
@@ -30,33 +32,93 @@ class ActivationCache:
 
     Checks a file passed are remembered beside it for later processes while the
     file is unchanged (``trust.py`` says what is checked when); ``recheck=True``
-    ignores that record and checks everything (``verify``).
+    ignores that record and checks everything (``verify``). A cache opened from
+    that record holds the file by a descriptor of its own and opens HDF5 when a
+    call first needs it, on the file as recorded (else an error: it changed).
     """
 
     def __init__(self, path: str | Path, recheck: bool = False):
         self.path = Path(path)
         self._recheck = recheck
-        require_cache(self.path)
+        self._h5: h5py.File | None = None
+        self._fd: int | None = None  # the descriptor records and fast reads use (HDF5's, or ours when lazy)
+        self._own_fd: weakref.finalize | None = None
+        self._closed = False
+        if recheck or not self._open_recorded():
+            require_cache(self.path)
+            self._open_file()
+
+    def _open_recorded(self) -> bool:
+        """Open without HDF5 from what the record beside the file kept of it as it is (``trust.py``), the
+        file held open by a descriptor of our own; HDF5 opens it when something needs it (:attr:`_file`).
+        False, nothing kept open, when there is no such record."""
         try:
-            self._file = h5py.File(self.path, "r")
-        except (OSError, RuntimeError) as exc:
-            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
-                             "layerprobe cache") from None
+            fd = fastread.open_descriptor(self.path)
+        except OSError:
+            return False  # the full open says what is wrong
+        if fd is None:
+            return False
+        ledger = trust.Ledger(self.path, fd, False)
         try:
-            self._trust = trust.Ledger(self.path, self._file, recheck)
+            meta = ledger.metadata
+            if meta is None:
+                raise KeyError("meta")
+            self._trust = ledger
+            self._set_metadata(meta["attrs"], recorded=True)
+            self._set_runs(meta)
+        except (CacheError, KeyError, ValueError, TypeError):  # no record of it, or one of another shape
+            os.close(fd)
+            return False
+        self._fd, self._own_fd = fd, weakref.finalize(self, os.close, fd)
+        return True
+
+    def _open_file(self) -> None:
+        """Open through HDF5: the checks the record beside the file does not list (all of them with ``recheck``)."""
+        self._h5 = self._hdf5(self.path)
+        try:
+            self._fd = fastread.file_descriptor(self._h5)
+            self._trust = trust.Ledger(self.path, self._fd, self._recheck)
+            before = self._trust.stamp()
             if not (self._trust.open_digest and self._open_trusted()):
-                before = self._trust.stamp()
                 check_global_heaps(self.path, chunk_span(self._file))  # before any string is read: HDF5 may loop
                 self._open_checks()
                 self._trust.note(before, None, str(self._file.attrs["digest"]))
+            self._trust.note_metadata(before, trust.metadata(self._file.attrs, self._active))
         except CacheError as exc:
-            self._file.close()
+            self._h5.close()
             if str(exc).startswith(str(self.path)):
                 raise
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            self._file.close()
+            self._h5.close()
             raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+
+    @property
+    def _file(self) -> h5py.File:
+        """The HDF5 file; opened now if the cache was opened from its record, and the same file as then."""
+        if self._h5 is None:
+            if self._closed:
+                raise CacheError(f"{self.path} was closed; open it again to read it")
+            self._h5 = self._attach()
+        return self._h5
+
+    def _attach(self) -> h5py.File:
+        """HDF5 on the file, refused unless it still has the identity the record was for. (Replacing or moving
+        a file changes its ctime too, as unlinking it does: the file this handle opened is then not the one
+        recorded either, whatever the path names now.)"""
+        handle = self._hdf5(self.path)
+        fd = fastread.file_descriptor(handle)
+        if fd is None or fastread.identity(fd) != self._trust.opened:
+            handle.close()
+            raise CacheError(f"{self.path} changed since it was opened; open it again")
+        return handle
+
+    def _hdf5(self, where) -> h5py.File:
+        try:
+            return h5py.File(where, "r")
+        except (OSError, RuntimeError) as exc:
+            raise CacheError(f"{self.path} is not a readable HDF5 file ({exc}): it is truncated, damaged or not a "
+                             "layerprobe cache") from None
 
     def _open_trusted(self) -> bool:
         """Open as the record beside the file allows: what later reads need, no check the file already passed.
@@ -87,18 +149,39 @@ class ActivationCache:
             raise CacheError(f"{self.path} was never finished; run the extract command again to complete it")
 
     def _load_metadata(self) -> None:
-        attrs = self._file.attrs
+        self._set_metadata(self._file.attrs, recorded=False)
+        self._set_rows(self._whole("active"))
+
+    def _set_metadata(self, attrs, recorded: bool) -> None:
+        """What open reads from the root attributes (``trust.META_ATTRS``). The manifest is typed (and so
+        checked) now when read from the file, on first use when ``recorded`` (it passed when recorded)."""
         self.manifest: dict = json.loads(attrs["manifest"])
-        self.provenance: CacheManifest = CacheManifest.from_dict(self.manifest)
+        self._provenance = None if recorded else CacheManifest.from_dict(self.manifest)
+        self._outputs = tuple(self.manifest["outputs"])
         self.key: str = str(attrs["key"])
         self.settings_key: str = str(attrs["settings_key"])
         self._arrays: dict | None = integrity.load(attrs)
         self._indexed: set[str] = set()  # datasets whose chunk index was checked
         self._hashed: set[str] = set()  # row columns whose content hash was checked
-        active = self._whole("active")
+
+    @property
+    def provenance(self) -> CacheManifest:
+        """The manifest, typed."""
+        if self._provenance is None:
+            self._provenance = CacheManifest.from_dict(self.manifest)
+        return self._provenance
+
+    def _set_rows(self, active: np.ndarray) -> None:
+        self._active = active
         self._rows = None if active.all() else np.flatnonzero(active)
         self.n_rows: int = int(active.sum())
         self.n_stored: int = len(active)
+
+    def _set_runs(self, meta: dict) -> None:
+        """The active rows as the record keeps them (``trust.metadata``); numpy only when some are inactive."""
+        self.n_stored = meta["rows"]
+        self.n_rows = trust.active_count(meta)
+        self._rows = None if self.n_rows == self.n_stored else np.flatnonzero(trust.active_rows(meta))
 
     @property
     def has_hashes(self) -> bool:
@@ -298,7 +381,7 @@ class ActivationCache:
     @property
     def outputs(self) -> list[tuple[str, str]]:
         """Every stored (layer, pooling), in depth order, poolings in the order asked for."""
-        return [tuple(name.rsplit("/", 1)) for name in self.provenance.outputs]
+        return [tuple(name.rsplit("/", 1)) for name in self._outputs]
 
     def output_info(self, layer: str, pooling: str | None = None) -> dict:
         ds = self._dataset(layer, pooling)
@@ -315,18 +398,13 @@ class ActivationCache:
 
     def stored_codes(self, layer: str, pooling: str | None = None, rows: slice | None = None) -> np.ndarray:
         """Codes of every stored row, active or not; ``rows`` reads one contiguous slice of them."""
-        ds = self._dataset(layer, pooling, index=False)
-        name = ds.name.lstrip("/")
+        name = self._output_path(layer, pooling)
         recorded = None if self._arrays is None else self._arrays["arrays"][name]["hash"]
-        try:
-            if rows is None and recorded is not None and not self._recheck:  # verified before: fastread.py
-                values = fastread.read(ds, recorded)
-                if values is None and self._trust.layer(ds, recorded):  # walks the chunk index itself
-                    values = fastread.read(ds, recorded)
-                if values is not None:
-                    return values
-        except OSError as exc:
-            raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
+        if rows is None and recorded is not None and not self._recheck:  # verified before: fastread.py
+            values = self._read_verified(name, recorded)
+            if values is not None:
+                return values
+        ds = self._output(name)
         self._index(name, ds)
         try:
             before = self._trust.stamp()
@@ -343,8 +421,21 @@ class ActivationCache:
         except (OSError, RuntimeError, ValueError, CacheError) as exc:
             raise CacheError(f"{self.path}: reading {ds.name} failed, the file " + _DAMAGED.format(exc)) from None
 
-    def _dataset(self, layer: str, pooling: str | None, index: bool = True) -> h5py.Dataset:
-        """One output's dataset; with ``index`` its chunk index checked (once per handle)."""
+    def _read_verified(self, name: str, recorded: str) -> np.ndarray | None:
+        """Layer ``name`` from its chunks' bytes if this process or the record verified it (else None)."""
+        if self._fd is None:
+            return None
+        shape = tuple(self._arrays["arrays"][name]["shape"])  # the dataset's: its layout was checked on open
+        try:
+            values = fastread.read_at(self._fd, "/" + name, shape, recorded)
+            if values is None and self._trust.layer(name, recorded, lambda: self._output(name)):
+                values = fastread.read_at(self._fd, "/" + name, shape, recorded)
+        except OSError as exc:
+            raise CacheError(f"{self.path}: reading /{name} failed, the file " + _DAMAGED.format(exc)) from None
+        return values
+
+    def _output_path(self, layer: str, pooling: str | None) -> str:
+        """The dataset path of one stored output, or an error naming what is stored."""
         if pooling is None and "/" in layer:
             layer, pooling = layer.rsplit("/", 1)
         stored = [f"{l}/{p}" for l, p in self.outputs]
@@ -357,16 +448,23 @@ class ActivationCache:
             pooling = poolings[0]
         if pooling not in poolings:
             raise CacheError(f"layer {layer!r} has no pooling {pooling!r} in {self.path.name}; it has {poolings}")
-        path = codes_path(layer, pooling)
-        try:
-            ds = self._file[path]
-        except KeyError:
-            raise CacheError(f"{self.path} " + _DAMAGED.format(f"{layer}/{pooling} is missing")) from None
-        except (OSError, RuntimeError, ValueError, TypeError) as exc:
-            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
+        return codes_path(layer, pooling)
+
+    def _dataset(self, layer: str, pooling: str | None, index: bool = True) -> h5py.Dataset:
+        """One output's dataset; with ``index`` its chunk index checked (once per handle)."""
+        path = self._output_path(layer, pooling)
+        ds = self._output(path)
         if index:
             self._index(path, ds)
         return ds
+
+    def _output(self, path: str) -> h5py.Dataset:
+        try:
+            return self._file[path]
+        except KeyError:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(f"{path.split('/', 1)[1]} is missing")) from None
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise CacheError(f"{self.path} " + _DAMAGED.format(exc)) from None
 
     def _index(self, path: str, ds: h5py.Dataset) -> None:
         if path in self._indexed:
@@ -379,9 +477,17 @@ class ActivationCache:
 
     def close(self) -> None:
         """Close the file, after writing what this handle checked into the record beside it (``trust.py``)."""
-        if self._file.id.valid:
+        if self._closed:
+            return
+        self._closed = True
+        if self._h5 is None or self._h5.id.valid:
             self._trust.save()
-            self._file.close()
+        self._trust.detach()
+        self._fd = None
+        if self._h5 is not None:
+            self._h5.close()
+        if self._own_fd is not None:
+            self._own_fd()
 
     def __enter__(self):
         return self
