@@ -44,13 +44,30 @@ def test_the_lookup_gives_timms_tensor_bit_for_bit(norm, crop_mode):
     fast = Preprocessing(**settings).transform()
     timms = create_transform(**settings, is_training=False)
     assert isinstance(fast.transforms[-1], NormalisedTensor)
+    looked_up = Compose([*fast.transforms[:-1], fast.transforms[-1].lookup])  # what a decoding thread gets
     for image in _images():
-        ours, theirs = _outcome(fast, image), _outcome(timms, image)
-        if isinstance(theirs, torch.Tensor):
-            assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype
-            assert torch.equal(ours, theirs), (norm, crop_mode, image.mode, image.size)
-        else:  # e.g. a grey image against three means: the same error either way
-            assert ours is theirs
+        theirs = _outcome(timms, image)
+        for ours in (_outcome(fast, image), _outcome(looked_up, image)):
+            if isinstance(theirs, torch.Tensor):
+                assert isinstance(ours, torch.Tensor) and ours.dtype == theirs.dtype
+                assert torch.equal(ours, theirs), (norm, crop_mode, image.mode, image.size)
+            else:  # e.g. a grey image against three means: the same error either way
+                assert ours is theirs
+
+
+def test_the_main_thread_keeps_torchs_steps_and_a_decoding_thread_looks_up():
+    import threading
+
+    step = NormalisedTensor(MaybeToTensor(), Normalize(*NORMS["imagenet"]))
+    image = next(_images())
+    here = step(image)
+    there = []
+    worker = threading.Thread(target=lambda: there.append(step(image)))
+    worker.start()
+    worker.join()
+    assert torch.equal(here, there[0])
+    assert here.is_contiguous()  # torch's ToTensor: channels first
+    assert there[0].permute(1, 2, 0).is_contiguous()  # the lookup: stored channels last
 
 
 def test_every_table_entry_is_what_torch_computes_per_pixel():
@@ -62,7 +79,7 @@ def test_every_table_entry_is_what_torch_computes_per_pixel():
 
 
 def test_inputs_that_are_not_8_bit_take_torchs_own_steps():
-    step = NormalisedTensor(MaybeToTensor(), Normalize((0.5,), (0.25,)))
+    step = NormalisedTensor(MaybeToTensor(), Normalize((0.5,), (0.25,))).lookup
     floats = Image.fromarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), mode="F")
     sixteen = Image.fromarray(np.arange(12, dtype=np.uint16).reshape(3, 4) * 4000)
     tensor = torch.rand(1, 3, 4)
