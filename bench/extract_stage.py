@@ -8,8 +8,9 @@ so that load from other work on a shared machine hits all of them alike:
   before      the check pass decodes every image fully; glibc's default allocator settings;
               torch's ToTensor + Normalize at the end of preprocessing
   allocator   only the allocator change (pipeline/activations/allocator.py)
-  now         the current code: allocator change, the cheap JPEG check (decode once) and the
-              table lookup that ends preprocessing (pipeline/model/to_tensor.py)
+  now         the current code: allocator change, the cheap JPEG check (decode once), and, where
+              a decoding thread preprocesses, the table lookup that ends preprocessing
+              (pipeline/model/to_tensor.py)
 
 A variant may carry its own batch size, ``now@16``; the others use ``--batch-size``.
 
