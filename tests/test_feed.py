@@ -72,6 +72,19 @@ def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute():
     assert ms[INLINE] == pytest.approx(20, rel=0.3) and ms[THREAD] == pytest.approx(13.3, rel=0.3)
 
 
+def test_auto_keeps_the_thread_unless_another_mode_is_clearly_faster():
+    from pipeline.activations.feed import MARGIN, FeedChoice, decide
+
+    modes = [FeedChoice(INLINE), FeedChoice(THREAD), FeedChoice(PROCESSES, 4)]
+    chosen = lambda inline, thread, processes: decide(modes, {INLINE: inline, THREAD: thread,  # noqa: E731
+                                                              PROCESSES: processes}).mode
+    assert chosen(13.2, 13.3, 20.0) == THREAD  # a tie a 13-batch trial cannot resolve: the thread
+    assert chosen(13.3 * (1 - MARGIN) + 0.01, 13.3, 20.0) == THREAD
+    assert chosen(13.3 * (1 - MARGIN) - 0.01, 13.3, 20.0) == INLINE  # clearly faster in line
+    assert chosen(13.0, 12.0, 9.0) == PROCESSES
+    assert chosen(13.0, 12.0, 11.9) == THREAD
+
+
 def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure():
     feeder = Feeder("auto", CPU, 4)  # the default trial needs 13 batches with two modes
     assert _rows_of(feeder, Rows(48)) == list(range(48))
