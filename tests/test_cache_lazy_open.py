@@ -228,21 +228,32 @@ def _replace(path: Path) -> dict:
     return codes
 
 
-@pytest.mark.parametrize("change", [_flip, _replace], ids=["written", "replaced"])
-def test_a_recorded_handle_whose_file_changed_before_it_needed_hdf5_refuses_to_read(recorded, change):
-    """Unlinking a file changes its ctime too: the file this handle holds is no longer the recorded one
-    (a handle that had opened HDF5 would read on with every check; this one has only the record)."""
+def test_a_recorded_handle_whose_file_was_written_before_it_needed_hdf5_refuses_to_read(recorded):
     path, codes = recorded
     with open_cache(path) as cache:
         np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
-        new_codes = change(path)
+        _flip(path)
         for read in (lambda: cache.ids, lambda: cache.codes("pre_logits"), lambda: cache.codes("blocks.0")):
             with pytest.raises(CacheError, match="changed since it was opened; open it again"):
                 read()
-    if new_codes is not None:
-        with open_cache(path) as cache:
-            assert cache.ids[0] == "s1-0000.png"
-            np.testing.assert_array_equal(cache.codes("pre_logits"), new_codes[("pre_logits", "none")])
+
+
+def test_a_recorded_handle_reads_on_the_file_it_opened_after_another_is_renamed_over_it(recorded, counted, opens):
+    """As a notebook does: a handle open while `duplicates` stores its column (a new file renamed over the
+    path). Unlinking changed the opened file's ctime only; the handle reads it on, every read checked."""
+    path, codes = recorded
+    with open_cache(path) as cache:
+        np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
+        new_codes = _replace(path)
+        counted.clear()
+        assert cache.ids[0] == "s0-0000.png" and cache.labels.shape == (N,)
+        np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
+        np.testing.assert_array_equal(cache.codes("blocks.0"), codes[("blocks.0", "avg")])
+        assert not opens[-1].endswith("c.h5")  # through the descriptor it holds: the path names the new file
+        assert LAYER in counted  # checked again: the record was for the file while it was linked
+    with open_cache(path) as cache:  # the path names the new file
+        assert cache.ids[0] == "s1-0000.png"
+        np.testing.assert_array_equal(cache.codes("pre_logits"), new_codes[("pre_logits", "none")])
 
 
 def test_a_recorded_handle_that_opened_hdf5_reads_the_file_it_opened_after_another_is_renamed_over_it(

@@ -34,7 +34,9 @@ class ActivationCache:
     file is unchanged (``trust.py`` says what is checked when); ``recheck=True``
     ignores that record and checks everything (``verify``). A cache opened from
     that record holds the file by a descriptor of its own and opens HDF5 when a
-    call first needs it, on the file as recorded (else an error: it changed).
+    call first needs it, on the file it opened: by its path while that is the
+    recorded file, through the descriptor when another file was renamed over the
+    path (reads then checked in full); a file written in place is an error.
     """
 
     def __init__(self, path: str | Path, recheck: bool = False):
@@ -44,6 +46,7 @@ class ActivationCache:
         self._fd: int | None = None  # the descriptor records and fast reads use (HDF5's, or ours when lazy)
         self._own_fd: weakref.finalize | None = None
         self._closed = False
+        self._held = None  # the file as a Python file object, when HDF5 reads it so (see _attach)
         if recheck or not self._open_recorded():
             require_cache(self.path)
             self._open_file()
@@ -103,15 +106,27 @@ class ActivationCache:
         return self._h5
 
     def _attach(self) -> h5py.File:
-        """HDF5 on the file, refused unless it still has the identity the record was for. (Replacing or moving
-        a file changes its ctime too, as unlinking it does: the file this handle opened is then not the one
-        recorded either, whatever the path names now.)"""
-        handle = self._hdf5(self.path)
-        fd = fastread.file_descriptor(handle)
-        if fd is None or fastread.identity(fd) != self._trust.opened:
+        """HDF5 on the file this handle opened. By its path while that is still the recorded file. When another
+        file was renamed over the path since (an extraction, a merge or a stored column publishes that way),
+        the opened file lives on, unlinked and unchanged but for its ctime: HDF5 opens it through the
+        descriptor this handle holds and every later read is checked in full (the record was for the file as
+        linked), so the handle reads on the file it opened, as one that had opened HDF5 at once does. A file
+        written in place, or moved, is refused."""
+        if self._trust.unchanged():
+            handle = self._hdf5(self.path)
+            fd = fastread.file_descriptor(handle)
+            if fd is not None and fastread.identity(fd) == self._trust.opened:
+                return handle
             handle.close()
-            raise CacheError(f"{self.path} changed since it was opened; open it again")
-        return handle
+        elif self._replaced_intact():
+            self._held = os.fdopen(os.dup(self._fd), "rb")  # HDF5 reads it as a Python file (no path left)
+            return self._hdf5(self._held)
+        raise CacheError(f"{self.path} changed since it was opened; open it again")
+
+    def _replaced_intact(self) -> bool:
+        """Whether the file this handle holds was unlinked (renamed over) with its bytes as recorded."""
+        st = os.fstat(self._fd)
+        return st.st_nlink == 0 and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == tuple(self._trust.opened[:4])
 
     def _hdf5(self, where) -> h5py.File:
         try:
@@ -486,6 +501,8 @@ class ActivationCache:
         self._fd = None
         if self._h5 is not None:
             self._h5.close()
+        if self._held is not None:
+            self._held.close()
         if self._own_fd is not None:
             self._own_fd()
 
