@@ -68,8 +68,10 @@ def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute():
     assert record["trial_batches"] == 7  # 2x apart after one round (1.25x is decisive): the second is not run
     ms = record["ms_per_image"]
     assert set(ms) == {INLINE, THREAD}
-    # in line 3 x 40 ms a batch; the thread 20 ms to decode the first batch, then 3 x 20 ms: 80 ms for 6 rows
-    assert ms[INLINE] == pytest.approx(20, rel=0.3) and ms[THREAD] == pytest.approx(13.3, rel=0.3)
+    # in line 3 x 40 ms a batch; the thread 20 ms to decode the first batch, then 3 x 20 ms: 80 ms for 6 rows.
+    # Sleeps are never shorter than asked, so these are lower bounds; a loaded machine only adds to them.
+    assert ms[INLINE] >= 20 * 0.95 and ms[THREAD] >= 13.3 * 0.95
+    assert ms[THREAD] * 1.25 <= ms[INLINE]  # what made the first round decisive
 
 
 def test_auto_keeps_the_thread_unless_another_mode_is_clearly_faster():
