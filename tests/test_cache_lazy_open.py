@@ -287,3 +287,18 @@ def test_a_process_parses_a_record_once_and_again_when_its_bytes_change(recorded
     with open_cache(path) as cache:
         np.testing.assert_array_equal(cache.codes("pre_logits"), codes[("pre_logits", "none")])
     assert len(parsed) == 2
+
+
+def test_a_handle_on_a_file_since_replaced_leaves_the_new_files_record_alone(tmp_path, settled):
+    path, codes = _write(tmp_path)
+    old = open_cache(path)
+    assert old.ids[0] == "s0-0000.png"  # HDF5 open on the first file
+    new_codes = _replace(path)
+    time.sleep(2 * SETTLED_NS / 1e9)  # both files settled (the unlink changed the first one's ctime)
+    _record(path)  # the new file's record, by another handle
+    kept = trust.record_path(path).read_bytes()
+    np.testing.assert_array_equal(old.codes("pre_logits"), codes[("pre_logits", "none")])  # checked, noted
+    old.close()  # what it checked was for the file renamed away: not written over the new file's record
+    assert trust.record_path(path).read_bytes() == kept
+    with open_cache(path) as cache:
+        np.testing.assert_array_equal(cache.codes("pre_logits"), new_codes[("pre_logits", "none")])

@@ -208,6 +208,15 @@ def _empty() -> dict:
     return {"open": None, "arrays": {}, "meta": None}
 
 
+def _names(path: Path, identity: tuple[int, ...]) -> bool:
+    """Whether ``path`` still names the file whose identity (``fastread.identity``) this is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == tuple(identity)
+
+
 def _load(path: Path, identity: tuple[int, ...], owner: int) -> dict | None:
     """The entries of the record beside ``path`` if it is one, for the file with ``identity``."""
     try:
@@ -339,6 +348,8 @@ class Ledger:
         if not self._dirty:
             return
         self._dirty = False
+        if not _names(self.path, self._identity):
+            return  # another file was renamed over the path since: the record there is that file's
         there = _load(self.path, self._identity, self._owner) or _empty()
         if self._passed["open"] in (None, there["open"]) and self._passed["meta"] in (None, there["meta"]) and \
                 all(there["arrays"].get(name) == entry for name, entry in self._passed["arrays"].items()):
