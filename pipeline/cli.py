@@ -155,18 +155,19 @@ class _Workers(click.ParamType):
     name = "auto|thread|N"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or value in ("auto", "thread"):
-            return value
-        if not str(value).strip().isdigit():
+        from .activations.config import check_workers  # torch-free
+
+        try:
+            return check_workers(value.strip() if isinstance(value, str) else value)
+        except PipelineError:
             self.fail(f"{value!r} is none of auto, thread or a number of decoding processes (0, 1, 2, ...)", param, ctx)
-        return int(value)
 
 
 _WORKERS_HELP = (
     "How images are decoded while the model runs. auto (default): the first batches are decoded in turn in line, "
     "with one decode-ahead thread (and, on a CPU of more than 4 cores, with decoding processes), each run of 3 "
-    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on (in line unless another is "
-    "3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the figures go into the "
+    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on (the thread unless "
+    "another is 3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the figures go into the "
     "cache manifest (runtime.decoding). thread: one decode-ahead thread; 0: decode in line between batches; "
     "N: N decoding processes.")
 

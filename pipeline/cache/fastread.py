@@ -66,7 +66,12 @@ class Verified:
 
 
 def identity(fd: int) -> tuple[int, ...]:
-    st = os.fstat(fd)
+    """The identity of the file open as ``fd`` (see :func:`identity_of`)."""
+    return identity_of(os.fstat(fd))
+
+
+def identity_of(st: os.stat_result) -> tuple[int, ...]:
+    """A file's identity: device, inode, size, mtime and ctime in ns (any write changes the ctime)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

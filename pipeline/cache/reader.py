@@ -125,8 +125,8 @@ class ActivationCache:
 
     def _replaced_intact(self) -> bool:
         """Whether the file this handle holds was unlinked (renamed over) with its bytes as recorded."""
-        st = os.fstat(self._fd)
-        return st.st_nlink == 0 and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == tuple(self._trust.opened[:4])
+        st = os.fstat(self._fd)  # all but the ctime, which the unlink changed
+        return st.st_nlink == 0 and fastread.identity_of(st)[:4] == tuple(self._trust.opened[:4])
 
     def _hdf5(self, where) -> h5py.File:
         try:

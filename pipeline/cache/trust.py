@@ -74,8 +74,8 @@ from .format import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-#: The folder beside a cache that holds layerprobe's records (the warm-run records live there too).
-FOLDER = ".layerprobe"  # records beside a cache: these checks, and warm re-runs (activations/warm.py)
+#: The folder beside a cache that holds layerprobe's records: these checks, and warm re-runs (activations/warm.py).
+FOLDER = ".layerprobe"
 FORMAT = "layerprobe-checked"
 VERSION = 1  # raise it when what the reader checks changes: records of the old checks are then ignored
 #: Who checked: a record made by another layerprobe (or for another cache format) is ignored.
@@ -211,10 +211,9 @@ def _empty() -> dict:
 def _names(path: Path, identity: tuple[int, ...]) -> bool:
     """Whether ``path`` still names the file whose identity (``fastread.identity``) this is."""
     try:
-        st = os.stat(path)
+        return fastread.identity_of(os.stat(path)) == tuple(identity)
     except OSError:
         return False
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == tuple(identity)
 
 
 def _load(path: Path, identity: tuple[int, ...], owner: int) -> dict | None:
