@@ -12,7 +12,9 @@ so that load from other work on a shared machine hits all of them alike:
               a decoding thread preprocesses, the table lookup that ends preprocessing
               (pipeline/model/to_tensor.py)
 
-A variant may carry its own batch size, ``now@16``; the others use ``--batch-size``.
+A variant may carry its own batch size and ``--workers``, ``NAME[@BATCH][:WORKERS]`` (``now@16``,
+``now:thread``, ``now:0``); the others use ``--batch-size`` and ``auto``. The children inherit the
+environment, so e.g. ``OMP_WAIT_POLICY=PASSIVE python bench/extract_stage.py ...`` runs every variant so.
 
 Printed per variant: median wall time of the child process, img/s, its ratio
 to `before`, the same for the stage alone (`extract()` returning, without
@@ -42,7 +44,7 @@ from children import run_json_child
 VARIANTS = ("before", "allocator", "now")
 
 
-def child(variant: str, images: int, batch_size: int, out: str) -> None:
+def child(variant: str, images: int, batch_size: int, out: str, workers: str = "auto") -> None:
     """Run one extraction in this process, patched to ``variant``; print a JSON line of timings."""
     import importlib
 
@@ -70,15 +72,17 @@ def child(variant: str, images: int, batch_size: int, out: str) -> None:
 
     stage._check_images = timed_check
     subset = stratified_subset(bundled("br35h"), images, seed=0)
-    result = extract(subset, ExtractConfig(batch_size=batch_size), out=out, progress=False)
+    result = extract(subset, ExtractConfig(batch_size=batch_size, workers=workers), out=out, progress=False)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, all threads; ru_maxrss in KiB
     print(json.dumps({"seconds": result.seconds, "rows": result.rows, "check_s": sum(checking),
                       "minflt": usage.ru_minflt, "stime": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_gb": usage.ru_maxrss / 2**20}))
 
 
 def run_child(variant: str, args, out: Path) -> dict:
-    name, _, batch = variant.partition("@")
-    return run_json_child(__file__, ["--child", name, "--images", str(args.images), "--batch-size",
+    rest, _, workers = variant.partition(":")
+    name, _, batch = rest.partition("@")
+    return run_json_child(__file__, ["--child", name, "--workers", workers or "auto", "--images", str(args.images),
+                                     "--batch-size",
                                      batch or str(args.batch_size), "--out", str(out)], variant)
 
 
@@ -90,10 +94,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="120 images, 1 round")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, each NAME or NAME@BATCH")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.images, args.batch_size, args.out)
+        return child(args.child, args.images, args.batch_size, args.out, args.workers)
     if args.quick:
         args.images, args.rounds = 120, 1
 
@@ -101,14 +106,14 @@ def main() -> None:
           f"batch {args.batch_size}, {os.cpu_count()} CPUs, {args.rounds} interleaved round(s), load "
           f"{os.getloadavg()[0]:.2f}")
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v.partition("@")[0] not in VARIANTS]
+    unknown = [v for v in variants if v.partition(":")[0].partition("@")[0] not in VARIANTS]
     if unknown or "before" not in variants:
         parser.error(f"variants must include 'before' and be among {VARIANTS} (NAME or NAME@BATCH); got {unknown}")
     results = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
             for variant in variants:
-                out = Path(tmp) / f"{variant.replace('@', '-')}{round_no}.h5"
+                out = Path(tmp) / f"{variant.replace('@', '-').replace(':', '-')}{round_no}.h5"
                 results[variant].append(run_child(variant, args, out))
                 out.unlink(missing_ok=True)
     base = statistics.median(r["wall"] for r in results["before"])

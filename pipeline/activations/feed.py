@@ -43,8 +43,9 @@ INLINE, THREAD, PROCESSES = "in line", "thread", "processes"
 #: Batches the decode-ahead thread may hold ready.
 DEPTH = 2
 #: What ``auto`` keeps unless another mode measures at least MARGIN faster. The thread: with its table
-#: lookup (pipeline/model/to_tensor.py) whole runs of 1,200 images were 2-6% faster than in line on 2 quiet
-#: cores and 2.4-3.9x faster while other work shared them, where a 13-batch trial cannot tell 3% apart.
+#: lookup (pipeline/model/to_tensor.py) whole runs of 1,200 images were 4% faster than in line on 2 quiet
+#: cores (bench/extract_stage.py) and 2.4-3.9x faster while other work shared them (bench/overlap.py),
+#: where a 13-batch trial cannot tell 3% apart.
 PREFERRED = THREAD
 #: How much faster (fraction of time per image) another mode must measure to be chosen over PREFERRED.
 MARGIN = 0.03

@@ -4,11 +4,8 @@ without torch's thread pool.
 timm's transform ends with ``ToTensor`` (divide by 255) and ``Normalize`` (subtract
 the mean, divide by the standard deviation): three passes of torch element-wise
 operations over a 150,000-value image. torch runs each on its intra-op thread
-pool, which is the pool the forward pass uses; on a 2-core machine shared with
-other work those pools wait for each other at every operation (measured: 26 ms
-an image instead of 0.9 ms single-threaded, while another process held a core),
-and a decoding thread that calls them competes with the forward pass for the
-same threads.
+pool, which is the pool the forward pass uses: a decoding thread that calls
+them competes with the forward pass for the same threads.
 
 In the main thread (decoding in line, between forward passes, when torch's
 pool is idle) the torch steps are kept: there they are the faster. In a
@@ -53,8 +50,8 @@ class NormalisedTensor:
 
     def __call__(self, image) -> torch.Tensor:
         if threading.current_thread() is threading.main_thread():
-            # Between forward passes torch's pool is idle: its parallel steps are the faster (0.56 against
-            # 0.75 ms an image on 2 quiet cores, batch stacking included). A decoding thread looks up.
+            # Between forward passes torch's pool is idle: its parallel steps are the faster (0.51 against
+            # 0.64 ms an image with stacking, bench/extract_parts.py on 2 quiet cores). A decoding thread looks up.
             return self.normalize(self.to_tensor(image))
         return self.lookup(image)
 
