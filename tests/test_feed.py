@@ -59,7 +59,8 @@ def test_every_feed_gives_every_row_once_in_order(workers, n, batch_size):
     assert not _decode_threads()
 
 
-def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute():
+def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute(monkeypatch):
+    monkeypatch.setattr("pipeline.activations.feed.decode_threads", lambda: 1)  # in line, one row after another
     # 10 ms of decoding per row and 20 ms of compute per batch of 2: in line 40 ms a batch, overlapped 20 ms
     feeder = Feeder("auto", CPU, 2, Trial(warmup=1, per_mode=3, rounds=2))
     assert _rows_of(feeder, Rows(40, decode_s=0.01), work_s=0.02) == list(range(40))
@@ -87,10 +88,66 @@ def test_auto_keeps_the_thread_unless_another_mode_is_clearly_faster():
     assert chosen(13.0, 12.0, 11.9) == THREAD
 
 
-def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure():
+def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure(monkeypatch):
+    monkeypatch.setattr("pipeline.activations.feed.decode_threads", lambda: 3)
     feeder = Feeder("auto", CPU, 4)  # the default trial needs 13 batches with two modes
     assert _rows_of(feeder, Rows(48)) == list(range(48))
-    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (12)"}
+    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "too few batches to measure (12)", "threads": 3}
+
+
+class Where(Rows):
+    """Rows that note the thread each was decoded on."""
+
+    def __init__(self, n, **kwargs):
+        super().__init__(n, **kwargs)
+        self.threads = {}
+
+    def __getitem__(self, i):
+        self.threads[i] = threading.current_thread().name
+        return super().__getitem__(i)
+
+
+def _pool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("layerprobe-decode_")]
+
+
+def test_in_line_spreads_each_batch_over_one_thread_per_core_and_keeps_row_order(monkeypatch):
+    from pipeline.activations import feed
+
+    monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert feed.decode_threads() == 3
+    monkeypatch.setattr(feed.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert feed.decode_threads() == feed.MAX_DECODE_THREADS
+    monkeypatch.setattr(feed, "decode_threads", lambda: 2)
+    feeder, rows = Feeder(0, CPU, 4), Where(10, decode_s=0.005)
+    assert _rows_of(feeder, rows) == list(range(10))
+    assert feeder.record() == {"mode": INLINE, "processes": 0, "how": "asked", "threads": 2}
+    # every row on a decoding thread, both threads used, none left running afterwards
+    assert {name.rsplit("_", 1)[0] for name in rows.threads.values()} == {"layerprobe-decode"}
+    assert len(set(rows.threads.values())) == 2
+    assert not _pool_threads()
+
+
+@pytest.mark.parametrize("error", [InputError("x.png can no longer be decoded"), MemoryError("no room")],
+                         ids=["input", "memory"])
+def test_an_error_while_decoding_side_by_side_is_raised_as_raised_and_no_later_row_is_decoded(monkeypatch, error):
+    monkeypatch.setattr("pipeline.activations.feed.decode_threads", lambda: 2)
+    rows = Where(40, fail_at=5, error=error)
+    with pytest.raises(type(error)) as raised:
+        _rows_of(Feeder(0, CPU, 4), rows)
+    assert raised.value is error
+    assert max(rows.threads) < 8  # the failing batch (rows 4-7) at most
+    assert not _pool_threads()
+
+
+def test_ctrl_c_while_a_batch_is_decoded_side_by_side_leaves_no_thread(monkeypatch):
+    monkeypatch.setattr("pipeline.activations.feed.decode_threads", lambda: 2)
+    with pytest.raises(KeyboardInterrupt):
+        with closing(Feeder(0, CPU, 2).batches(Rows(20, decode_s=0.001))) as batches:
+            for k, _ in enumerate(batches):
+                if k == 3:
+                    raise KeyboardInterrupt
+    assert not _pool_threads()
 
 
 def test_a_short_first_part_of_a_run_does_not_keep_a_longer_later_part_from_measuring():

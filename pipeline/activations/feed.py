@@ -2,7 +2,10 @@
 
 ``workers`` (``--workers``) chooses:
 
-- ``0``: decode each batch in the main thread, between forward passes (no overlap);
+- ``0``: decode each batch in line, between forward passes (no overlap with them), its images side by
+  side on one thread per usable CPU core (:func:`decode_threads`; PIL's decoding and resizing release the
+  GIL): on 2 quiet cores the whole command was 1.10x faster than decoding them one by one, and than the
+  decode-ahead thread (BENCHMARKS.md, ``bench/extract_stage.py``);
 - ``"thread"``: one background thread decodes and preprocesses the next batches
   into a queue of :data:`DEPTH` while the forward pass runs (PIL's decoding and
   resizing release the GIL);
@@ -29,8 +32,9 @@ import queue
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -50,6 +54,17 @@ PREFERRED = THREAD
 #: How much faster (fraction of time per image) another mode must measure to be chosen over PREFERRED.
 MARGIN = 0.03
 _POLL_S = 0.1  # how often a blocked queue call looks at the stop flag (and lets Ctrl-C in)
+#: The most threads a batch decoded in line is spread over (beyond a few cores, decoding processes pay).
+MAX_DECODE_THREADS = 8
+
+
+def decode_threads() -> int:
+    """Threads a batch decoded in line is spread over: one per CPU core this process may run on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DECODE_THREADS, cores))
 
 
 @dataclass(frozen=True)
@@ -87,9 +102,12 @@ class FeedChoice:
     how: str = "asked"
     measured: dict = field(default_factory=dict)
     trial_batches: int = 0
+    threads: int = 1  # in line: the threads a batch's images are decoded on, side by side
 
     def as_dict(self) -> dict:
         found = {"mode": self.mode, "processes": self.processes, "how": self.how}
+        if self.mode == INLINE:
+            found["threads"] = self.threads
         if self.measured:
             found["ms_per_image"] = {mode: round(s * 1e3, 3) for mode, s in self.measured.items()}
             found["trial_batches"] = self.trial_batches
@@ -120,7 +138,7 @@ class Feeder:
         self.pin = device.type == "cuda"
         self.choice: FeedChoice | None = _asked(workers)
         self.short: FeedChoice | None = None  # how a run too short to measure was fed
-        self.candidates = [FeedChoice(INLINE), FeedChoice(THREAD)]
+        self.candidates = [FeedChoice(INLINE, threads=decode_threads()), FeedChoice(THREAD)]
         processes = rule_processes(device)
         if self.choice is None and device.type == "cuda" and processes:
             self.choice = FeedChoice(PROCESSES, processes, "rule: a GPU decodes with most CPU cores")
@@ -138,7 +156,7 @@ class Feeder:
         if self.choice is not None:
             yield from self._fed(self.choice, dataset, 0, total)
         elif total < self.trial.batches(len(self.candidates)):  # a later, longer dataset of the run may measure
-            self.short = FeedChoice(INLINE, how=f"too few batches to measure ({total})")
+            self.short = FeedChoice(INLINE, how=f"too few batches to measure ({total})", threads=decode_threads())
             yield from self._fed(self.short, dataset, 0, total)
         else:
             yield from self._measured(dataset, total)
@@ -157,7 +175,7 @@ class Feeder:
             if fastest[0] * trial.decisive <= fastest[1]:
                 break
         best = decide(self.candidates, per_image)
-        self.choice = FeedChoice(best.mode, best.processes, "measured", per_image, position)
+        self.choice = replace(best, how="measured", measured=per_image, trial_batches=position)
         yield from self._fed(self.choice, dataset, position, total)
 
     def _timed(self, candidate: FeedChoice, dataset, start: int, stop: int, into: list):
@@ -179,7 +197,7 @@ class Feeder:
         elif choice.mode == THREAD:
             yield from decode_ahead(lambda stopped: _decoded(dataset, first, last, self.batch_size, self.pin, stopped))
         else:
-            yield from _decoded(dataset, first, last, self.batch_size, self.pin)
+            yield from _decoded(dataset, first, last, self.batch_size, self.pin, threads=choice.threads)
 
 
 def decide(candidates: list[FeedChoice], per_image: dict[str, float]) -> FeedChoice:
@@ -195,19 +213,34 @@ def _asked(workers: int | str) -> FeedChoice | None:
         return None
     if workers == "thread":
         return FeedChoice(THREAD)
-    return FeedChoice(PROCESSES, workers) if workers > 0 else FeedChoice(INLINE)
+    return FeedChoice(PROCESSES, workers) if workers > 0 else FeedChoice(INLINE, threads=decode_threads())
 
 
-def _decoded(dataset, first: int, last: int, batch_size: int, pin: bool, stopped=lambda: False):
-    """Rows ``first:last`` of ``dataset`` decoded here, batch by batch, as a DataLoader without workers does."""
-    for start in range(first, last, batch_size):
-        items = []
-        for i in range(start, min(last, start + batch_size)):
-            if stopped():
+def _decoded(dataset, first: int, last: int, batch_size: int, pin: bool, stopped=lambda: False, threads: int = 1):
+    """Rows ``first:last`` of ``dataset`` decoded here, batch by batch, as a DataLoader without workers does;
+    with ``threads`` > 1 each batch's rows are decoded side by side on that many threads (in row order)."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="layerprobe-decode") if threads > 1 else None
+    try:
+        for start in range(first, last, batch_size):
+            rows = range(start, min(last, start + batch_size))
+            items = list(pool.map(dataset.__getitem__, rows)) if pool else _one_by_one(dataset, rows, stopped)
+            if items is None:
                 return
-            items.append(dataset[i])
-        batch = collate(items)
-        yield [t.pin_memory() for t in batch] if pin else batch
+            batch = collate(items)
+            yield [t.pin_memory() for t in batch] if pin else batch
+    finally:
+        if pool is not None:  # an error, Ctrl-C or an early close: no row is decoded after this
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _one_by_one(dataset, rows: range, stopped) -> list | None:
+    """The items of ``rows`` decoded in this thread, or None once ``stopped()`` says so."""
+    items = []
+    for i in rows:
+        if stopped():
+            return None
+        items.append(dataset[i])
+    return items
 
 
 def collate(items: list) -> list:
