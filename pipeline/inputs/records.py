@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .decode import PIL_DECODER
+from .sampling import kept_rows
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
@@ -288,20 +289,16 @@ def _refuse(name: str, problems: list[str]) -> None:
 
 
 def stratified_subset(images: ImageSet, limit: int, seed: int = 0) -> ImageSet:
-    """A seeded subset of ``limit`` images, stratified by label when there are labels."""
+    """A seeded subset of ``limit`` images, stratified by label when there are labels (scikit-learn's
+    ``train_test_split`` rule, :mod:`.sampling`)."""
     if limit < 1:
         raise InputError(f"limit (--limit) must be at least 1, got {limit}")
     if limit >= len(images):
         return images
-    from sklearn.model_selection import train_test_split
-
     labels = [r.label for r in images.records] if images.has_labels else None
     if labels is not None and limit < len(images.class_names):
         raise InputError(
             f"limit={limit} (--limit) is smaller than the number of classes ({len(images.class_names)}); "
             "a stratified subset needs at least one image per class"
         )
-    kept, _ = train_test_split(
-        list(images.records), train_size=limit, stratify=labels, random_state=seed
-    )
-    return images.subset(kept)
+    return images.subset([images.records[i] for i in kept_rows(labels, len(images), limit, seed)])
