@@ -5,23 +5,29 @@ pre_logits, avg pooling) into a new cache, so the figures include model build,
 the check pass and HDF5 writing. Variants are interleaved (A, B, C, A, B, C, ...)
 so that load from other work on a shared machine hits all of them alike:
 
-  before      the check pass decodes every image fully; glibc's default allocator settings;
-              torch's ToTensor + Normalize at the end of preprocessing
+  before      the code of the issue's day: the check pass decodes every image fully; glibc's default
+              allocator settings; torch's ToTensor + Normalize at the end of preprocessing; each batch
+              decoded in line, one image after another (its ``--workers 0`` on up to 4 cores); and
+              scikit-learn imported to take the subset (its ``train_test_split``)
   allocator   only the allocator change (pipeline/activations/allocator.py)
-  now         the current code: allocator change, the cheap JPEG check (decode once), and, where
+  now         the current code: allocator change, the cheap JPEG check (decode once) started while the
+              model is built (pipeline/activations/checking.py), each batch decoded in line on one
+              thread per core, the subset taken without scikit-learn, and, where
               a decoding thread preprocesses, the table lookup that ends preprocessing
               (pipeline/model/to_tensor.py)
 
 A variant may carry its own batch size and ``--workers``, ``NAME[@BATCH][:WORKERS]`` (``now@16``,
-``now:thread``, ``now:0``); the others use ``--batch-size`` and ``auto``. The children inherit the
+``now:thread``, ``now:0``, and ``now:serial``: in line, one image after another, as before the batch was
+spread over one thread per core); the others use ``--batch-size`` and ``auto``. The children inherit the
 environment, so e.g. ``OMP_WAIT_POLICY=PASSIVE python bench/extract_stage.py ...`` runs every variant so.
 
 Printed per variant: median wall time of the child process, img/s, its ratio
 to `before`, the same for the stage alone (`extract()` returning, without
 interpreter start and imports), minor page
 faults, system CPU seconds, CPU seconds (user + system: less sensitive than
-wall time to other work on the machine) and peak RSS of the child, and the time
-of the check pass alone (all as reported by the child for itself).
+wall time to other work on the machine) and peak RSS of the child, and how long
+extraction waited for the check pass (all of it when nothing runs beside it; all as
+reported by the child for itself).
 
 Usage: python bench/extract_stage.py [--images 600] [--batch-size 32] [--rounds 2] [--quick]
                                      [--variants before,allocator,now,now@16]
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -54,25 +61,37 @@ def child(variant: str, images: int, batch_size: int, out: str, workers: str = "
     import pipeline.inputs.decode as decode
     from pipeline.inputs import bundled, stratified_subset
 
+    if workers == "serial":
+        importlib.import_module("pipeline.activations.feed").decode_threads = lambda: 1
+        workers = "0"
     if variant in ("before", "allocator"):
+        import sklearn.model_selection  # noqa: F401 - the issue's day took the subset with train_test_split
+
+        feed = importlib.import_module("pipeline.activations.feed")
+        feed.decode_threads = lambda: 1  # in line, one image after another
+        workers = "0" if workers == "auto" else workers
         full = decode.decode_rgb
         decode.decode_rgb = lambda data, draft=False: full(data)  # the check decodes fully, as before
         importlib.import_module("pipeline.model.to_tensor").without_torch_threads = lambda compose: compose
     if variant == "before":
         stage.steady_allocator = contextlib.nullcontext
     checking = []
-    check = stage._check_images
+    ahead = importlib.import_module("pipeline.activations.checking").CheckAhead
+    take = ahead.take
 
-    def timed_check(*args, **kwargs):
+    def timed_take(self, *args, **kwargs):  # how long extraction waited for the check
         start = time.perf_counter()
         try:
-            return check(*args, **kwargs)
+            return take(self, *args, **kwargs)
         finally:
             checking.append(time.perf_counter() - start)
 
-    stage._check_images = timed_check
+    ahead.take = timed_take
+    if variant in ("before", "allocator"):  # the check came after the model build, with nothing beside it
+        stage.CheckAhead = functools.partial(ahead, ahead=False)
     subset = stratified_subset(bundled("br35h"), images, seed=0)
-    result = extract(subset, ExtractConfig(batch_size=batch_size, workers=workers), out=out, progress=False)
+    config = ExtractConfig(batch_size=batch_size, workers=workers)
+    result = extract(subset, config, out=out, progress=False)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, all threads; ru_maxrss in KiB
     print(json.dumps({"seconds": result.seconds, "rows": result.rows, "check_s": sum(checking),
                       "minflt": usage.ru_minflt, "stime": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_gb": usage.ru_maxrss / 2**20}))

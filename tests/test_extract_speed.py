@@ -67,8 +67,7 @@ def test_a_cut_jpeg_fails_the_cheap_check(tmp_path, keep):
 
 
 def test_the_check_names_every_bad_file_before_extraction(tmp_path):
-    from pipeline.activations.extract import _check_images
-    from pipeline.activations import ExtractConfig
+    from pipeline.activations.checking import check_images
     from pipeline.errors import BadImageError
     from pipeline.inputs import from_folder
 
@@ -79,7 +78,7 @@ def test_the_check_names_every_bad_file_before_extraction(tmp_path):
     (tmp_path / "a" / "1.jpg").write_bytes(_jpeg()[:-40])
     (tmp_path / "b" / "2.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(BadImageError) as caught:
-        _check_images(from_folder(tmp_path), ExtractConfig(), progress=False)
+        check_images(from_folder(tmp_path), "error", progress=False)
     assert sorted(p for p, _ in caught.value.problems) == [str(tmp_path / "a" / "1.jpg"), str(tmp_path / "b" / "2.jpg")]
 
 

@@ -20,13 +20,14 @@ from ..cache.plan import Plan, make_plan
 from ..cache.source import CodeSource, settings_differences
 from ..cache.shards import shard_path
 from ..cache.writer import input_fingerprint
-from ..errors import BadImageError, CacheError, PipelineError
-from ..inputs import ImageSet, check_files
+from ..errors import CacheError, PipelineError
+from ..inputs import ImageSet
 from ..inputs.decode import PIL_DECODER
 from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
 from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
+from .checking import CheckAhead, sort_out
 from . import warm
 from .config import DEFAULT_CACHE_DIR, DEFAULT_MODEL, ExtractConfig, ExtractResult, precision_of, select_images  # noqa: F401
 from .warm import file_identity
@@ -61,19 +62,22 @@ def extract(
     """
     started = time.perf_counter()
     images, shard = select_images(images, config)
-    loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
-    requested = resolve_layers(loaded, config.layers)
-    check_poolings(requested, config.pools)
-    device = resolve_device(config.device)
-    feeder = Feeder(config.workers, device, config.batch_size)
-    precision = precision_of(config, device.type)
-    source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
-    settings_key = source.settings_key(root)
-    path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model, settings_key)
-    if shard is not None:
-        path = shard_path(path, *config.shard)
     identities = [file_identity(r.path) for r in images.records]  # before hashing: see warm.record
-    images, checks, skipped = _check_images(images, config, progress, _decoded_before(path, settings_key))
+    with CheckAhead(images, progress) as ahead:  # files are checked while the model is built
+        loaded = build_model(config.model, config.weights, config.random_init, config.img_size)
+        requested = resolve_layers(loaded, config.layers)
+        check_poolings(requested, config.pools)
+        device = resolve_device(config.device)
+        feeder = Feeder(config.workers, device, config.batch_size)
+        precision = precision_of(config, device.type)
+        source, root = _source(loaded, precision, images.decoder), str(Path(images.root).resolve())
+        settings_key = source.settings_key(root)
+        path = Path(out) if out is not None else Path(cache_dir) / _default_name(images.name, config.model,
+                                                                                   settings_key)
+        if shard is not None:
+            path = shard_path(path, *config.shard)
+        checks = ahead.take(_decoded_before(path, settings_key))
+    images, checks, skipped = sort_out(images, checks, config.on_bad_image)
     current = _row_table(images, checks)
     remember = lambda result: _remember(result, images, config, out, cache_dir, identities, current,  # noqa: E731
                                         loaded, device, shard)
@@ -137,29 +141,6 @@ def _decoded_before(path: Path, settings_key: str) -> set[str]:
             return set(cache.stored_rows().sha256) if cache.settings_key == settings_key else set()
     except CacheError:
         return set()
-
-
-def _check_images(images: ImageSet, config: ExtractConfig, progress: bool, decoded_before: set[str] = frozenset()):
-    """Hash every file and test-decode the ones not decoded before, before anything is written."""
-    from tqdm import tqdm
-
-    paths, frames = [r.path for r in images.records], [r.frame for r in images.records]
-    with tqdm(total=len(paths), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
-        checks = check_files(paths, progress=bar.update, trusted=decoded_before, decoder=images.decoder,
-                             frames=frames)
-    bad = [(r, c.error) for r, c in zip(images.records, checks) if c.error]
-    if bad and config.on_bad_image == "error":
-        raise BadImageError([(str(r.path), why) for r, why in bad])
-    skipped = [{"id": r.id, "path": str(r.path), "reason": why} for r, why in bad]
-    for item in skipped:
-        log.warning("skipping %s: %s", item["path"], item["reason"])
-    if bad:
-        keep = [(r, c) for r, c in zip(images.records, checks) if not c.error]
-        if not keep:
-            raise BadImageError([(str(r.path), why) for r, why in bad])
-        images = images.subset([r for r, _ in keep])
-        checks = [c for _, c in keep]
-    return images, checks, skipped
 
 
 def _row_table(images: ImageSet, checks) -> RowTable:
