@@ -166,10 +166,10 @@ class _Workers(click.ParamType):
 _WORKERS_HELP = (
     "How images are decoded while the model runs. auto (default): the first batches are decoded in turn in line, "
     "with one decode-ahead thread (and, on a CPU of more than 4 cores, with decoding processes), each run of 3 "
-    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on (the thread unless "
-    "another is 3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the figures go into the "
-    "cache manifest (runtime.decoding). thread: one decode-ahead thread; 0: decode in line between batches; "
-    "N: N decoding processes.")
+    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on "
+    "(in line unless another is 3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the "
+    "figures go into the cache manifest (runtime.decoding). 0: decode each batch in line, between forward passes, its "
+    "images side by side on one thread per core; thread: one decode-ahead thread; N: N decoding processes.")
 
 
 @main.command()

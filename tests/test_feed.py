@@ -75,17 +75,18 @@ def test_auto_measures_and_picks_the_thread_when_decoding_overlaps_compute(monke
     assert ms[THREAD] * 1.25 <= ms[INLINE]  # what made the first round decisive
 
 
-def test_auto_keeps_the_thread_unless_another_mode_is_clearly_faster():
+def test_auto_keeps_decoding_in_line_unless_another_mode_is_clearly_faster():
     from pipeline.activations.feed import MARGIN, FeedChoice, decide
 
-    modes = [FeedChoice(INLINE), FeedChoice(THREAD), FeedChoice(PROCESSES, 4)]
+    modes = [FeedChoice(INLINE, threads=2), FeedChoice(THREAD), FeedChoice(PROCESSES, 4)]
     chosen = lambda inline, thread, processes: decide(modes, {INLINE: inline, THREAD: thread,  # noqa: E731
                                                               PROCESSES: processes}).mode
-    assert chosen(13.2, 13.3, 20.0) == THREAD  # a tie a 13-batch trial cannot resolve: the thread
-    assert chosen(13.3 * (1 - MARGIN) + 0.01, 13.3, 20.0) == THREAD
-    assert chosen(13.3 * (1 - MARGIN) - 0.01, 13.3, 20.0) == INLINE  # clearly faster in line
+    assert chosen(13.3, 13.2, 20.0) == INLINE  # a tie a 13-batch trial cannot resolve: in line
+    assert chosen(13.3, 13.3 * (1 - MARGIN) + 0.01, 20.0) == INLINE
+    assert chosen(13.3, 13.3 * (1 - MARGIN) - 0.01, 20.0) == THREAD  # clearly faster with the thread
     assert chosen(13.0, 12.0, 9.0) == PROCESSES
-    assert chosen(13.0, 12.0, 11.9) == THREAD
+    assert chosen(13.0, 12.0, 12.9) == THREAD
+    assert decide(modes, {INLINE: 13.0, THREAD: 13.1, PROCESSES: 20.0}).threads == 2
 
 
 def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure(monkeypatch):

@@ -4,8 +4,8 @@
 
 - ``0``: decode each batch in line, between forward passes (no overlap with them), its images side by
   side on one thread per usable CPU core (:func:`decode_threads`; PIL's decoding and resizing release the
-  GIL): on 2 quiet cores the whole command was 1.10x faster than decoding them one by one, and than the
-  decode-ahead thread (BENCHMARKS.md, ``bench/extract_stage.py``);
+  GIL): on 2 cores whole runs were 1.11x faster than decoding them one by one, and 1.06x faster than
+  with the decode-ahead thread (BENCHMARKS.md, ``bench/extract_stage.py``);
 - ``"thread"``: one background thread decodes and preprocesses the next batches
   into a queue of :data:`DEPTH` while the forward pass runs (PIL's decoding and
   resizing release the GIL);
@@ -16,7 +16,7 @@
   batches timed as a whole, from asking for the first to the end of the last
   one's forward pass and write (:class:`Trial`: 1 + 2 rounds x 3 batches per mode, or 1 round when one mode
   is already 1.25x faster). The mode with the least median time per image
-  carries on (the thread, :data:`PREFERRED`, unless another is at least
+  carries on (in line, :data:`PREFERRED`, unless another is at least
   :data:`MARGIN` faster); a run too short to measure decodes in line. The trial batches are real rows of
   the run: nothing is computed twice.
 
@@ -46,11 +46,11 @@ from ..errors import PipelineError
 INLINE, THREAD, PROCESSES = "in line", "thread", "processes"
 #: Batches the decode-ahead thread may hold ready.
 DEPTH = 2
-#: What ``auto`` keeps unless another mode measures at least MARGIN faster. The thread: with its table
-#: lookup (pipeline/model/to_tensor.py) whole runs of 1,200 images were 4% faster than in line on 2 quiet
-#: cores (bench/extract_stage.py) and 2.4-3.9x faster while other work shared them (bench/overlap.py),
-#: where a 13-batch trial cannot tell 3% apart.
-PREFERRED = THREAD
+#: What ``auto`` keeps unless another mode measures at least MARGIN faster: in line, each batch spread over
+#: one thread per core. Whole runs of 1,200 images on 2 cores were 1.06x faster so than with the decode-ahead
+#: thread (bench/extract_stage.py), which a 13-batch trial cannot tell apart. (The thread had been preferred
+#: while in line meant one image after another: it was then 4% faster on quiet cores.)
+PREFERRED = INLINE
 #: How much faster (fraction of time per image) another mode must measure to be chosen over PREFERRED.
 MARGIN = 0.03
 _POLL_S = 0.1  # how often a blocked queue call looks at the stop flag (and lets Ctrl-C in)
