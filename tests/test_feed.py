@@ -10,7 +10,7 @@ import torch
 
 from pipeline import open_cache
 from pipeline.activations import ExtractConfig, extract
-from pipeline.activations.feed import INLINE, PROCESSES, THREAD, Feeder, Trial, decode_ahead
+from pipeline.activations.feed import INLINE, PROCESSES, THREAD, Feeder, Trial, decode_ahead, decode_threads
 from pipeline.cli import main
 from pipeline.errors import InputError, PipelineError
 from pipeline.inputs import UndecodableImage, from_folder
@@ -210,11 +210,15 @@ def test_ctrl_c_in_the_consumer_stops_the_thread():
 
 
 @pytest.fixture
-def reference(image_folder, tiny_config, tmp_path):
-    return extract(from_folder(image_folder), tiny_config(batch_size=1), out=tmp_path / "ref.h5", progress=False).path
+def reference(image_folder, tiny_config, tmp_path, monkeypatch):
+    """Codes decoded in the main thread, one image after another: torch's own ToTensor + Normalize."""
+    with monkeypatch.context() as patched:
+        patched.setattr("pipeline.activations.feed.decode_threads", lambda: 1)
+        return extract(from_folder(image_folder), tiny_config(batch_size=1, workers=0), out=tmp_path / "ref.h5",
+                       progress=False).path
 
 
-@pytest.mark.parametrize("workers", ["thread", "auto"])
+@pytest.mark.parametrize("workers", [0, "thread", "auto"])
 def test_overlap_gives_bit_identical_codes_in_the_same_order(image_folder, tiny_config, tmp_path, reference, workers):
     result = extract(from_folder(image_folder), tiny_config(batch_size=1, workers=workers), out=tmp_path / "o.h5",
                      progress=False)
@@ -228,6 +232,8 @@ def test_overlap_gives_bit_identical_codes_in_the_same_order(image_folder, tiny_
         assert cache.provenance.runtime.workers == 0
     if workers == "thread":
         assert decoding == {"mode": THREAD, "processes": 0, "how": "asked"}
+    elif workers == 0:
+        assert decoding == {"mode": INLINE, "processes": 0, "how": "asked", "threads": decode_threads()}
     else:  # 16 images in batches of 1: enough for the default trial (13 batches)
         assert decoding["how"] == "measured" and decoding["mode"] in (INLINE, THREAD)
         assert set(decoding["ms_per_image"]) == {INLINE, THREAD} and min(decoding["ms_per_image"].values()) > 0
