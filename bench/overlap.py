@@ -45,7 +45,7 @@ def child(workers: str, images: int, batch_size: int, out: str) -> None:
     workers = int(workers) if workers.isdigit() else workers
     result = extract(subset, ExtractConfig(batch_size=batch_size, workers=workers), out=out, progress=False)
     with open_cache(result.path) as cache:
-        decoding = cache.provenance.runtime.extra.get("decoding")
+        decoding = getattr(cache.provenance.runtime, "extra", {}).get("decoding")  # not recorded before issue 16
     usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, all threads; ru_maxrss in KiB
     print(json.dumps({"seconds": result.seconds, "rows": result.rows, "cpu": usage.ru_utime + usage.ru_stime,
                       "maxrss_gb": usage.ru_maxrss / 2**20, "decoding": decoding}))
