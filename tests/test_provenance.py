@@ -221,7 +221,8 @@ def test_extract_writes_the_manifest_in_the_shape_caches_have_today(image_folder
     today = copy.deepcopy(TODAY)
     today["model"]["n_params"] = 1  # added since, for the cost column of a study across models
     today["config"]["precision"] = "auto"  # --precision, added since
-    today["runtime"]["decoding"] = {"mode": "in line", "processes": 0, "how": "asked"}  # how images were fed, since
+    # how images were fed, since; in line with the threads a batch is spread over
+    today["runtime"]["decoding"] = {"mode": "in line", "processes": 0, "how": "asked", "threads": 1}
     assert _shape({k: v for k, v in written.items() if k not in added}) == _shape(today)
     assert written["bn_stats"]["members"].keys() == TODAY["bn_stats"]["members"].keys()
     assert written["runtime"]["packages"].keys() == TODAY["runtime"]["packages"].keys()

@@ -40,12 +40,10 @@ class CheckAhead:
     """
 
     def __init__(self, images: ImageSet, progress: bool = True, ahead: bool = True):
-        from tqdm import tqdm
-
         self.paths = [r.path for r in images.records]
         self.frames = [r.frame for r in images.records]
         self.decoder = images.decoder
-        self.bar = tqdm(total=len(self.paths), unit="img", desc="checking", disable=not progress, file=sys.stderr)
+        self.progress = progress
         self.done: list[FileCheck] = []
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -62,20 +60,26 @@ class CheckAhead:
         except BaseException as exc:  # noqa: BLE001 - raised again by take()
             self.error = exc
 
-    def _check(self, start: int, stop: int, trusted) -> list[FileCheck]:
-        return check_files(self.paths[start:stop], progress=self.bar.update, trusted=trusted,
-                           decoder=self.decoder, frames=self.frames[start:stop])
+    def _check(self, start: int, stop: int, trusted, progress=None) -> list[FileCheck]:
+        return check_files(self.paths[start:stop], progress=progress, trusted=trusted, decoder=self.decoder,
+                           frames=self.frames[start:stop])
 
     def take(self, trusted: set[str] | frozenset = frozenset()) -> list[FileCheck]:
         """Every file's check, in input order: those done ahead, then the rest checked now, where files whose
         sha256 is in ``trusted`` (decoded before) are not test-decoded again."""
+        from tqdm import tqdm
+
         self.close()
         if self.error is not None:
             raise self.error
-        checks = self.done + (self._check(len(self.done), len(self.paths), trusted) if len(self.done) < len(self.paths)
-                              else [])
-        self.bar.close()
-        return checks
+        # The bar shows from here (after the model build, whose errors come first): what was done ahead, then the rest.
+        with tqdm(total=len(self.paths), initial=len(self.done), unit="img", desc="checking", file=sys.stderr,
+                  disable=not self.progress) as bar:
+            rest = self._check(len(self.done), len(self.paths), trusted, bar.update) if self._left() else []
+        return self.done + rest
+
+    def _left(self) -> bool:
+        return len(self.done) < len(self.paths)
 
     def close(self) -> None:
         """Stop the background thread after its current chunk and wait for it."""
@@ -88,7 +92,6 @@ class CheckAhead:
 
     def __exit__(self, *exc) -> None:
         self.close()
-        self.bar.close()
 
 
 def chunks(paths: list, size: int):
