@@ -15,7 +15,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -31,9 +30,10 @@ from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, Resamples, summarise
 from .patients import PatientLevel
-from .registry import PROBES, ProbeSettings, build_probe, chosen_params, get_probe
+from .registry import PROBES, ProbeSettings, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
 from .splits import Folds, check_folds, inner_splits, make_folds
+from .task import fit_fold as _fit_fold
 
 log = logging.getLogger(__name__)
 
@@ -107,34 +107,19 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
     return old
 
 
-def _fit_fold(probe: str, settings: ProbeSettings, X: np.ndarray | LayerSource, y: np.ndarray,
-              train: np.ndarray, test: np.ndarray, inner: list, seed: int) -> dict:
-    """Fit one probe on one training part; return its test-part probabilities."""
-    from threadpoolctl import threadpool_limits
-
-    if isinstance(X, LayerSource):
-        X = X.load()
-    started, cpu = time.perf_counter(), time.process_time()
-    # One BLAS thread per task: --jobs decides the parallelism, and results do not depend on it.
-    with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = build_probe(probe, settings, (len(train), X.shape[1]), inner, seed)
-        model.fit(X[train], y[train])
-        proba = np.asarray(model.predict_proba(X[test]), dtype=np.float64)
-    notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
-    return {"proba": proba, "chosen": chosen_params(model), "seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu, "warnings": notes}
-
-
 def _fits(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
           settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> Iterator[tuple[tuple, dict]]:
-    """Fit every (output, probe, repeat, fold); yield ``(key, result)`` in the order of ``pairs``, each as soon
-    as it and those before it are done (the pool keeps fitting while the caller works on a result)."""
+    """Fit every (output, probe, repeat, fold); yield ``(key, result)``, each as soon as it and those handed out
+    before it are done (the pool keeps fitting while the caller works on a result).
+
+    The longest fits are handed out first (:func:`_longest_first`), so that the last ones to finish are short
+    and no worker waits long for another at the end; the results do not depend on the order.
+    """
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
     keys, calls = [], []
-    for output, probe in pairs:
+    for output, probe in sorted(pairs, key=_longest_first):
         if output.name in data.codes:
             X = data.codes[output.name]
         else:  # one object per layer, so a cluster ships it once
@@ -146,6 +131,14 @@ def _fits(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner:
         for key, result in zip(keys, Parallel(n_jobs=jobs, return_as="generator")(calls)):
             bar.update(1)
             yield key, result
+
+
+def _longest_first(pair: tuple[Output, str]) -> tuple:
+    """The widest outputs first, and on each LightGBM first: its time grows with the width, while the linear
+    probes reduce wide outputs with PCA (at 400 images a pre_logits fold of LightGBM takes 0.6 s, of the
+    others under 0.2 s; a 16-channel output's fold 0.03-0.1 s). Equal keys keep the order of ``pairs``."""
+    output, probe = pair
+    return -output.channels, probe != "lgbm"
 
 
 def _row(data: ProbeData, output: Output, probe: str, folds: Folds, done: dict, weights: Resamples,
