@@ -30,6 +30,7 @@ from .compare import compare_all, default_repeats
 from .data import LayerSource, Output, ProbeData, load_probe_data
 from .metrics import N_BOOT, Resamples, summarise
 from .patients import PatientLevel
+from .pool import run_here_and_in_pool
 from .registry import PROBES, ProbeSettings, get_probe
 from .results import ProbeResults, default_results_path, load_results, write_results
 from .splits import Folds, check_folds, inner_splits, make_folds
@@ -108,29 +109,36 @@ def _previous(out: Path, data: ProbeData, config: ProbeConfig) -> ProbeResults |
 
 
 def _fits(data: ProbeData, pairs: list[tuple[Output, str]], folds: Folds, inner: dict,
-          settings: ProbeSettings, seed: int, jobs: int, progress: bool) -> Iterator[tuple[tuple, dict]]:
-    """Fit every (output, probe, repeat, fold); yield ``(key, result)``, each as soon as it and those handed out
-    before it are done (the pool keeps fitting while the caller works on a result).
+          settings: ProbeSettings, seed: int, jobs: int, progress: bool, here: bool = False
+          ) -> Iterator[tuple[tuple, dict]]:
+    """Fit every (output, probe, repeat, fold); yield ``(key, result)`` of each as soon as it is done (the pool
+    keeps fitting while the caller works on a result).
 
     The longest fits are handed out first (:func:`_longest_first`), so that the last ones to finish are short
-    and no worker waits long for another at the end; the results do not depend on the order.
+    and no worker waits long for another at the end. ``here``: this process fits too, beside ``jobs - 1``
+    workers (:mod:`.pool`). The results do not depend on the order or on where a fit ran.
     """
     from joblib import Parallel, delayed
     from tqdm import tqdm
 
-    keys, calls = [], []
+    keys, tasks, shipped = [], [], []
     for output, probe in sorted(pairs, key=_longest_first):
-        if output.name in data.codes:
-            X = data.codes[output.name]
-        else:  # one object per layer, so a cluster ships it once
-            X = LayerSource(str(Path(data.cache_path).resolve()), data.cache_key, output.name, data.rows)
+        source = LayerSource(str(Path(data.cache_path).resolve()), data.cache_key, output.name, data.rows)
+        # one object per layer, so a cluster ships it once
+        X = data.codes[output.name] if output.name in data.codes else source
         for r, k, train, test in folds.splits():
             keys.append((output.name, probe, r, k))
-            calls.append(delayed(_fit_fold)(probe, settings, X, data.y, train, test, inner[(r, k)], seed))
-    with tqdm(total=len(calls), unit="fit", desc="probing", disable=not progress, file=sys.stderr) as bar:
-        for key, result in zip(keys, Parallel(n_jobs=jobs, return_as="generator")(calls)):
+            args = (probe, settings, X, data.y, train, test, inner[(r, k)], seed)
+            tasks.append((_fit_fold, args))
+            shipped.append((_fit_fold, (probe, settings, source, *args[3:])))  # a worker reads its layer
+    if here and jobs > 1:
+        done = run_here_and_in_pool(tasks, shipped, jobs)
+    else:
+        done = enumerate(Parallel(n_jobs=jobs, return_as="generator")(delayed(f)(*args) for f, args in tasks))
+    with tqdm(total=len(tasks), unit="fit", desc="probing", disable=not progress, file=sys.stderr) as bar:
+        for i, result in done:
             bar.update(1)
-            yield key, result
+            yield keys[i], result
 
 
 def _longest_first(pair: tuple[Output, str]) -> tuple:
@@ -260,7 +268,8 @@ def score_pairs(data: ProbeData, config: ProbeConfig, folds: Folds, pairs: list[
     done, rows, finished = {}, {}, {}
     with engine.open(jobs, scheduler) as where:
         # Each row is scored as soon as its last fold is in, while later fits run, not all after the last fit.
-        for key, result in _fits(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress):
+        for key, result in _fits(data, pairs, folds, inner, config.settings, config.seed, where["n_jobs"], progress,
+                                 here=where["backend"] == "local"):
             done[key] = result
             pair = key[:2]
             finished[pair] = finished.get(pair, 0) + 1
