@@ -10,9 +10,14 @@ so other load on the machine disturbs them less than wall time):
              bench/probe_plain.py's plain fits on float32 and on float64
   imports    in a fresh process that already imported what the plain script
              imports (sklearn, lightgbm, joblib, ...): what a fitting worker
-             imports to unpickle its task (`pipeline.probes.task`), then in
-             another such process what the main process imports to run the grid:
-             PIL, h5py, then the rest of `pipeline.probes.grid`
+             imports to unpickle its task (`pipeline.probes.task`) and the
+             LayerSource it reads its layer with (`pipeline.probes.data`: h5py,
+             the cache, PIL); then in another such process what the main
+             process imports to run the grid: PIL, h5py, the rest of
+             `pipeline.probes.grid`. At --jobs 2 there is one worker: the main
+             process fits too (`pipeline/probes/pool.py`), which saves one
+             worker's start: the CPU time of a new interpreter importing what a
+             fitting worker imports
 
 Usage: python bench/probe_overheads.py CACHE
 """
@@ -36,8 +41,15 @@ import sklearn.svm, sklearn.pipeline, sklearn.model_selection, sklearn.metrics
 WORKER_IMPORTS = PLAIN_IMPORTS + """
 t = time.process_time(); import pipeline.probes.task; a = time.process_time() - t
 heavy = sorted(m for m in ("PIL", "h5py", "pipeline.cache", "pipeline.inputs") if m in sys.modules)
+t = time.process_time(); import pipeline.probes.data; b = time.process_time() - t
 print(f"a fitting worker's imports beyond the plain script's, CPU s: pipeline.probes.task {a:.3f} "
-      f"(PIL, h5py, cache, inputs imported: {heavy or 'none'})")
+      f"(PIL, h5py, cache, inputs imported: {heavy or 'none'}), then pipeline.probes.data {b:.3f}")
+"""
+WORKER_START = """
+import resource, threadpoolctl, lightgbm, joblib.externals.loky, pipeline.probes.task
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(f"a worker's start (a new interpreter importing what a fitting worker imports), CPU s: "
+      f"{u.ru_utime + u.ru_stime:.3f}")
 """
 MAIN_IMPORTS = PLAIN_IMPORTS + """
 t = time.process_time(); import PIL.Image; a = time.process_time() - t
@@ -104,7 +116,7 @@ def main() -> None:
     print(f"score: one row without intervals, {1e3 * score_cost(data, folds):.1f} ms CPU")
     costs = fit_costs(data, folds, inner)
     print("fits (2 of 5 folds, every output x probe), CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
-    for script in (WORKER_IMPORTS, MAIN_IMPORTS):
+    for script in (WORKER_START, WORKER_IMPORTS, MAIN_IMPORTS):
         print(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip())
 
 
