@@ -9,8 +9,15 @@ so other load on the machine disturbs them less than wall time):
              process: layerprobe's fit task on its float64 codes, and
              bench/probe_plain.py's plain fits on float32 and on float64
   imports    in a fresh process that already imported what the plain script
-             imports (sklearn, lightgbm, joblib, ...): PIL, h5py, then the rest
-             of `pipeline.probes.grid` (every fitting worker imports it too)
+             imports (sklearn, lightgbm, joblib, ...): what a fitting worker
+             imports to unpickle its task (`pipeline.probes.task`) and the
+             LayerSource it reads its layer with (`pipeline.probes.data`: h5py,
+             the cache, PIL); then in another such process what the main
+             process imports to run the grid: PIL, h5py, the rest of
+             `pipeline.probes.grid`. At --jobs 2 there is one worker: the main
+             process fits too (`pipeline/probes/pool.py`), which saves one
+             worker's start: the CPU time of a new interpreter importing what a
+             fitting worker imports
 
 Usage: python bench/probe_overheads.py CACHE
 """
@@ -27,13 +34,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import probe_plain as plain  # noqa: E402
 
-IMPORTS = """
-import time, numpy, sklearn, lightgbm, joblib, threadpoolctl, sklearn.linear_model, sklearn.decomposition
+PLAIN_IMPORTS = """
+import sys, time, numpy, sklearn, lightgbm, joblib, threadpoolctl, sklearn.linear_model, sklearn.decomposition
 import sklearn.svm, sklearn.pipeline, sklearn.model_selection, sklearn.metrics
+"""
+WORKER_IMPORTS = PLAIN_IMPORTS + """
+t = time.process_time(); import pipeline.probes.task; a = time.process_time() - t
+heavy = sorted(m for m in ("PIL", "h5py", "pipeline.cache", "pipeline.inputs") if m in sys.modules)
+t = time.process_time(); import pipeline.probes.data; b = time.process_time() - t
+print(f"a fitting worker's imports beyond the plain script's, CPU s: pipeline.probes.task {a:.3f} "
+      f"(PIL, h5py, cache, inputs imported: {heavy or 'none'}), then pipeline.probes.data {b:.3f}")
+"""
+WORKER_START = """
+import resource, threadpoolctl, lightgbm, joblib.externals.loky, pipeline.probes.task
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(f"a worker's start (a new interpreter importing what a fitting worker imports), CPU s: "
+      f"{u.ru_utime + u.ru_stime:.3f}")
+"""
+MAIN_IMPORTS = PLAIN_IMPORTS + """
 t = time.process_time(); import PIL.Image; a = time.process_time() - t
 t = time.process_time(); import h5py; b = time.process_time() - t
 t = time.process_time(); import pipeline.probes.grid; c = time.process_time() - t
-print(f"imports beyond the plain script's, CPU s: PIL {a:.3f}, h5py {b:.3f}, rest of pipeline.probes.grid {c:.3f}")
+print(f"the main process's imports beyond the plain script's, CPU s: PIL {a:.3f}, h5py {b:.3f}, "
+      f"rest of pipeline.probes.grid {c:.3f}")
 """
 
 
@@ -53,7 +76,7 @@ def score_cost(data, folds) -> float:
 
 
 def fit_costs(data, folds, inner) -> dict:
-    from pipeline.probes.grid import _fit_fold
+    from pipeline.probes.task import fit_fold
     from pipeline.probes.registry import ProbeSettings
 
     total = {"layerprobe (float64)": 0.0, "plain float32": 0.0, "plain float64": 0.0}
@@ -64,7 +87,7 @@ def fit_costs(data, folds, inner) -> dict:
             for k in range(2):
                 train, test = folds[k]
                 for label, run in (("layerprobe (float64)",
-                                    lambda: _fit_fold(probe, ProbeSettings(), X64, data.y, train, test, inner[k], 0)),
+                                    lambda: fit_fold(probe, ProbeSettings(), X64, data.y, train, test, inner[k], 0)),
                                    ("plain float32", lambda: plain.plain_fit(probe, X32, data.y, train, test, inner[k])),
                                    ("plain float64", lambda: plain.plain_fit(probe, X64, data.y, train, test, inner[k]))):
                     start = time.process_time()
@@ -93,7 +116,8 @@ def main() -> None:
     print(f"score: one row without intervals, {1e3 * score_cost(data, folds):.1f} ms CPU")
     costs = fit_costs(data, folds, inner)
     print("fits (2 of 5 folds, every output x probe), CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
-    print(subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True).stdout.strip())
+    for script in (WORKER_START, WORKER_IMPORTS, MAIN_IMPORTS):
+        print(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip())
 
 
 if __name__ == "__main__":

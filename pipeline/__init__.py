@@ -13,10 +13,16 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import BadImageError, CacheError, CacheInProgressError, InputError, ModelError, PipelineError
-from .inputs import ImageSet, bundled, from_csv, from_folder
-from .cache import ActivationCache, open_cache
 
+# Imported on first use: the torch-based stages, and the inputs (PIL) and cache (h5py) stages too, so that a
+# process that needs one part of the package (a probe worker unpickling its fit task) imports no more.
 _LAZY = {
+    "ImageSet": "inputs",
+    "bundled": "inputs",
+    "from_csv": "inputs",
+    "from_folder": "inputs",
+    "ActivationCache": "cache",
+    "open_cache": "cache",
     "extract": "activations",
     "ExtractConfig": "activations",
     "ExtractResult": "activations",
@@ -28,13 +34,17 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """Import the torch-based stages only when they are used."""
+    """Import a stage only when one of its names is used."""
     if name in _LAZY:
         import importlib
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

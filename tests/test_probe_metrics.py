@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -65,6 +66,68 @@ def test_metrics_of_counts_are_scikit_learns_to_the_last_bit(seed, k):
                 continue
             for name in counts:
                 assert METRICS[name].point(y[rows], p_rows) == SK[name](y[rows], p_rows), (name, n)
+
+
+def _hard_cases(rng, n, k):
+    """Predictions that stress the arithmetic: ties, constant and 0/1 scores, rounding, extreme confidence."""
+    y = np.r_[np.arange(k), rng.integers(0, k, n - k)]
+    yield "smooth", y, _predictions(rng, n, k)[1]
+    for decimals in (0, 1, 2):  # ties, many of them at 0 decimals
+        logits = np.round(rng.normal(scale=2.0, size=(n, k)), decimals)
+        p = np.exp(logits)
+        yield f"ties {decimals}", y, p / p.sum(axis=1, keepdims=True)
+    yield "constant", y, np.full((n, k), 1.0 / k)
+    hard = np.eye(k)[rng.integers(0, k, n)]  # probabilities of exactly 0 and 1: clipped by log loss
+    yield "zeros and ones", y, hard
+    logits = rng.normal(scale=40.0, size=(n, k))  # confident: probabilities within eps of 0 and 1
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    yield "confident", y, p / p.sum(axis=1, keepdims=True)
+    p = rng.random((n, k)).astype(np.float32)  # float32, rows summing to one only roughly
+    yield "float32", y, p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("name", ["roc_auc", "log_loss"])
+def test_auc_and_log_loss_are_scikit_learns_to_the_last_bit(seed, k, name):
+    """ROC AUC and log loss run scikit-learn's arithmetic without its input checks where the inputs need none,
+    and call scikit-learn itself otherwise: either way the value is scikit-learn's exactly (same float)."""
+    rng = np.random.default_rng(seed)
+    unchecked = {"roc_auc": metrics_module.unchecked_roc_auc, "log_loss": metrics_module.unchecked_log_loss}[name]
+    used = 0
+    for n in (k, 5, 19, 80, 401):
+        for case, y, p in _hard_cases(rng, max(n, k), k):
+            for rows in (np.arange(len(y)), np.sort(rng.choice(len(y), size=max(2, len(y) // 3), replace=False))):
+                if len(np.unique(y[rows])) < (k if name == "roc_auc" else 2):  # scikit-learn's multiclass AUC
+                    continue  # needs every class present
+                expected = SK[name](y[rows], p[rows])
+                assert METRICS[name].point(y[rows], p[rows]) == expected, (case, n)
+                fast = unchecked(y[rows], p[rows])
+                assert fast is None or (type(fast) is float and fast == expected), (case, n)
+                used += fast is not None
+    if k == 2 or name == "log_loss":
+        assert used > 20  # the unchecked path did the work in the ordinary cases
+
+
+def test_auc_and_log_loss_leave_odd_inputs_to_scikit_learn():
+    """A fold with one class, non-finite scores, probabilities that are not probabilities: scikit-learn's own
+    answer (NaN with its warning, or its error), not an unchecked one."""
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    one_class = np.zeros(4, dtype=int)
+    assert metrics_module.unchecked_roc_auc(one_class, p) is None
+    with pytest.warns(UndefinedMetricWarning, match="Only one class"):
+        assert np.isnan(METRICS["roc_auc"].point(one_class, p))
+    assert metrics_module.unchecked_roc_auc(y, np.where(p == 0.1, np.nan, p)) is None
+    with pytest.raises(ValueError):
+        METRICS["roc_auc"].point(y, np.where(p == 0.1, np.nan, p))
+    not_summing = p * 0.5
+    assert metrics_module.unchecked_log_loss(y, not_summing) is None
+    with pytest.warns(UserWarning, match="do not sum to one"):
+        assert METRICS["log_loss"].point(y, not_summing) == skm.log_loss(y, not_summing, labels=[0, 1])
+    assert metrics_module.unchecked_log_loss(y, p * 2) is None
+    with pytest.raises(ValueError, match="greater than 1"):
+        METRICS["log_loss"].point(y, p * 2)
+    assert metrics_module.unchecked_roc_auc(y, np.c_[p, p[:, :1]] / 2) is None  # three classes: scikit-learn's
 
 
 @pytest.mark.parametrize("k", [2, 3])

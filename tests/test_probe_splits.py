@@ -82,8 +82,9 @@ def test_results_do_not_depend_on_jobs(tmp_path):
     config = ProbeConfig(probes=("logreg", "svm", "lgbm"), folds=3, n_boot=30)
     one = run_probes(cache, config, out=tmp_path / "1.json", jobs=1, progress=False)
     two = run_probes(cache, config, out=tmp_path / "2.json", jobs=2, progress=False)
+    three = run_probes(cache, config, out=tmp_path / "3.json", jobs=3, progress=False)  # here and 2 workers
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("fit_")} for r in rows]  # noqa: E731
-    assert strip(one.rows) == strip(two.rows)
+    assert strip(one.rows) == strip(two.rows) == strip(three.rows)
 
 
 def test_each_row_is_scored_as_soon_as_its_folds_are_in(tmp_path, monkeypatch):

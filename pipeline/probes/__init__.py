@@ -10,44 +10,45 @@
     save_probe(probe, "tumour.probe.npz")
 """
 
-from .backends import BACKENDS, get_backend
-from .compare import (
-    Comparison,
-    Difference,
-    ModelComparison,
-    compare_all,
-    compare_models,
-    compare_outputs,
-    corrected_t,
-    default_repeats,
-)
-from .curve import CurvePoint, LearningCurve, learning_curve
-from .data import (
-    GROUP_SOURCES,
-    LayerSource,
-    Output,
-    ProbeData,
-    load_probe_data,
-    register_group_source,
-    resolve_outputs,
-)
-from .fitted import FittedProbe, Predictions, apply_probe, check_compatible, fit_probe
-from .grid import DEFAULT_PROBES, ProbeConfig, run_probes
-from .metrics import METRICS, N_BOOT, bootstrap_weights, get_metric, metric_names
-from .persist import PROBE_SUFFIX, load_probe, save_probe
-from .registry import PROBES, ProbeSettings, build_probe, get_probe, register_probe
-from .results import (
-    ProbeResults,
-    comparison_path,
-    default_results_path,
-    load_results,
-    split_comparison,
-    summary_rows,
-    write_results,
-)
-from .splits import Folds, inner_splits, make_folds
-from .study import run_study
-from .study_results import StudyResults, default_study_path, is_study, load_study, study_rows
+from __future__ import annotations
+
+# Every name is imported from its module on first use, so that a process needing one module (a fitting
+# worker unpickling its task from .task) does not import the cache, h5py and the rest of the stage.
+_LAZY = {
+    "BACKENDS": "backends", "get_backend": "backends",
+    "Comparison": "compare", "Difference": "compare", "ModelComparison": "compare", "compare_all": "compare",
+    "compare_models": "compare", "compare_outputs": "compare", "corrected_t": "compare", "default_repeats": "compare",
+    "CurvePoint": "curve", "LearningCurve": "curve", "learning_curve": "curve",
+    "GROUP_SOURCES": "data", "LayerSource": "data", "Output": "data", "ProbeData": "data", "load_probe_data": "data",
+    "register_group_source": "data", "resolve_outputs": "data",
+    "FittedProbe": "fitted", "Predictions": "fitted", "apply_probe": "fitted", "check_compatible": "fitted",
+    "fit_probe": "fitted",
+    "DEFAULT_PROBES": "grid", "ProbeConfig": "grid", "run_probes": "grid",
+    "METRICS": "metrics", "N_BOOT": "metrics", "bootstrap_weights": "metrics", "get_metric": "metrics",
+    "metric_names": "metrics",
+    "PROBE_SUFFIX": "persist", "load_probe": "persist", "save_probe": "persist",
+    "PROBES": "registry", "ProbeSettings": "registry", "build_probe": "registry", "get_probe": "registry",
+    "register_probe": "registry",
+    "ProbeResults": "results", "comparison_path": "results", "default_results_path": "results",
+    "load_results": "results", "split_comparison": "results", "summary_rows": "results", "write_results": "results",
+    "Folds": "splits", "inner_splits": "splits", "make_folds": "splits",
+    "run_study": "study",
+    "StudyResults": "study_results", "default_study_path": "study_results", "is_study": "study_results",
+    "load_study": "study_results", "study_rows": "study_results",
+}
+
+
+def __getattr__(name: str):
+    """Import the module of ``name`` when the name is first used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "BACKENDS",

@@ -27,7 +27,7 @@ from ..cache import open_cache
 from ..errors import ProbeError
 from .compare import Difference, corrected_t
 from .data import load_probe_data
-from .grid import _fit_fold
+from .task import fit_fold
 from .metrics import get_metric
 from .registry import ProbeSettings, get_probe
 from .splits import inner_splits, make_folds
@@ -117,7 +117,7 @@ def learning_curve(cache_path: str | Path, results, output: str, probe: str, met
                                  data.class_names)
             keys.append((s, r, k))
             sizes.setdefault(s, []).append(len(sub))
-            calls.append(delayed(_fit_fold)(probe, settings, X, y, sub, test, inner, seed))
+            calls.append(delayed(fit_fold)(probe, settings, X, y, sub, test, inner, seed))
         sizes.setdefault(steps - 1, []).append(len(train))
     log.info("learning curve of %s on %s: %d fits", probe, name, len(calls))
     done = dict(zip(keys, Parallel(n_jobs=jobs)(calls)))
@@ -138,7 +138,7 @@ def _full_scores(results, output, probe, metric, X, y, folds, settings, seed, da
     for r, k, train, test in folds.splits():
         inner = inner_splits(y[train], None if data.groups is None else data.groups[train], settings.inner_folds,
                              seed, data.class_names)
-        calls.append(delayed(_fit_fold)(probe, settings, X, y, train, test, inner, seed))
+        calls.append(delayed(fit_fold)(probe, settings, X, y, train, test, inner, seed))
     fits = Parallel(n_jobs=jobs)(calls)
     return [_score(metric, y[test], fit["proba"]) for (_, _, _, test), fit in zip(folds.splits(), fits)]
 
