@@ -4,8 +4,9 @@
 
 - ``0``: decode each batch in line, between forward passes (no overlap with them), its images side by
   side on one thread per usable CPU core (:func:`decode_threads`; PIL's decoding and resizing release the
-  GIL): on 2 cores whole runs were 1.11x faster than decoding them one by one, and 1.06x faster than
-  with the decode-ahead thread (BENCHMARKS.md, ``bench/extract_stage.py``);
+  GIL): on 2 quiet cores whole runs of 1,200 images were 1.03-1.05x faster than decoding them one by
+  one, and 1.02-1.06x faster than with the decode-ahead thread (BENCHMARKS.md, ``bench/overlap.py`` and
+  ``bench/extract_stage.py``);
 - ``"thread"``: one background thread decodes and preprocesses the next batches
   into a queue of :data:`DEPTH` while the forward pass runs (PIL's decoding and
   resizing release the GIL);
@@ -47,8 +48,8 @@ INLINE, THREAD, PROCESSES = "in line", "thread", "processes"
 #: Batches the decode-ahead thread may hold ready.
 DEPTH = 2
 #: What ``auto`` keeps unless another mode measures at least MARGIN faster: in line, each batch spread over
-#: one thread per core. Whole runs of 1,200 images on 2 cores were 1.06x faster so than with the decode-ahead
-#: thread (bench/extract_stage.py), which a 13-batch trial cannot tell apart. (The thread had been preferred
+#: one thread per core. Whole runs of 1,200 images on 2 quiet cores were 1.02-1.06x faster so than with the
+#: decode-ahead thread (bench/overlap.py, bench/extract_stage.py), which a 13-batch trial cannot tell apart. (The thread had been preferred
 #: while in line meant one image after another: it was then 4% faster on quiet cores.)
 PREFERRED = INLINE
 #: How much faster (fraction of time per image) another mode must measure to be chosen over PREFERRED.

@@ -5,8 +5,8 @@ The images kept are exactly those of scikit-learn's
 (a ``StratifiedShuffleSplit`` with labels, a ``ShuffleSplit`` without), the
 rule layerprobe has always used, written out here in numpy so that
 
-- the extract stage does not import scikit-learn (1.1 s of a 20 s command on
-  1,200 images, ``bench/extract_stage.py``), and
+- the extract stage does not import scikit-learn (0.8 s of a 22 s command on
+  1,200 images, BENCHMARKS.md), and
 - the subset a seed names does not change with the installed scikit-learn.
 
 ``tests/test_sampling.py`` checks the choice against scikit-learn's over many

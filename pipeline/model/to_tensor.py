@@ -7,9 +7,11 @@ operations over a 150,000-value image. torch runs each on its intra-op thread
 pool, which is the pool the forward pass uses: a decoding thread that calls
 them competes with the forward pass for the same threads.
 
-In the main thread (decoding in line, between forward passes, when torch's
-pool is idle) the torch steps are kept: there they are the faster. In a
-decoding thread, which runs beside the forward pass, the steps are replaced:
+In the main thread (decoding in line, between forward passes, on a process
+with one core) the torch steps are kept: torch's pool is idle then. In any
+other thread (the decode-ahead thread beside the forward pass, or the threads a
+batch decoded in line is spread over, which would otherwise each call into
+that one pool) the steps are replaced:
 
 An 8-bit image has only 256 values per channel, so the result is a lookup:
 ``table[c, v] = (v / 255 - mean[c]) / std[c]``, each value computed by the very
