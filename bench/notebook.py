@@ -20,7 +20,7 @@ thread settings the workload found (before --blas-threads), are printed; ratio =
 pools (the remedy for a shared machine).
 
 Usage: .venv/bin/python bench/notebook.py [--images 96] [--model test_efficientnet] [--img-size 64] [--rounds 3]
-       [--hog] [--blas-threads N]
+       [--hog] [--blas-threads N] [--jobs N]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def probe_workload(cache_path: Path, blas_threads: int | None = None) -> dict:
+def probe_workload(cache_path: Path, blas_threads: int | None = None, jobs: int = 1) -> dict:
     """The probe stage's work on one cache; wall and CPU seconds and the thread settings it found."""
     import numpy as np
     from threadpoolctl import threadpool_info
@@ -52,7 +52,8 @@ def probe_workload(cache_path: Path, blas_threads: int | None = None) -> dict:
         settings["torch"] = sys.modules["torch"].get_num_threads()
     out = Path(tempfile.mkdtemp(prefix="notebook-probe-"))
     wall, cpu = time.perf_counter(), time.process_time()
-    run_probes(cache_path, ProbeConfig(probes=("logreg", "lgbm"), folds=5), out=out / "r.json", jobs=1, progress=False)
+    run_probes(cache_path, ProbeConfig(probes=("logreg", "lgbm"), folds=5), out=out / "r.json", jobs=jobs,
+               progress=False)
     probe = time.perf_counter() - wall, time.process_time() - cpu
     from threadpoolctl import threadpool_limits
 
@@ -102,16 +103,18 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--blas-threads", type=int, help="BLAS threads for the linear algebra (default: as found)")
+    parser.add_argument("--jobs", type=int, default=1, help="the probe stage's --jobs (at 2 and more this "
+                        "process fits too, beside jobs - 1 workers; its CPU seconds are this process's alone)")
     parser.add_argument("--hog", action="store_true", help="a busy process on one core all along (a shared machine)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # child: the probe stage alone on this cache
     parser.add_argument("--notebook", nargs=2, help=argparse.SUPPRESS)  # child: extract IMAGES into CACHE, then probe
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(probe_workload(Path(args.probe), args.blas_threads)))
+        print(json.dumps(probe_workload(Path(args.probe), args.blas_threads, args.jobs)))
         return
     if args.notebook:
         _extract_in_process(Path(args.notebook[0]), Path(args.notebook[1]), args.model, args.img_size)
-        print(json.dumps(probe_workload(Path(args.notebook[1]), args.blas_threads)))
+        print(json.dumps(probe_workload(Path(args.notebook[1]), args.blas_threads, args.jobs)))
         return
 
     sys.path.insert(0, str(ROOT))
@@ -120,7 +123,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="notebook-"))
     images = make_folder(folder / "images", n_per_class=args.images // 2)
     found: dict[str, list[dict]] = {"two CLI stages": [], "one process": []}
-    blas = [] if args.blas_threads is None else ["--blas-threads", str(args.blas_threads)]
+    blas = ([] if args.blas_threads is None else ["--blas-threads", str(args.blas_threads)]) + ["--jobs", str(args.jobs)]
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
     for _ in range(args.rounds):
         cache = folder / "cli.h5"
@@ -135,7 +138,8 @@ def main() -> None:
         hog.kill()
         hog.wait()
     shutil.rmtree(folder)
-    print(f"{'with a busy process on one core; ' if args.hog else ''}BLAS threads {args.blas_threads or 'as found'}")
+    print(f"{'with a busy process on one core; ' if args.hog else ''}BLAS threads {args.blas_threads or 'as found'}; "
+          f"probe --jobs {args.jobs}")
     print(f"{args.images} generated images, {args.model} (random init) at {args.img_size} px; "
           f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at the end")
     med = {name: {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "threads"}
