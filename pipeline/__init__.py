@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .lazy import lazy_names
 from .errors import BadImageError, CacheError, CacheInProgressError, InputError, ModelError, PipelineError
 
 # Imported on first use: the torch-based stages, and the inputs (PIL) and cache (h5py) stages too, so that a
@@ -33,18 +34,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    """Import a stage only when one of its names is used."""
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

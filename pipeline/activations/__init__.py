@@ -5,10 +5,10 @@ are torch-free, so a re-run with nothing new answers without importing torch;
 every other name is imported on first use.
 """
 
-import importlib
 import sys
 import types
 
+from ..lazy import lazy_names
 from .config import DEFAULT_MODEL, ExtractConfig, ExtractResult
 from .warm import extract
 
@@ -28,13 +28,7 @@ _LAZY = {
 __all__ = ["DEFAULT_MODEL", "ExtractConfig", "ExtractResult", "extract", *_LAZY]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 class _Package(types.ModuleType):

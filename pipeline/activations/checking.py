@@ -75,11 +75,9 @@ class CheckAhead:
         # The bar shows from here (after the model build, whose errors come first): what was done ahead, then the rest.
         with tqdm(total=len(self.paths), initial=len(self.done), unit="img", desc="checking", file=sys.stderr,
                   disable=not self.progress) as bar:
-            rest = self._check(len(self.done), len(self.paths), trusted, bar.update) if self._left() else []
+            rest = self._check(len(self.done), len(self.paths), trusted, bar.update) if len(self.done) < len(
+                self.paths) else []
         return self.done + rest
-
-    def _left(self) -> bool:
-        return len(self.done) < len(self.paths)
 
     def close(self) -> None:
         """Stop the background thread after its current chunk and wait for it."""

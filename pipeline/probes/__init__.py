@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from ..lazy import lazy_names
+
 # Every name is imported from its module on first use, so that a process needing one module (a fitting
 # worker unpickling its task from .task) does not import the cache, h5py and the rest of the stage.
 _LAZY = {
@@ -38,17 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    """Import the module of ``name`` when the name is first used."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "BACKENDS",
