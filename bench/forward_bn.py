@@ -1,10 +1,12 @@
-"""How much of the forward pass BatchNorm costs: the bound on what folding it into the convolutions could gain.
+"""What BatchNorm costs in the forward pass, and what folding it into the convolutions (as extraction does) gains.
 
 Times the bundled tf_efficientnet_lite0 (channels last, one batch of 32 bundled Br35H images preprocessed
-as extraction does, inference mode, glibc's allocator set as extraction sets it) as it is, and with every timm ``BatchNormAct2d`` replaced by its activation alone (the convolution's output
-goes straight to ReLU6). The second model computes wrong numbers; it only shows the time a forward pass
-would take if BatchNorm cost nothing, which folding it into the preceding convolution's weights
-approaches (folded, the codes change in their last bits, so layerprobe does not fold today).
+as extraction does, inference mode, glibc's allocator set as extraction sets it) three ways, interleaved:
+as it is (``--no-fold-batchnorm``); folded as extraction folds it (``pipeline.activations.fold``, every
+stage observed as with ``--layers all``), printing the largest difference of its outputs from the unfolded
+model's; and with every timm ``BatchNormAct2d`` replaced by its activation alone (the convolution's output
+goes straight to ReLU6). The last computes wrong numbers; it only shows the time a forward pass would take
+if BatchNorm cost nothing, the bound on what folding can gain.
 
 Usage: python bench/forward_bn.py [--batches 8] [--rounds 3]
 """
@@ -32,16 +34,9 @@ def _timed(model, x, batches: int) -> float:
 
 def _without_batchnorm(model):
     """``model`` with each BatchNormAct2d replaced by its dropout and activation alone (in place)."""
-    import torch
     from timm.layers import BatchNormAct2d
 
-    class ActOnly(torch.nn.Module):
-        def __init__(self, bn):
-            super().__init__()
-            self.drop, self.act = bn.drop, bn.act
-
-        def forward(self, x):
-            return self.act(self.drop(x))
+    from pipeline.activations.fold import ActOnly
 
     replaced = 0
     for module in list(model.modules()):
@@ -61,6 +56,7 @@ def main() -> None:
     import torch
 
     from pipeline.activations.allocator import steady_allocator
+    from pipeline.activations.fold import folded_batchnorm
     from pipeline.inputs import bundled, stratified_subset
     from pipeline.inputs.decode import PIL_DECODER
     from pipeline.model import build_model
@@ -71,19 +67,25 @@ def main() -> None:
     images = stratified_subset(bundled("br35h"), 32, seed=0).records
     x = torch.stack([transform(PIL_DECODER.decode(r.path)[0]) for r in images]).contiguous(
         memory_format=torch.channels_last)
-    with_bn, (without, replaced) = load(), _without_batchnorm(load())
-    times = {"with BatchNorm": [], "without BatchNorm": []}
-    with steady_allocator():  # as extraction runs: freed feature maps stay mapped for the next batch
-        for _ in range(args.rounds):  # interleaved, so load from other work hits both alike
+    with_bn, folded, (without, replaced) = load(), load(), _without_batchnorm(load())
+    stages = [f["module"] for f in folded.feature_info]
+    times = {"with BatchNorm": [], "folded": [], "without BatchNorm": []}
+    with steady_allocator(), folded_batchnorm(folded, tuple(x.shape[1:]), stages) as folding:
+        with torch.inference_mode():
+            difference = float((folded(x) - with_bn(x)).abs().max() / with_bn(x).abs().max())
+        for _ in range(args.rounds):  # interleaved, so load from other work hits all alike
             times["with BatchNorm"].append(_timed(with_bn, x, args.batches))
+            times["folded"].append(_timed(folded, x, args.batches))
             times["without BatchNorm"].append(_timed(without, x, args.batches))
     print(f"tf_efficientnet_lite0 (bundled weights), batch 32, channels last, {torch.get_num_threads()} torch threads, "
           f"{args.rounds} rounds of {args.batches} batches, load {os.getloadavg()[0]:.2f}; {replaced} BatchNormAct2d")
     for name, found in times.items():
         print(f"{name:<18} {statistics.median(found):6.2f} ms an image (rounds: "
               + ", ".join(f"{t:.2f}" for t in found) + ")")
-    base, bound = (statistics.median(times[k]) for k in times)
-    print(f"BatchNorm's share of the forward pass: {1 - bound / base:.0%}")
+    base, fold_time, bound = (statistics.median(times[k]) for k in times)
+    print(f"folding: {folding.as_dict()}; largest logit difference on this batch {difference:.2g} of the largest logit")
+    print(f"BatchNorm's share of the forward pass: {1 - bound / base:.0%}; folded runs {base / fold_time:.2f}x "
+          f"as fast as unfolded (the bound: {base / bound:.2f}x)")
 
 
 if __name__ == "__main__":

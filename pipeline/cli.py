@@ -197,6 +197,10 @@ _WORKERS_HELP = (
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="What the model computes in: auto = fp16 autocast on a GPU, fp32 on a CPU; bf16/fp16 autocast may be "
                    "faster and change the codes slightly (part of the cache key; see BENCHMARKS.md).")
+@click.option("--fold-batchnorm/--no-fold-batchnorm", default=True, show_default=True,
+              help="Fold each BatchNorm into the convolution before it where that computes the same numbers (checked "
+                   "on a test image; about 1.4x faster on EfficientNet-Lite0 on a CPU). Codes change only in their "
+                   "last bits, as between batch sizes, so an existing cache is reused either way.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
 @click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -213,7 +217,8 @@ _WORKERS_HELP = (
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
 def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_axis, slice_step, slice_range,
             model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
-            device, workers, precision, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard, quiet):
+            device, workers, precision, fold_batchnorm, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard,
+            quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
     One forward pass per batch yields every requested layer; rows are sorted by
@@ -240,8 +245,8 @@ def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_
     config = ExtractConfig(
         model=model_name, weights=weights, random_init=random_init, layers=_split_list(layer_tokens),
         pools=_split_list(pools), img_size=img_size, batch_size=batch_size, device=device, workers=workers,
-        precision=precision, limit=limit, seed=seed, on_bad_image=on_bad_image, wait=wait, bn_stats=bn_stats,
-        shard=None if shard == "auto" else shard,
+        precision=precision, fold_batchnorm=fold_batchnorm, limit=limit, seed=seed, on_bad_image=on_bad_image,
+        wait=wait, bn_stats=bn_stats, shard=None if shard == "auto" else shard,
     )
     if shard == "auto" or (shard is None and launched_in_parallel()):
         config = rank_config(config)

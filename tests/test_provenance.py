@@ -223,6 +223,8 @@ def test_extract_writes_the_manifest_in_the_shape_caches_have_today(image_folder
     today["config"]["precision"] = "auto"  # --precision, added since
     # how images were fed, since; in line with the threads a batch is spread over
     today["runtime"]["decoding"] = {"mode": "in line", "processes": 0, "how": "asked", "threads": 1}
+    today["config"]["fold_batchnorm"] = True  # --fold-batchnorm, since; and what it did (not with --bn-stats)
+    today["runtime"]["batchnorm_folding"] = {"folded": 0, "batchnorms": 1, "why_not": "--bn-stats"}
     assert _shape({k: v for k, v in written.items() if k not in added}) == _shape(today)
     assert written["bn_stats"]["members"].keys() == TODAY["bn_stats"]["members"].keys()
     assert written["runtime"]["packages"].keys() == TODAY["runtime"]["packages"].keys()

@@ -47,6 +47,7 @@ class ExtractConfig:
     bn_stats: bool = False
     shard: tuple[int, int] | None = None  # (index, count): only the ids with sha256(id) mod count == index
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (autocast); part of the cache key
+    fold_batchnorm: bool = True  # fold BatchNorm into the convolution before it (:mod:`.fold`); not in the key
 
     def __post_init__(self):
         if self.weights is not None:  # a Path from Python callers: the manifest stores it as text

@@ -24,7 +24,7 @@ from ..errors import CacheError, PipelineError
 from ..inputs import ImageSet
 from ..inputs.decode import PIL_DECODER
 from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
-from ..model import LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
+from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
 from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
 from .checking import CheckAhead, sort_out
@@ -34,6 +34,7 @@ from .warm import file_identity
 from .fingerprints import complete_fingerprints
 from .manifest import bn_stats_info, build_manifest, finished, pooled, update_summary
 from .feed import Feeder
+from .fold import Folding, folded_batchnorm
 from .loader import ImageFiles, resolve_device
 from .pooling import check_poolings
 from .threads import keeps_threads
@@ -110,10 +111,10 @@ def extract(
                                  plan.copy_new, plan.copy_old)
             prints: dict[int, np.ndarray] = {}
             with steady_allocator():  # each batch's feature maps reuse the last one's pages
-                passes = _compute(writer, plan, images, loaded, layers, tuple(pools), device, feeder, config,
-                                  progress, bn_members.order if bn_members else None, prints)
+                passes, folding = _compute(writer, plan, images, loaded, layers, tuple(pools), device, feeder,
+                                           config, progress, bn_members.order if bn_members else None, prints)
             fingerprints = complete_fingerprints(plan.rows, prints, previous, images)
-            writer.finish(finished(manifest, time.perf_counter() - started, feeder.record()), plan.planned,
+            writer.finish(finished(manifest, time.perf_counter() - started, feeder.record(), folding), plan.planned,
                           fingerprints)
         finally:
             writer.close()
@@ -263,33 +264,39 @@ def _default_name(dataset: str, model: str, key: str) -> str:
 
 
 def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device, feeder: Feeder, config, progress,
-             bn_order=None, prints: dict | None = None) -> int:
+             bn_order=None, prints: dict | None = None) -> tuple[int, Folding | None]:
     """Forward passes for the planned rows: new images (every output), then reused ones (new outputs).
 
-    The fingerprint of every image decoded goes into ``prints`` (row -> fingerprint)."""
+    The fingerprint of every image decoded goes into ``prints`` (row -> fingerprint). Returns the forward
+    passes and what BatchNorm folding did (None when nothing was computed)."""
     from tqdm import tqdm
 
-    records = {r.id: r for r in images.records}
-    cuda = device.type == "cuda"
-    model = loaded.module.to(device, memory_format=torch.channels_last)
-    autocast = _autocast(precision_of(config, device.type), device)
     missing_layers = {layer for layer, _ in plan.missing_outputs}
-    segments = [
+    position, offset, passes, folding = writer.rows_committed, 0, 0, None
+    segments = []  # (rows still to compute, their layers, their outputs)
+    for rows, seg_layers, seg_outputs in [
         (plan.compute_all, layers, plan.outputs),
         (plan.compute_missing, [s for s in layers if s.name in missing_layers], plan.missing_outputs),
-    ]
+    ]:
+        segments.append((rows[max(0, position - offset):], seg_layers, seg_outputs))
+        offset += len(rows)
+    if not any(len(todo) for todo, _, _ in segments):
+        return passes, folding
+    model = loaded.module.to(device, memory_format=torch.channels_last)
+    autocast = _autocast(precision_of(config, device.type), device)
     bn_state = writer.bn_state()
     bn = BatchNormStats(model, loaded.preprocessing.input_size[-1], bn_order) if bn_state else None
     if bn is not None:
         bn.load(bn_state)
-    position, offset, passes = writer.rows_committed, 0, 0
+    records = {r.id: r for r in images.records}
     bar = tqdm(total=plan.planned, initial=position, unit="img", desc="extracting", disable=not progress,
                file=sys.stderr)
+    observed = [s.name for s in layers if s.name not in (PRE_LOGITS, LOGITS)]
+    why_not = "--bn-stats sums each BatchNorm's input" if bn is not None else "--no-fold-batchnorm"
     try:
-        with bar:
-            for rows, seg_layers, seg_outputs in segments:
-                todo = rows[max(0, position - offset):]
-                offset += len(rows)
+        with bar, folded_batchnorm(model, loaded.preprocessing.input_size, observed,
+                                   enabled=config.fold_batchnorm and bn is None, why_not=why_not) as folding:
+            for todo, seg_layers, seg_outputs in segments:
                 if not len(todo):
                     continue
                 chosen = [records[plan.rows.ids[k]] for k in todo]
@@ -300,7 +307,8 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
                     for local, batch, batch_prints in batches:
                         if prints is not None:
                             prints.update(zip(todo[local.numpy()].tolist(), batch_prints.numpy()))
-                        batch = batch.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+                        batch = batch.to(device, non_blocking=device.type == "cuda").contiguous(
+                            memory_format=torch.channels_last)
                         with autocast:
                             codes = tap.run(batch)
                         block = {k: codes[k].cpu().numpy().astype(np.float32, copy=False) for k in seg_outputs}
@@ -311,7 +319,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     finally:
         if bn is not None:
             bn.close()
-    return passes
+    return passes, folding
 
 
 def _autocast(precision: str, device: torch.device):

@@ -91,12 +91,15 @@ def _runtime_info(device, precision: str, config) -> RuntimeInfo:
     )
 
 
-def finished(manifest: CacheManifest, duration_s: float, decoding: dict | None = None) -> CacheManifest:
-    """The manifest stamped when the codes are written: how long it took, when, and (``decoding``, from
-    :meth:`.feed.Feeder.record`) how the images were fed: ``runtime.workers`` is the decoding processes used."""
+def finished(manifest: CacheManifest, duration_s: float, decoding: dict | None = None, folding=None) -> CacheManifest:
+    """The manifest stamped when the codes are written: how long it took, when, (``decoding``, from
+    :meth:`.feed.Feeder.record`) how the images were fed: ``runtime.workers`` is the decoding processes used,
+    and (``folding``, a :class:`.fold.Folding`) which BatchNorm layers were folded into their convolution."""
     runtime = replace(manifest.runtime, duration_s=round(duration_s, 3))
     if decoding is not None:
         runtime = replace(runtime, workers=decoding["processes"], extra={**runtime.extra, "decoding": decoding})
+    if folding is not None:
+        runtime = replace(runtime, extra={**runtime.extra, "batchnorm_folding": folding.as_dict()})
     return replace(manifest, created=now(), runtime=runtime)
 
 

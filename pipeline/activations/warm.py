@@ -51,7 +51,8 @@ from .config import DEFAULT_CACHE_DIR, ExtractConfig, ExtractResult, select_imag
 log = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
-_NOT_IN_REQUEST = ("batch_size", "workers", "wait")  # change neither the codes nor where they go
+#: Change neither where the codes go nor more than their last bits (as the batch size, BatchNorm folding does).
+_NOT_IN_REQUEST = ("batch_size", "workers", "wait", "fold_batchnorm")
 
 
 def extract(
