@@ -2,7 +2,8 @@
 
 Measured on the same N Br35H images, interleaved rounds:
 
-  bare forward   the decoded, preprocessed batches already on the GPU; fp16 autocast, channels_last
+  bare forward   the decoded, preprocessed batches already on the GPU; fp16 autocast, channels_last,
+                 BatchNorm folded into the convolutions (as extraction runs the model)
   whole stage    `extract()` from the JPEG files: decoding workers feeding a DataLoader with pinned
                  memory, fp16 autocast, channels_last, every stage + pre_logits pooled and written to HDF5
 
@@ -25,6 +26,7 @@ import torch
 
 from pipeline.activations import ExtractConfig, extract
 from pipeline.activations.feed import rule_processes
+from pipeline.activations.fold import folded_batchnorm
 from pipeline.inputs import bundled, decode_rgb, stratified_subset
 from pipeline.model import build_model
 
@@ -75,14 +77,16 @@ def main() -> None:
         sync()
         return time.perf_counter() - start
 
-    bare()  # warm-up (cuDNN autotuning, allocator)
     tmp = Path(tempfile.mkdtemp())
     times = {"bare": [], "stage": []}
-    for round_no in range(args.rounds):
-        times["bare"].append(bare())
-        config = ExtractConfig(model=args.model, batch_size=args.batch_size, device=args.device, workers=workers)
-        result = extract(images, config, out=tmp / f"stage{round_no}.h5", progress=False)
-        times["stage"].append(result.seconds)
+    with folded_batchnorm(model, loaded.preprocessing.input_size, []) as folding:
+        print(f"BatchNorm folding of the bare forward: {folding.as_dict()}")
+        bare()  # warm-up (cuDNN autotuning, allocator)
+        for round_no in range(args.rounds):
+            times["bare"].append(bare())
+            config = ExtractConfig(model=args.model, batch_size=args.batch_size, device=args.device, workers=workers)
+            result = extract(images, config, out=tmp / f"stage{round_no}.h5", progress=False)
+            times["stage"].append(result.seconds)
     bare_s, stage_s = (statistics.median(times[k]) for k in ("bare", "stage"))
     print(f"bare forward (tensors on the device)      {n / bare_s:8.1f} img/s")
     print(f"whole extract stage from JPEG files        {n / stage_s:8.1f} img/s   ratio to bare forward "

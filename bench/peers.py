@@ -15,9 +15,12 @@ round by round so that load from other work hits them alike:
   loop         what a user writes by hand: PIL decode, the model's own timm
                transform, `forward_intermediates`, global average pooling,
                numpy, one `.npz`; no allocator tuning, no channels_last
-  bare         the ceiling: the same model (channels_last, as layerprobe runs
-               it) on preprocessed tensors already in memory; only the forward
-               passes are timed
+  bare         the ceiling: the same model as layerprobe runs it (channels_last,
+               BatchNorm folded into the convolutions, every stage observed,
+               glibc's allocator set as extraction sets it) on preprocessed
+               tensors already in memory; only the forward passes are timed
+  bare-timm    the same, with the model as timm builds it (BatchNorm not folded)
+               and glibc's default allocator: the bare forward the issue measured
 
 thingsvision is not a dependency of this project; it is looked for in
 --tv-path (default /tmp/tv_pkgs, made by `pip install --no-deps --target`
@@ -50,7 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("layerprobe", "thingsvision", "loop", "bare")
+VARIANTS = ("layerprobe", "thingsvision", "loop", "bare", "bare-timm")
 MODEL = "tf_efficientnet_lite0"
 STAGES = ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6")
 BATCH = 32
@@ -144,10 +147,14 @@ def run_loop(images: int, out: Path) -> dict:
     return {"rows": len(paths)}
 
 
-def run_bare(images: int, out: Path) -> dict:
+def run_bare(images: int, out: Path, as_timm_builds_it: bool = False) -> dict:
+    from contextlib import ExitStack
+
     import torch
     from PIL import Image
 
+    from pipeline.activations.allocator import steady_allocator
+    from pipeline.activations.fold import folded_batchnorm
     from pipeline.model import build_model
 
     loaded = build_model(MODEL)
@@ -156,7 +163,11 @@ def run_bare(images: int, out: Path) -> dict:
     model = loaded.module.to(memory_format=torch.channels_last)
     batches = [tensors[s:s + BATCH].contiguous(memory_format=torch.channels_last)
                for s in range(0, len(tensors), BATCH)]
-    with torch.inference_mode():
+    with ExitStack() as stack:
+        if not as_timm_builds_it:
+            stack.enter_context(steady_allocator())
+            stack.enter_context(folded_batchnorm(model, loaded.preprocessing.input_size, list(STAGES)))
+        stack.enter_context(torch.inference_mode())
         model(batches[0])  # one warm-up batch, not timed
         start = time.perf_counter()
         for batch in batches:
@@ -165,7 +176,8 @@ def run_bare(images: int, out: Path) -> dict:
     return {"rows": len(tensors), "work": forward}
 
 
-RUNNERS = {"layerprobe": run_layerprobe, "thingsvision": run_thingsvision, "loop": run_loop, "bare": run_bare}
+RUNNERS = {"layerprobe": run_layerprobe, "thingsvision": run_thingsvision, "loop": run_loop, "bare": run_bare,
+           "bare-timm": lambda images, out: run_bare(images, out, as_timm_builds_it=True)}
 
 
 def child(variant: str, images: int, out: str) -> None:
@@ -230,7 +242,7 @@ def table(results: dict, images: int) -> None:
                 print(f"{variant:<13} not run: {results[variant][0]['error']}")
                 continue
             wall, work = val(variant, "wall"), val(variant, "work")
-            ratio_wall = f"{wall / val('layerprobe', 'wall'):14.2f}" if lp and variant != "bare" else f"{'':>14}"
+            ratio_wall = f"{wall / val('layerprobe', 'wall'):14.2f}" if lp and not variant.startswith("bare") else f"{'':>14}"
             ratio_work = f"{work / val('layerprobe', 'work'):14.2f}" if lp else f"{'':>14}"
             print(f"{variant:<13} {wall:7.1f} {images / wall:7.1f} {work:7.1f} {images / work:7.1f} "
                   f"{ratio_wall} {ratio_work} {max(r['rss_gb'] for r in ok[variant]):11.2f}")

@@ -188,3 +188,33 @@ def test_bn_stats_are_summed_unfolded(image_folder, tiny_config, tmp_path):
     with open_cache(result.path) as cache:
         record = cache.provenance.runtime.extra["batchnorm_folding"]
     assert record["folded"] == 0 and record["why_not"] == "--bn-stats sums each BatchNorm's input"
+
+
+def _panel_with_batchnorm():
+    from .model_panel import PANEL
+
+    return [e for e in PANEL if e.name.split("/")[-1].startswith(
+        ("resnet", "densenet", "tf_efficientnet", "mobilenet", "regnet", "maxvit"))]
+
+
+@pytest.mark.parametrize("entry", _panel_with_batchnorm(), ids=lambda e: e.id)
+def test_every_panel_family_with_batchnorm_folds_to_the_same_stage_outputs(entry):
+    from pipeline.model import available_layers
+
+    from .model_panel import load
+
+    loaded = load(entry)
+    model = _randomised(loaded.module, seed=3).to(memory_format=torch.channels_last)
+    stages = [s.name for s in available_layers(loaded) if s.kind == "stage"]
+    x = torch.randn(2, 3, entry.img_size, entry.img_size, generator=torch.Generator().manual_seed(4)).contiguous(
+        memory_format=torch.channels_last)
+    before = _outputs(model, x, stages)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with folded_batchnorm(model, (3, entry.img_size, entry.img_size), stages) as folding:
+        assert folding.pairs and folding.difference < fold.TOLERANCE, folding
+        during = _outputs(model, x, stages)
+    for name, value in before.items():
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        got = during[name][0] if isinstance(during[name], (tuple, list)) else during[name]
+        torch.testing.assert_close(got, value, rtol=1e-4, atol=1e-4 * float(value.abs().max()), msg=name)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # put back
