@@ -118,6 +118,20 @@ def test_a_requested_convolution_keeps_its_own_output():
         assert ("0", "1") not in folding.pairs and ("9", "10") in folding.pairs
 
 
+def test_an_observed_output_changed_in_place_later_is_compared_as_it_was():
+    class ReluAfter(nn.Module):  # as torchvision's DenseNet: F.relu(features, inplace=True) after the stage
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            return torch.relu_(self.features(x)).mean((2, 3))
+
+    model = _randomised(ReluAfter())
+    with folded_batchnorm(model, SHAPE, observed=["features"]) as folding:
+        assert folding.pairs == (("features.0", "features.1"),) and folding.difference < fold.TOLERANCE
+
+
 def test_codes_that_differ_after_folding_are_computed_unfolded(monkeypatch, caplog):
     monkeypatch.setattr(fold, "TOLERANCE", 0.0)  # any difference at all now counts as a failed check
     model = _panel()
@@ -141,6 +155,13 @@ def test_a_forward_pass_autograd_refuses_leaves_the_model_unfolded():
     with folded_batchnorm(model, SHAPE, observed=[]) as folding:
         assert folding.pairs == () and "autograd" in folding.why_not
         assert isinstance(model.bn, nn.BatchNorm2d)
+
+
+def test_under_inference_mode_nothing_is_folded_and_the_record_says_why():
+    model = _panel()
+    with torch.inference_mode(), folded_batchnorm(model, SHAPE, observed=[]) as folding:
+        assert folding.pairs == () and folding.why_not == "called under torch.inference_mode()"
+        assert isinstance(model[1], nn.BatchNorm2d)
 
 
 def test_models_without_batchnorm_and_disabled_folding_are_not_touched():

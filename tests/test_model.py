@@ -118,3 +118,27 @@ def test_models_that_fix_their_input_size_are_built_for_the_size_asked(name):
     loaded = build_model(name, random_init=True, img_size=48)
     assert loaded.preprocessing.input_size == (3, 48, 48)
     assert [s.name for s in available_layers(loaded)][-2:] == ["pre_logits", "logits"]
+
+
+def test_a_convolution_classifier_gives_logits_through_the_models_own_head():
+    from pipeline.model.layers import head_outputs
+
+    loaded = build_model("dla46_c", random_init=True, img_size=64)  # DLA: a 1x1 convolution is the classifier
+    specs = {s.name: s for s in available_layers(loaded)}
+    assert specs["pre_logits"].channels == 256 and specs["logits"].channels == 1000
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        pre, logits = head_outputs(loaded, x)
+        torch.testing.assert_close(logits, loaded.module(x))
+    assert pre.shape == (2, 256)
+
+
+def test_stages_timm_describes_for_another_variant_are_refused_but_the_head_is_not():
+    loaded = build_model("hrnet_w18_small", random_init=True, img_size=64)  # feature_info of features_only
+    with pytest.raises(ModelError, match=r"names stages that are not modules of the model \(stem, stage1\).*"
+                                         r"--layers pre_logits,logits"):
+        available_layers(loaded)
+    with pytest.raises(ModelError, match="features_only"):
+        resolve_layers(loaded, ["1"])
+    specs = resolve_layers(loaded, ["pre_logits", "logits", "final_layer"])
+    assert [(s.name, s.channels) for s in specs] == [("final_layer", 2048), ("pre_logits", 2048), ("logits", 1000)]

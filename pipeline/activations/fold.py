@@ -97,6 +97,9 @@ def folded_batchnorm(model: nn.Module, example_shape: tuple[int, ...], observed:
     if not enabled or not count:
         yield Folding(batchnorms=count, why_not=why_not if count else None)
         return
+    if torch.is_inference_mode_enabled():  # autograd records nothing there, so no pair could be shown safe
+        yield Folding(batchnorms=count, why_not="called under torch.inference_mode()")
+        return
     x = _example(model, example_shape)
     try:
         pairs, reference = find_pairs(model, x, observed, convs, tuple(norms))
@@ -107,12 +110,11 @@ def folded_batchnorm(model: nn.Module, example_shape: tuple[int, ...], observed:
     undo = _fold(model, pairs, norms)
     try:
         folding = _checked(model, x, observed, reference, pairs, count)
-        if folding.why_not and not folding.pairs:
+        if not folding.pairs:  # none found, or the check failed: the run computes unfolded
             undo()
-            undo = lambda: None  # noqa: E731
         yield folding
     finally:
-        undo()
+        undo()  # a second call finds nothing left to put back
 
 
 def find_pairs(model: nn.Module, x: torch.Tensor, observed: list[str], convs: tuple[type, ...],
@@ -244,8 +246,8 @@ def _checked(model: nn.Module, x: torch.Tensor, observed: list[str], reference: 
 
     def keep(name, output):
         output = output[0] if isinstance(output, (tuple, list)) else output
-        if torch.is_tensor(output):
-            found.setdefault(name, output)
+        if torch.is_tensor(output) and name not in found:
+            found[name] = output.clone()  # as the reference: a later in-place operation must not change it
 
     handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: keep(n, out)) for n in observed if n in modules]
     try:

@@ -83,7 +83,8 @@ def head_outputs(loaded: LoadedModel, x: torch.Tensor, logits: bool = True) -> t
         if not logits:
             return pre, None
         classifier = module.get_classifier() if hasattr(module, "get_classifier") else None
-        if hasattr(module, "head_dist") or not isinstance(classifier, torch.nn.Module):
+        if hasattr(module, "head_dist") or not isinstance(classifier, torch.nn.Linear):
+            # two classifiers joined, or a 1x1 convolution on the unflattened pool (DLA, DPN): the model's own head
             return pre, module.forward_head(features)
         return pre, classifier(pre)
     seen = []
@@ -135,6 +136,13 @@ def _stage_entries(loaded: LoadedModel) -> list[dict]:
     module = loaded.module
     info = getattr(module, "feature_info", None)
     if loaded.family == "timm" and isinstance(info, list) and info and isinstance(info[0], dict):
+        modules = dict(module.named_modules())
+        missing = [f["module"] for f in info if f["module"] not in modules]
+        if missing:  # HRNet: its feature_info describes the features_only model timm builds, not this one
+            raise ModelError(
+                f"{loaded.name}'s feature_info names stages that are not modules of the model ({', '.join(missing)}): "
+                "timm describes the stages of its features_only variant, so layerprobe cannot find this model's "
+                "stages; ask for pre_logits or logits (--layers pre_logits,logits) or for module names")
         return [dict(f) for f in info]
     if loaded.family == "torchvision" and torchvision_family(module) == NLC:
         return [{"module": f"encoder.layers.{n}"} for n, _ in module.encoder.layers.named_children()]
@@ -219,12 +227,17 @@ def resolve_layers(loaded: LoadedModel, requested: list[str] | tuple[str, ...]) 
     ``all`` means every stage plus ``pre_logits``. The result is in forward order,
     without repeats.
     """
-    entries = {e["module"]: e for e in _stage_entries(loaded)}
+    try:
+        entries, unknown_stages = {e["module"]: e for e in _stage_entries(loaded)}, None
+    except ModelError as exc:  # pre_logits, logits and module names need no stages
+        entries, unknown_stages = {}, exc
     stages = list(entries)
     modules = dict(loaded.module.named_modules())
     chosen: list[str] = []
     for token in requested:
         token = str(token).strip()
+        if unknown_stages is not None and (token == "all" or _is_int(token)):
+            raise unknown_stages
         if token == "all":
             names = stages + [PRE_LOGITS]
         elif token in SPECIAL or token in stages:
