@@ -65,3 +65,23 @@ def test_br35h_subset_extracts_with_the_right_shapes(tmp_path):
     with open_cache(out) as cache:
         assert np.isfinite(cache.codes("pre_logits")).all()
         assert cache.codes("pre_logits").std() > 0.01
+
+
+def test_folding_the_real_weights_moves_br35h_codes_only_in_their_last_bits(tmp_path):
+    from pipeline import open_cache
+    from pipeline.activations import ExtractConfig, extract
+    from pipeline.inputs import bundled, stratified_subset
+
+    images = stratified_subset(bundled("br35h"), 48, seed=0)
+    folded = extract(images, ExtractConfig(layers=("all", "logits")), out=tmp_path / "folded.h5", progress=False)
+    plain = extract(images, ExtractConfig(layers=("all", "logits"), fold_batchnorm=False), out=tmp_path / "plain.h5",
+                    progress=False)
+    with open_cache(folded.path) as a, open_cache(plain.path) as b:
+        record = a.provenance.runtime.extra["batchnorm_folding"]
+        assert record["folded"] == record["batchnorms"] == 49 and record["max_relative_difference"] < 1e-4
+        for layer, pooling in a.outputs:
+            got, expected = a.codes(layer, pooling), b.codes(layer, pooling)
+            scale = float(np.abs(expected).max())
+            assert float(np.abs(got - expected).max()) < 1e-5 * scale, layer
+        # the same class ranking on every image: what a probe sees does not change
+        assert (a.codes("logits").argmax(1) == b.codes("logits").argmax(1)).all()
