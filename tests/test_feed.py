@@ -79,14 +79,23 @@ def test_auto_keeps_decoding_in_line_unless_another_mode_is_clearly_faster():
     from pipeline.activations.feed import MARGIN, FeedChoice, decide
 
     modes = [FeedChoice(INLINE, threads=2), FeedChoice(THREAD), FeedChoice(PROCESSES, 4)]
-    chosen = lambda inline, thread, processes: decide(modes, {INLINE: inline, THREAD: thread,  # noqa: E731
-                                                              PROCESSES: processes}).mode
+    chosen = lambda inline, thread, processes: decide(modes, {INLINE: [inline], THREAD: [thread],  # noqa: E731
+                                                              PROCESSES: [processes]}).mode
     assert chosen(13.3, 13.2, 20.0) == INLINE  # a tie a 13-batch trial cannot resolve: in line
     assert chosen(13.3, 13.3 * (1 - MARGIN) + 0.01, 20.0) == INLINE
     assert chosen(13.3, 13.3 * (1 - MARGIN) - 0.01, 20.0) == THREAD  # clearly faster with the thread
     assert chosen(13.0, 12.0, 9.0) == PROCESSES
     assert chosen(13.0, 12.0, 12.9) == THREAD
-    assert decide(modes, {INLINE: 13.0, THREAD: 13.1, PROCESSES: 20.0}).threads == 2
+    assert decide(modes, {INLINE: [13.0], THREAD: [13.1], PROCESSES: [20.0]}).threads == 2
+
+
+def test_one_disturbed_round_of_the_trial_does_not_leave_decoding_in_line():
+    from pipeline.activations.feed import FeedChoice, decide
+
+    modes = [FeedChoice(INLINE, threads=2), FeedChoice(THREAD)]
+    # a quiet round, then one in which other work slowed the in-line batches (measured so on 2 cores)
+    assert decide(modes, {INLINE: [10.1, 16.5], THREAD: [12.4, 15.3]}).mode == INLINE
+    assert decide(modes, {INLINE: [16.0, 16.5], THREAD: [12.4, 15.3]}).mode == THREAD  # faster in both rounds
 
 
 def test_auto_keeps_decoding_in_line_when_a_run_is_too_short_to_measure(monkeypatch):

@@ -16,10 +16,9 @@
   old core-count rule asked for processes, with them too), each mode's run of
   batches timed as a whole, from asking for the first to the end of the last
   one's forward pass and write (:class:`Trial`: 1 + 2 rounds x 3 batches per mode, or 1 round when one mode
-  is already 1.25x faster). The mode with the least median time per image
-  carries on (in line, :data:`PREFERRED`, unless another is at least
-  :data:`MARGIN` faster); a run too short to measure decodes in line. The trial batches are real rows of
-  the run: nothing is computed twice.
+  is already 1.25x faster). In line (:data:`PREFERRED`) carries on unless another mode measured at least
+  :data:`MARGIN` faster in every round (then the fastest of those by median); a run too short to measure
+  decodes in line. The trial batches are real rows of the run: nothing is computed twice.
 
 The batches are the same in every mode (same rows, same order, same tensors),
 so the codes are bit-identical; what was chosen and the measured figures go
@@ -175,7 +174,7 @@ class Feeder:
             fastest = sorted(per_image.values())
             if fastest[0] * trial.decisive <= fastest[1]:
                 break
-        best = decide(self.candidates, per_image)
+        best = decide(self.candidates, times)
         self.choice = replace(best, how="measured", measured=per_image, trial_batches=position)
         yield from self._fed(self.choice, dataset, position, total)
 
@@ -201,12 +200,14 @@ class Feeder:
             yield from _decoded(dataset, first, last, self.batch_size, self.pin, threads=choice.threads)
 
 
-def decide(candidates: list[FeedChoice], per_image: dict[str, float]) -> FeedChoice:
-    """The candidate with the least time per image, or PREFERRED unless that is MARGIN faster than it."""
-    best = min(candidates, key=lambda c: per_image[c.mode])
-    if per_image[best.mode] > per_image[PREFERRED] * (1 - MARGIN):
-        return next(c for c in candidates if c.mode == PREFERRED)
-    return best
+def decide(candidates: list[FeedChoice], times: dict[str, list[float]]) -> FeedChoice:
+    """PREFERRED, unless another candidate measured at least MARGIN faster than it in every round of the
+    trial (``times``: each mode's seconds per image, one per round): then the one of those with the least
+    median. One disturbed round (other work on the machine) cannot make the run leave PREFERRED."""
+    preferred = next(c for c in candidates if c.mode == PREFERRED)
+    faster = [c for c in candidates if c.mode != PREFERRED and all(
+        mine <= theirs * (1 - MARGIN) for mine, theirs in zip(times[c.mode], times[PREFERRED], strict=True))]
+    return min(faster, key=lambda c: statistics.median(times[c.mode])) if faster else preferred
 
 
 def _asked(workers: int | str) -> FeedChoice | None:
