@@ -200,7 +200,7 @@ _WORKERS_HELP = (
 @click.option("--fold-batchnorm/--no-fold-batchnorm", default=True, show_default=True,
               help="Fold each BatchNorm into the convolution before it where that computes the same numbers (checked "
                    "on a test image; EfficientNet-Lite0's forward pass is 1.27x faster on 2 CPU cores). Not with "
-                   "--bn-stats. Codes change only in their last bits, as between batch sizes, so an existing cache "
+                   "--bn-stats nor under bf16/fp16 autocast. Codes change only in their last bits, as between batch sizes, so an existing cache "
                    "is reused either way.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")

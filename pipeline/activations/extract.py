@@ -24,7 +24,8 @@ from ..errors import CacheError, PipelineError
 from ..inputs import ImageSet
 from ..inputs.decode import PIL_DECODER
 from ..inputs.fingerprint import FINGERPRINT_POLICY, WIDTH
-from ..model import LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model, resolve_layers
+from ..model import (LOGITS, PRE_LOGITS, LayerSpec, LoadedModel, batchnorm_members, batchnorm_modules, build_model,
+                     resolve_layers)
 from .allocator import steady_allocator
 from .bnstats import BatchNormStats, empty_state
 from .checking import CheckAhead, sort_out
@@ -283,7 +284,8 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     if not any(len(todo) for todo, _, _ in segments):
         return passes, folding
     model = loaded.module.to(device, memory_format=torch.channels_last)
-    autocast = _autocast(precision_of(config, device.type), device)
+    precision = precision_of(config, device.type)
+    autocast = _autocast(precision, device)
     bn_state = writer.bn_state()
     bn = BatchNormStats(model, loaded.preprocessing.input_size[-1], bn_order) if bn_state else None
     if bn is not None:
@@ -292,10 +294,10 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     bar = tqdm(total=plan.planned, initial=position, unit="img", desc="extracting", disable=not progress,
                file=sys.stderr)
     observed = [s.name for s in layers if s.name not in (PRE_LOGITS, LOGITS)]
-    why_not = "--bn-stats sums each BatchNorm's input" if bn is not None else "--no-fold-batchnorm"
+    why_not = _why_not_fold(config, bn is not None, precision)
     try:
-        with bar, folded_batchnorm(model, loaded.preprocessing.input_size, observed,
-                                   enabled=config.fold_batchnorm and bn is None, why_not=why_not) as folding:
+        with bar, folded_batchnorm(model, loaded.preprocessing.input_size, observed, enabled=why_not is None,
+                                   why_not=why_not) as folding:
             for todo, seg_layers, seg_outputs in segments:
                 if not len(todo):
                     continue
@@ -322,7 +324,24 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     return passes, folding
 
 
+def _why_not_fold(config: ExtractConfig, bn_stats: bool, precision: str) -> str | None:
+    """Why BatchNorm is not folded in this run, or None when it is."""
+    if not config.fold_batchnorm:
+        return "fold_batchnorm=False (--no-fold-batchnorm)"
+    if bn_stats:
+        return "bn_stats (--bn-stats) sums each BatchNorm's input"
+    if precision in AUTOCAST_DTYPES:
+        # autocast rounds the folded weights to 16 bits; unfolded, BatchNorm's scale stays in float32 (on
+        # Br35H bf16 moved the probes' AUC by up to 0.015 folded, 0.007 unfolded: BENCHMARKS.md)
+        return f"computing in {precision}, which would round the folded weights"
+    return None
+
+
+#: The precisions (values of :data:`.config.PRECISIONS`) computed under autocast, and their 16-bit type.
+AUTOCAST_DTYPES = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}
+
+
 def _autocast(precision: str, device: torch.device):
     """The autocast context of ``precision`` (a value of :data:`.config.PRECISIONS`) on ``device``."""
-    dtype = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}.get(precision)
+    dtype = AUTOCAST_DTYPES.get(precision)
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -5,8 +5,8 @@ In inference a BatchNorm layer is a per-channel affine map, ``y = x * s + t`` wi
 its input comes straight from a convolution and from nothing else, scaling that
 convolution's weights by ``s`` and giving it the bias ``t`` (plus its own bias
 times ``s``) computes the same numbers in one pass instead of two: on the bundled
-EfficientNet-Lite0 on 2 CPU cores BatchNorm is about 28% of the forward pass
-(``bench/forward_bn.py``). Inference engines (TensorRT, ONNX Runtime, OpenVINO,
+EfficientNet-Lite0 on 2 CPU cores the forward pass runs 1.27x faster folded
+(``bench/forward_bn.py``; 1.04-1.43x on 28 architectures, ``bench/fold_panel.py``). Inference engines (TensorRT, ONNX Runtime, OpenVINO,
 ``torch.jit.freeze``) do the same. The codes change only in their last bits, as
 they do between batch sizes, thread counts or machines; so it is recorded in the
 manifest (``runtime.extra["batchnorm_folding"]``), not part of the cache key.
@@ -16,9 +16,10 @@ names or registration order: one forward pass of a random image with autograd on
 records which tensor each BatchNorm reads; a pair is folded only when that
 tensor is the output of a convolution that nothing else reads, and that no
 requested layer outputs (its hook would see the normalised numbers instead).
-Only exact types whose forward is known are touched (:data:`FOLDABLE_CONVS`,
-:data:`FOLDABLE_NORMS`): a subclass may compute something else (a weight-
-standardised convolution, a frozen BatchNorm), so it is left as it is. After
+Only exact types whose forward is known are touched (``nn.Conv2d`` and timm's
+``Conv2dSame``; ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d``): a subclass may
+compute something else (a weight-standardised convolution, a frozen BatchNorm),
+so it is left as it is. After
 folding, the same image goes through again; unless every requested layer and
 the model's output agree with the unfolded numbers to :data:`TOLERANCE` (of
 each output's largest magnitude), everything is put back and the run computes
@@ -249,7 +250,8 @@ def _checked(model: nn.Module, x: torch.Tensor, observed: list[str], reference: 
         if torch.is_tensor(output) and name not in found:
             found[name] = output.clone()  # as the reference: a later in-place operation must not change it
 
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: keep(n, out)) for n in observed if n in modules]
+    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: keep(n, out))
+               for n in observed if n in modules]
     try:
         found[""] = _first_tensor(model(x))
     finally:
