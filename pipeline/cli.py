@@ -166,8 +166,9 @@ class _Workers(click.ParamType):
 _WORKERS_HELP = (
     "How images are decoded while the model runs. auto (default): the first batches are decoded in turn in line, "
     "with one decode-ahead thread (and, on a CPU of more than 4 cores, with decoding processes), each run of 3 "
-    "batches timed from asking for the first to the end of the last forward pass; the fastest per image carries on "
-    "(in line unless another is 3% faster; in line below 13 batches; on a GPU decoding processes). The choice and the "
+    "batches timed from asking for the first to the end of the last forward pass; in line carries on unless another "
+    "way was 3% faster in every round (then the fastest of those; in line below 13 batches; on a GPU decoding "
+    "processes). The choice and the "
     "figures go into the cache manifest (runtime.decoding). 0: decode each batch in line, between forward passes, its "
     "images side by side on one thread per core; thread: one decode-ahead thread; N: N decoding processes.")
 
@@ -640,13 +641,24 @@ def _describe(path, rows, counts, m) -> str:
         ("images", f"{rows} from {inp.name} ({inp.source}); classes: {classes}"),
         ("preprocess", f"{pre['input_size'][1]}x{pre['input_size'][2]} {pre['interpolation']}, crop {pre['crop_pct']}, "
                        f"mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"),
-        ("made", f"{m.created} on {run.device} ({run.precision}) in "
+        ("made", f"{m.created} on {run.device} ({run.precision}{_folding(run.extra)}) in "
                  f"{'?' if run.duration_s is None else run.duration_s} s"),
         ("key", m.key),
     ]
     if inp.skipped:
         lines.append(("skipped", f"{len(inp.skipped)} bad image(s): " + ", ".join(s["id"] for s in inp.skipped[:5])))
     return "\n".join(f"{k:<11}{v}" for k, v in lines)
+
+
+def _folding(runtime_extra: dict) -> str:
+    """``, BatchNorm folded 49 of 49`` (or ``not folded: why``) for the ``made`` line; nothing for caches made
+    before folding."""
+    folding = runtime_extra.get("batchnorm_folding")
+    if not folding or not folding.get("batchnorms"):
+        return ""
+    if folding.get("folded"):
+        return f", BatchNorm folded {folding['folded']} of {folding['batchnorms']}"
+    return f", BatchNorm not folded: {folding.get('why_not', 'none qualified')}"
 
 
 def _stored(extras: dict) -> str:

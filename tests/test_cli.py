@@ -1,6 +1,7 @@
 """Every command through click's CliRunner: happy paths, failure paths, help."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -60,6 +61,12 @@ def test_extract_prints_only_the_path_then_info_describes_it(runner, image_folde
     assert "model      test_efficientnet  weights random-init" in info.output
     assert "16 from images (images); classes: benign (8), malignant (8)" in info.output
     assert "blocks.4/gem" in info.output and "16 x 64" in info.output
+    assert re.search(r"made .* \(float32, BatchNorm folded (\d+) of \1\) in", info.output)
+    unfolded = tmp_path / "unfolded.h5"
+    args = ["extract", "--images", str(image_folder), *TINY, "--no-fold-batchnorm", "--out", str(unfolded), "-q"]
+    assert runner.invoke(main, args).exit_code == 0
+    assert "(float32, BatchNorm not folded: fold_batchnorm=False (--no-fold-batchnorm)) in" in runner.invoke(
+        main, ["info", str(unfolded)]).output
     data = json.loads(runner.invoke(main, ["info", str(out), "--json"]).stdout)
     assert data["rows"] == 16 and data["class_counts"] == {"benign": 8, "malignant": 8}
     assert {o["output"] for o in data["outputs"]} >= {"blocks.0/avg", "blocks.0/gem", "pre_logits/none"}
