@@ -80,8 +80,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     times = {"bare": [], "stage": []}
     # as extraction runs it: folded in fp32 (the CPU dry run), not under the GPU's fp16 autocast
-    with folded_batchnorm(model, loaded.preprocessing.input_size, [], enabled=not cuda,
-                          why_not="fp16 autocast") as folding:
+    with folded_batchnorm(model, loaded.preprocessing.input_size, [], why_not="fp16 autocast" if cuda else None) \
+            as folding:
         print(f"BatchNorm folding of the bare forward: {folding.as_dict()}")
         bare()  # warm-up (cuDNN autotuning, allocator)
         for round_no in range(args.rounds):

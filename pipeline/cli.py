@@ -168,9 +168,9 @@ _WORKERS_HELP = (
     "with one decode-ahead thread (and, on a CPU of more than 4 cores, with decoding processes), each run of 3 "
     "batches timed from asking for the first to the end of the last forward pass; in line carries on unless another "
     "way was 3% faster in every round (then the fastest of those; in line below 13 batches; on a GPU decoding "
-    "processes). The choice and the "
-    "figures go into the cache manifest (runtime.decoding). 0: decode each batch in line, between forward passes, its "
-    "images side by side on one thread per core; thread: one decode-ahead thread; N: N decoding processes.")
+    "processes). The choice and the figures go into the cache manifest (runtime.decoding). 0: decode each batch in "
+    "line, between forward passes, its images side by side on one thread per core; thread: one decode-ahead thread; "
+    "N: N decoding processes.")
 
 
 @main.command()
@@ -201,8 +201,8 @@ _WORKERS_HELP = (
 @click.option("--fold-batchnorm/--no-fold-batchnorm", default=True, show_default=True,
               help="Fold each BatchNorm into the convolution before it where that computes the same numbers (checked "
                    "on a test image; EfficientNet-Lite0's forward pass is 1.27x faster on 2 CPU cores). Not with "
-                   "--bn-stats nor under bf16/fp16 autocast. Codes change only in their last bits, as between batch sizes, so an existing cache "
-                   "is reused either way.")
+                   "--bn-stats nor under bf16/fp16 autocast. Codes change only in their last bits, as between batch "
+                   "sizes, so an existing cache is reused either way.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use a stratified, seeded subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit subset.")
 @click.option("--on-bad-image", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -219,8 +219,8 @@ _WORKERS_HELP = (
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; only the cache path.")
 def extract(images, csv_file, dataset, dicom, nifti, window, percentiles, slice_axis, slice_step, slice_range,
             model_name, weights, random_init, layer_tokens, pools, img_size, batch_size,
-            device, workers, precision, fold_batchnorm, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats, shard,
-            quiet):
+            device, workers, precision, fold_batchnorm, limit, seed, on_bad_image, out, cache_dir, wait, bn_stats,
+            shard, quiet):
     """Extract pooled codes of many layers into one HDF5 cache.
 
     One forward pass per batch yields every requested layer; rows are sorted by

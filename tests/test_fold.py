@@ -175,7 +175,7 @@ def test_models_without_batchnorm_and_disabled_folding_are_not_touched():
     with folded_batchnorm(plain, SHAPE, observed=[]) as folding:
         assert folding.as_dict() == {"folded": 0, "batchnorms": 0}
     model = _panel()
-    with folded_batchnorm(model, SHAPE, observed=[], enabled=False, why_not="--no-fold-batchnorm") as folding:
+    with folded_batchnorm(model, SHAPE, observed=[], why_not="--no-fold-batchnorm") as folding:
         assert folding.as_dict() == {"folded": 0, "batchnorms": 6, "why_not": "--no-fold-batchnorm"}
         assert isinstance(model[1], nn.BatchNorm2d)
 

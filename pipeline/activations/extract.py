@@ -296,8 +296,7 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     observed = [s.name for s in layers if s.name not in (PRE_LOGITS, LOGITS)]
     why_not = _why_not_fold(config, bn is not None, precision)
     try:
-        with bar, folded_batchnorm(model, loaded.preprocessing.input_size, observed, enabled=why_not is None,
-                                   why_not=why_not) as folding:
+        with bar, folded_batchnorm(model, loaded.preprocessing.input_size, observed, why_not) as folding:
             for todo, seg_layers, seg_outputs in segments:
                 if not len(todo):
                     continue
@@ -324,6 +323,10 @@ def _compute(writer, plan: Plan, images: ImageSet, loaded, layers, pools, device
     return passes, folding
 
 
+#: The precisions (values of :data:`.config.PRECISIONS`) computed under autocast, and their 16-bit type.
+AUTOCAST_DTYPES = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}
+
+
 def _why_not_fold(config: ExtractConfig, bn_stats: bool, precision: str) -> str | None:
     """Why BatchNorm is not folded in this run, or None when it is."""
     if not config.fold_batchnorm:
@@ -335,10 +338,6 @@ def _why_not_fold(config: ExtractConfig, bn_stats: bool, precision: str) -> str 
         # Br35H bf16 moved the probes' AUC by up to 0.015 folded, 0.007 unfolded: BENCHMARKS.md)
         return f"computing in {precision}, which would round the folded weights"
     return None
-
-
-#: The precisions (values of :data:`.config.PRECISIONS`) computed under autocast, and their 16-bit type.
-AUTOCAST_DTYPES = {"bfloat16-autocast": torch.bfloat16, "float16-autocast": torch.float16}
 
 
 def _autocast(precision: str, device: torch.device):

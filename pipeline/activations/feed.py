@@ -48,8 +48,9 @@ INLINE, THREAD, PROCESSES = "in line", "thread", "processes"
 DEPTH = 2
 #: What ``auto`` keeps unless another mode measures at least MARGIN faster: in line, each batch spread over
 #: one thread per core. Whole runs of 1,200 images on 2 quiet cores were 1.02-1.06x faster so than with the
-#: decode-ahead thread (bench/overlap.py, bench/extract_stage.py), which a 13-batch trial cannot tell apart. (The thread had been preferred
-#: while in line meant one image after another: it was then 4% faster on quiet cores.)
+#: decode-ahead thread (bench/overlap.py, bench/extract_stage.py), which a 13-batch trial cannot tell apart.
+#: (The thread had been preferred while in line meant one image after another: it was then 4% faster on
+#: quiet cores.)
 PREFERRED = INLINE
 #: How much faster (fraction of time per image) another mode must measure to be chosen over PREFERRED.
 MARGIN = 0.03
@@ -138,7 +139,7 @@ class Feeder:
         self.pin = device.type == "cuda"
         self.choice: FeedChoice | None = _asked(workers)
         self.short: FeedChoice | None = None  # how a run too short to measure was fed
-        self.candidates = [FeedChoice(INLINE, threads=decode_threads()), FeedChoice(THREAD)]
+        self.candidates = [_in_line(), FeedChoice(THREAD)]
         processes = rule_processes(device)
         if self.choice is None and device.type == "cuda" and processes:
             self.choice = FeedChoice(PROCESSES, processes, "rule: a GPU decodes with most CPU cores")
@@ -156,7 +157,7 @@ class Feeder:
         if self.choice is not None:
             yield from self._fed(self.choice, dataset, 0, total)
         elif total < self.trial.batches(len(self.candidates)):  # a later, longer dataset of the run may measure
-            self.short = FeedChoice(INLINE, how=f"too few batches to measure ({total})", threads=decode_threads())
+            self.short = _in_line(f"too few batches to measure ({total})")
             yield from self._fed(self.short, dataset, 0, total)
         else:
             yield from self._measured(dataset, total)
@@ -210,12 +211,17 @@ def decide(candidates: list[FeedChoice], times: dict[str, list[float]]) -> FeedC
     return min(faster, key=lambda c: statistics.median(times[c.mode])) if faster else preferred
 
 
+def _in_line(how: str = "asked") -> FeedChoice:
+    """Decoding in line, each batch spread over :func:`decode_threads` threads."""
+    return FeedChoice(INLINE, how=how, threads=decode_threads())
+
+
 def _asked(workers: int | str) -> FeedChoice | None:
     if workers == "auto":
         return None
     if workers == "thread":
         return FeedChoice(THREAD)
-    return FeedChoice(PROCESSES, workers) if workers > 0 else FeedChoice(INLINE, threads=decode_threads())
+    return FeedChoice(PROCESSES, workers) if workers > 0 else _in_line()
 
 
 def _decoded(dataset, first: int, last: int, batch_size: int, pin: bool, stopped=lambda: False, threads: int = 1):
