@@ -657,7 +657,8 @@ def _folding(runtime_extra: dict) -> str:
     if not folding or not folding.get("batchnorms"):
         return ""
     if folding.get("folded"):
-        return f", BatchNorm folded {folding['folded']} of {folding['batchnorms']}"
+        why = f"; {folding['why_not']}" if folding.get("why_not") else ""  # some layers left as they are
+        return f", BatchNorm folded {folding['folded']} of {folding['batchnorms']}{why}"
     return f", BatchNorm not folded: {folding.get('why_not', 'none qualified')}"
 
 
