@@ -131,3 +131,14 @@ def test_interrupt_exits_130_and_prints_the_resume_command(runner, image_folder,
     result = runner.invoke(main, ["extract", "--images", str(image_folder), *TINY])
     assert result.exit_code == 130
     assert "Interrupted; committed rows are kept. Resume with:" in result.output
+
+
+def test_info_says_how_much_batchnorm_was_folded_and_why_not_all():
+    from pipeline.cli import _folding
+
+    partial = {"folded": 59, "batchnorms": 121, "why_not": "62 BatchNorm layer(s) do not read a convolution's output alone"}
+    assert _folding({"batchnorm_folding": partial}) == (
+        ", BatchNorm folded 59 of 121; 62 BatchNorm layer(s) do not read a convolution's output alone")
+    assert _folding({"batchnorm_folding": {"folded": 49, "batchnorms": 49}}) == ", BatchNorm folded 49 of 49"
+    assert _folding({"batchnorm_folding": {"folded": 0, "batchnorms": 0}}) == ""  # a model without BatchNorm
+    assert _folding({}) == ""  # a cache made before folding
